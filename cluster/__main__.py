@@ -1,0 +1,5 @@
+import sys
+
+from augtrain.cluster.cli import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""Reaching Ray: an address (``--address`` or ``RAY_ADDRESS``) or an embedded local Ray.
+
+This is the only module that calls ``ray.init``. The embedded Ray advertises more logical
+CPUs than the machine has cores (``LOCAL_CPU_FACTOR``): Ray Data read tasks each ask for a
+whole CPU, and when training workers hold every logical CPU the data tasks wait for ever
+with no error. Oversubscribing the logical count keeps a CPU free for data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+LOCAL_CPU_FACTOR = 2
+
+
+def local_num_cpus() -> int:
+    return max(4, LOCAL_CPU_FACTOR * (os.cpu_count() or 1))
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None, log_to_driver: bool = True):
+    """Connect to ``address`` (or ``RAY_ADDRESS``); with neither, start an embedded local Ray.
+
+    Returns Ray's context. Idempotent: an already initialised Ray is reused.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return ray.get_runtime_context()
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        log.info("connecting to Ray at %s", address)
+        return ray.init(address=address, log_to_driver=log_to_driver)
+    cpus = num_cpus or local_num_cpus()
+    log.info("starting an embedded local Ray with %d logical CPUs", cpus)
+    return ray.init(
+        address="local",
+        num_cpus=cpus,
+        include_dashboard=False,
+        log_to_driver=log_to_driver,
+        configure_logging=True,
+        logging_level=logging.WARNING,
+    )
