@@ -1,0 +1,34 @@
+"""Batch normalisation in torch: uint8 views stay uint8 through the object store and become
+float only in the train step."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize_batch(batch, mean: Sequence[float], std: Sequence[float]):
+    """uint8 ``[B, H, W, C]`` (torch or numpy) -> float32 ``[B, C, H, W]``: ``(x / 255 - mean) / std``.
+
+    ``mean``/``std`` have one entry per channel (or one entry for all channels); the result
+    stays on the input tensor's device.
+    """
+    import torch
+
+    x = torch.as_tensor(batch)
+    if x.ndim != 4:
+        raise ValueError(f"normalize_batch takes [B, H, W, C], got shape {tuple(x.shape)}")
+    if x.dtype != torch.uint8:
+        raise ValueError(f"normalize_batch takes uint8 input, got {x.dtype}")
+    c = x.shape[-1]
+    m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).reshape(-1)
+    s = torch.as_tensor(std, dtype=torch.float32, device=x.device).reshape(-1)
+    for label, t in (("mean", m), ("std", s)):
+        if t.numel() not in (1, c):
+            raise ValueError(f"normalize_batch: {label} has {t.numel()} entries for {c} channel(s)")
+    if bool((s <= 0).any()):
+        raise ValueError(f"normalize_batch: std must be positive, got {s.tolist()}")
+    x = x.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+    return x.sub_(m.view(1, -1, 1, 1)).div_(s.view(1, -1, 1, 1)).contiguous()

@@ -1,0 +1,70 @@
+"""Sampling: a policy and a random generator give a plan, the list of ``(op, params)`` steps
+one view goes through. Every backend applies plans, so two backends fed the same plan are
+comparable op by op."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from augtrain.augment.ops import OPS, Params
+from augtrain.augment.policy import Op, Policy, PolicyError
+
+
+@dataclass(frozen=True)
+class Step:
+    """One op with its drawn parameters."""
+
+    name: str
+    params: Params
+
+
+def sample_op(op: Op, rng: np.random.Generator, h: int, w: int, size: int | None) -> Step:
+    """Draw the parameters of ``op`` for an ``h x w`` input (magnitude ranges drawn here)."""
+    magnitude = op.magnitude
+    if op.magnitude_range is not None:
+        magnitude = float(rng.uniform(*op.magnitude_range))
+    opdef = OPS[op.name]
+    args = {**opdef.default_args, **op.args}
+    return Step(op.name, opdef.sample(rng, magnitude, args, h, w, size))
+
+
+def sample_plan(policy: Policy, rng: np.random.Generator, h: int, w: int, size: int | None) -> list[Step]:
+    """Draw one view's steps; a policy without a crop starts with a resize when ``size`` is set."""
+    steps: list[Step] = []
+    if size is not None and not policy.has_crop and (h, w) != (size, size):
+        steps.append(Step("resize", {"out_h": float(size), "out_w": float(size)}))
+        h = w = size
+
+    def visit(op: Op) -> None:
+        nonlocal h, w
+        if op.p >= 1.0 or rng.random() < op.p:
+            step = sample_op(op, rng, h, w, size)
+            steps.append(step)
+            if OPS[op.name].sets_size:
+                h, w = int(step.params["out_h"]), int(step.params["out_w"])
+
+    for op in policy.pre:
+        visit(op)
+    if policy.choices:
+        k = int(rng.choice(len(policy.num_ops), p=np.asarray(policy.num_ops))) if len(policy.num_ops) > 1 else 0
+        if k:
+            for index in rng.choice(len(policy.choices), size=k, replace=policy.replace):
+                for op in policy.choices[int(index)]:
+                    visit(op)
+    return steps
+
+
+def max_plan_length(policy: Policy) -> int:
+    """Upper bound on the number of steps of any plan of ``policy`` (resize included)."""
+    longest_entry = max((len(e) for e in policy.choices), default=0)
+    return 1 + len(policy.pre) + policy.max_num_ops * longest_entry
+
+
+def check_size(policy: Policy, size: int | None) -> None:
+    """A crop needs an output size; sizes must be positive."""
+    if size is None and policy.has_crop:
+        raise PolicyError(f"policy {policy.name!r} crops, so it needs an output size (size=None was given)")
+    if size is not None and (not isinstance(size, int) or size < 1):
+        raise PolicyError(f"size must be a positive int or None, got {size!r}")

@@ -1,0 +1,275 @@
+"""Standard policies by name, and ``parse_policy`` for every string form a config may hold.
+
+Specs: ``none``, ``basic``, ``mae``, ``simclr``, ``trivialaugment``, ``autoaugment-imagenet``,
+``autoaugment-cifar10``, ``rand-n{N}-m{M}`` (RandAugment; ``randaugment`` = ``rand-n2-m9``),
+``pba`` (PBA's 0/1/2 ops draw over the RandAugment ops), the ``pre=...|choices=...`` form of
+``Policy.to_string``, and a JSON object. ``A+B`` runs the ``pre`` ops of A and B in order,
+then the ``choices`` of the one that has them (``mae+rand-n2-m9``: crop and flip, then
+RandAugment).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+
+from augtrain.augment.policy import Op, Policy, PolicyError, num_ops_distribution, parse_custom
+
+# The RandAugment op set (Cubuk et al. 2020, as in timm and DALI's auto_aug suite).
+RANDAUGMENT_OPS = (
+    "identity", "auto_contrast", "equalize", "rotate", "solarize", "color", "posterize",
+    "contrast", "brightness", "sharpness", "shear_x", "shear_y", "translate_x", "translate_y",
+)  # fmt: skip
+
+
+def none_policy() -> Policy:
+    """No augmentation (a resize to the transform's size when one is given)."""
+    return Policy(name="none", num_ops=(1.0,))
+
+
+def basic_policy() -> Policy:
+    """The seed's list: crop, flips, small rotation, color jitter, grayscale, blur, noise."""
+    return Policy(
+        name="basic",
+        pre=(
+            Op("random_resized_crop", args={"scale": (0.35, 1.0)}),
+            Op("hflip", p=0.5),
+            Op("vflip", p=0.1),
+            Op("rotate", p=0.3, magnitude=3.0),
+            Op("color_jitter", p=0.8, magnitude=5.0),
+            Op("grayscale", p=0.1),
+            Op("gaussian_blur", p=0.1, magnitude_range=(0.0, 5.0)),
+            Op("gaussian_noise", p=0.1, magnitude=2.0),
+        ),
+    )
+
+
+def mae_policy() -> Policy:
+    """MAE pretraining: random resized crop (scale 0.2-1) and horizontal flip."""
+    return Policy(
+        name="mae",
+        pre=(Op("random_resized_crop", args={"scale": (0.2, 1.0)}), Op("hflip", p=0.5)),
+    )
+
+
+def simclr_policy() -> Policy:
+    """SimCLR views: crop, flip, color jitter (p 0.8, strength 1), grayscale (0.2), blur (0.5)."""
+    return Policy(
+        name="simclr",
+        pre=(
+            Op("random_resized_crop", args={"scale": (0.08, 1.0)}),
+            Op("hflip", p=0.5),
+            Op("color_jitter", p=0.8, magnitude=10.0),
+            Op("grayscale", p=0.2),
+            Op("gaussian_blur", p=0.5, magnitude_range=(0.0, 10.0)),
+        ),
+        views=2,
+    )
+
+
+def randaugment_policy(n: int = 2, m: float = 9.0) -> Policy:
+    """RandAugment: ``n`` ops drawn with replacement from the 14-op set, all at magnitude ``m``."""
+    if n < 0:
+        raise PolicyError(f"randaugment: n must be >= 0, got {n}")
+    return Policy(
+        name=f"rand-n{n}-m{m:g}",
+        choices=tuple((Op(name, magnitude=m),) for name in RANDAUGMENT_OPS),
+        num_ops=num_ops_distribution(n),
+    )
+
+
+def trivialaugment_policy() -> Policy:
+    """TrivialAugment: one op per sample from the RandAugment set, magnitude uniform in [0, 10]."""
+    return Policy(
+        name="trivialaugment",
+        choices=tuple((Op(name, magnitude_range=(0.0, 10.0)),) for name in RANDAUGMENT_OPS),
+        num_ops=(0.0, 1.0),
+    )
+
+
+def pba_policy() -> Policy:
+    """PBA-style: 0/1/2 ops (probabilities 0.2/0.3/0.5) without replacement, p 0.5, magnitude 5 each."""
+    return Policy(
+        name="pba",
+        choices=tuple((Op(name, p=0.5, magnitude=5.0),) for name in RANDAUGMENT_OPS + ("cutout", "invert")),
+        num_ops=(0.2, 0.3, 0.5),
+        replace=False,
+    )
+
+
+_AA_NAMES = {
+    "ShearX": "shear_x", "ShearY": "shear_y", "TranslateX": "translate_x", "TranslateY": "translate_y",
+    "Rotate": "rotate", "Color": "color", "Posterize": "posterize", "Solarize": "solarize",
+    "Contrast": "contrast", "Sharpness": "sharpness", "Brightness": "brightness",
+    "AutoContrast": "auto_contrast", "Equalize": "equalize", "Invert": "invert",
+}  # fmt: skip
+
+# AutoAugment (Cubuk et al. 2019) sub-policies, magnitudes as bin indices 0-9 of 10 bins.
+_AA_IMAGENET = (
+    (("Posterize", 0.4, 8), ("Rotate", 0.6, 9)), (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+    (("Equalize", 0.8, None), ("Equalize", 0.6, None)), (("Posterize", 0.6, 7), ("Posterize", 0.6, 6)),
+    (("Equalize", 0.4, None), ("Solarize", 0.2, 4)), (("Equalize", 0.4, None), ("Rotate", 0.8, 8)),
+    (("Solarize", 0.6, 3), ("Equalize", 0.6, None)), (("Posterize", 0.8, 5), ("Equalize", 1.0, None)),
+    (("Rotate", 0.2, 3), ("Solarize", 0.6, 8)), (("Equalize", 0.6, None), ("Posterize", 0.4, 6)),
+    (("Rotate", 0.8, 8), ("Color", 0.4, 0)), (("Rotate", 0.4, 9), ("Equalize", 0.6, None)),
+    (("Equalize", 0.0, None), ("Equalize", 0.8, None)), (("Invert", 0.6, None), ("Equalize", 1.0, None)),
+    (("Color", 0.6, 4), ("Contrast", 1.0, 8)), (("Rotate", 0.8, 8), ("Color", 1.0, 2)),
+    (("Color", 0.8, 8), ("Solarize", 0.8, 7)), (("Sharpness", 0.4, 7), ("Invert", 0.6, None)),
+    (("ShearX", 0.6, 5), ("Equalize", 1.0, None)), (("Color", 0.4, 0), ("Equalize", 0.6, None)),
+    (("Equalize", 0.4, None), ("Solarize", 0.2, 4)), (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+    (("Invert", 0.6, None), ("Equalize", 1.0, None)), (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
+    (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
+)  # fmt: skip
+_AA_CIFAR10 = (
+    (("Invert", 0.1, None), ("Contrast", 0.2, 6)), (("Rotate", 0.7, 2), ("TranslateX", 0.3, 9)),
+    (("Sharpness", 0.8, 1), ("Sharpness", 0.9, 3)), (("ShearY", 0.5, 8), ("TranslateY", 0.7, 9)),
+    (("AutoContrast", 0.5, None), ("Equalize", 0.9, None)), (("ShearY", 0.2, 7), ("Posterize", 0.3, 7)),
+    (("Color", 0.4, 3), ("Brightness", 0.6, 7)), (("Sharpness", 0.3, 9), ("Brightness", 0.7, 9)),
+    (("Equalize", 0.6, None), ("Equalize", 0.5, None)), (("Contrast", 0.6, 7), ("Sharpness", 0.6, 5)),
+    (("Color", 0.7, 7), ("TranslateX", 0.5, 8)), (("Equalize", 0.3, None), ("AutoContrast", 0.4, None)),
+    (("TranslateY", 0.4, 3), ("Sharpness", 0.2, 6)), (("Brightness", 0.9, 6), ("Color", 0.2, 8)),
+    (("Solarize", 0.5, 2), ("Invert", 0.0, None)), (("Equalize", 0.2, None), ("AutoContrast", 0.6, None)),
+    (("Equalize", 0.2, None), ("Equalize", 0.6, None)), (("Color", 0.9, 9), ("Equalize", 0.6, None)),
+    (("AutoContrast", 0.8, None), ("Solarize", 0.2, 8)), (("Brightness", 0.1, 3), ("Color", 0.7, 0)),
+    (("Solarize", 0.4, 5), ("AutoContrast", 0.9, None)), (("TranslateY", 0.9, 9), ("TranslateY", 0.7, 9)),
+    (("AutoContrast", 0.9, None), ("Solarize", 0.2, 3)), (("Equalize", 0.8, None), ("Invert", 0.1, None)),
+    (("TranslateY", 0.7, 9), ("AutoContrast", 0.9, None)),
+)  # fmt: skip
+
+
+def _autoaugment(name: str, table: tuple) -> Policy:
+    entries = tuple(
+        tuple(Op(_AA_NAMES[op], p=p, magnitude=0.0 if b is None else round(b * 10.0 / 9.0, 4)) for op, p, b in sub)
+        for sub in table
+    )
+    return Policy(name=name, choices=entries, num_ops=(0.0, 1.0))
+
+
+STANDARD: dict[str, Callable[[], Policy]] = {
+    "none": none_policy,
+    "basic": basic_policy,
+    "mae": mae_policy,
+    "simclr": simclr_policy,
+    "randaugment": randaugment_policy,
+    "trivialaugment": trivialaugment_policy,
+    "autoaugment-imagenet": lambda: _autoaugment("autoaugment-imagenet", _AA_IMAGENET),
+    "autoaugment-cifar10": lambda: _autoaugment("autoaugment-cifar10", _AA_CIFAR10),
+    "pba": pba_policy,
+}
+
+_RAND = re.compile(r"^rand(?:-(?:n(?P<n>\d+)|m(?P<m>\d+(?:\.\d+)?)))+$")
+
+
+def list_policies() -> list[str]:
+    """Names of the standard policies."""
+    return sorted(STANDARD)
+
+
+def parse_policy(spec: str | dict | Policy) -> Policy:
+    """A spec string, JSON text/dict or Policy -> Policy; raises PolicyError naming what is wrong."""
+    if isinstance(spec, Policy):
+        return spec
+    if isinstance(spec, dict):
+        return Policy.from_dict(spec)
+    if not isinstance(spec, str):
+        raise PolicyError(f"a policy spec must be a string, dict or Policy, got {type(spec).__name__}")
+    text = spec.strip()
+    if text.startswith("{"):
+        return Policy.from_json(text)
+    if "=" in text:
+        return parse_custom(text)
+    if "+" in text:
+        return combine([parse_policy(part) for part in text.split("+")], name=text)
+    key = text.lower()
+    if key in STANDARD:
+        return STANDARD[key]()
+    match = _RAND.match(key)
+    if match:
+        n = int(match["n"]) if match["n"] else 2
+        m = float(match["m"]) if match["m"] else 9.0
+        return randaugment_policy(n, m)
+    raise PolicyError(f"unknown policy {spec!r}; standard policies: {', '.join(list_policies())}, rand-nN-mM")
+
+
+def combine(policies: list[Policy], name: str) -> Policy:
+    """``pre`` ops of all policies in order, ``choices`` of the (single) one that has them."""
+    with_choices = [p for p in policies if p.choices]
+    if len(with_choices) > 1:
+        raise PolicyError(f"policy {name!r}: only one part may have 'choices', got {[p.name for p in with_choices]}")
+    chosen = with_choices[0] if with_choices else None
+    return Policy(
+        name=name,
+        pre=tuple(op for p in policies for op in p.pre),
+        choices=chosen.choices if chosen else (),
+        num_ops=chosen.num_ops if chosen else (1.0,),
+        replace=chosen.replace if chosen else True,
+        views=max(p.views for p in policies),
+    )
+
+
+def standard_spec_of(policy: Policy) -> str | None:
+    """The spec that rebuilds ``policy`` exactly, when it is a standard (or combined) one."""
+    try:
+        rebuilt = parse_policy(policy.name) if policy.name != "custom" and "=" not in policy.name else None
+    except PolicyError:
+        return None
+    return policy.name if rebuilt == policy else None
+
+
+def to_dali_policy(policy: Policy, num_magnitude_bins: int = 11):
+    """Export the ``choices`` of a policy as an ``nvidia.dali.auto_aug`` Policy.
+
+    Each entry becomes a sub-policy; magnitude m maps to bin ``round(m / 10 * (bins - 1))``.
+    ``pre`` ops (crops, flips) have no auto_aug counterpart and must stay in the pipeline.
+    Raises PolicyError for ops DALI's auto_aug does not have, for a num_ops other than exactly
+    one entry per sample (auto_aug applies one sub-policy), and for magnitude ranges.
+    """
+    from nvidia.dali.auto_aug import augmentations as aa
+    from nvidia.dali.auto_aug.core import Policy as DaliPolicy
+
+    names = {
+        "shear_x": aa.shear_x, "shear_y": aa.shear_y, "translate_x": aa.translate_x,
+        "translate_y": aa.translate_y, "rotate": aa.rotate, "brightness": aa.brightness,
+        "contrast": aa.contrast, "color": aa.color, "sharpness": aa.sharpness,
+        "posterize": aa.posterize, "solarize": aa.solarize, "equalize": aa.equalize,
+        "auto_contrast": aa.auto_contrast, "invert": aa.invert, "identity": aa.identity,
+    }  # fmt: skip
+    if policy.num_ops != (0.0, 1.0):
+        raise PolicyError(f"policy {policy.name!r}: auto_aug applies exactly one sub-policy per sample, num_ops={policy.num_ops}")
+    ranges = {  # our tables, in DALI's parametrisation (its defaults differ for some ops)
+        "shear_x": (0, 0.3), "shear_y": (0, 0.3), "rotate": (0, 30),
+        "brightness": (0, 0.9), "contrast": (0, 0.9), "color": (0, 0.9), "sharpness": (0, 0.9),
+        "posterize": (8, 4), "solarize": (256, 0), "translate_x": (0, 0.45), "translate_y": (0, 0.45),
+    }  # fmt: skip
+    sub_policies = []
+    for entry in policy.choices:
+        sub = []
+        for op in entry:
+            if op.name not in names:
+                raise PolicyError(f"op {op.name!r} has no nvidia.dali.auto_aug counterpart")
+            if op.magnitude_range is not None:
+                raise PolicyError(f"op {op.name!r}: auto_aug policies take a fixed magnitude, not a range")
+            aug = names[op.name]
+            if op.name in ranges:
+                if op.name.startswith("translate"):
+                    aug = getattr(aa, op.name).augmentation(mag_range=ranges[op.name], param_device="auto")
+                    aug = aug.augmentation(mag_to_param=_translate_rel(op.name))
+                else:
+                    aug = aug.augmentation(mag_range=ranges[op.name])
+            mag_bin = int(round(op.magnitude / 10.0 * (num_magnitude_bins - 1))) if names[op.name].mag_range else None
+            sub.append((aug, op.p, mag_bin))
+        sub_policies.append(sub)
+    return DaliPolicy(name=policy.name, num_magnitude_bins=num_magnitude_bins, sub_policies=sub_policies)
+
+
+def _translate_rel(name: str):
+    """Translate magnitude as a fraction of the image side (DALI's ``*_rel`` parametrisation)."""
+    from nvidia.dali.auto_aug import augmentations as aa
+
+    return getattr(aa, "_translate_rel_mag_to_param", None) or (lambda magnitude: magnitude)
+
+
+def policy_json(policy: Policy) -> str:
+    """Pretty JSON of a policy (for files and reports)."""
+    return json.dumps(policy.to_dict(), indent=2, sort_keys=True)
