@@ -1,0 +1,32 @@
+"""Heads that turn an exported encoder into a fine-tuning model."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Classifier(nn.Module):
+    """encoder + (optional BatchNorm, as MAE linear probing) + linear layer.
+
+    x: [B, C, H, W] -> logits [B, num_classes]. `freeze_encoder=True` is a linear probe.
+    """
+
+    def __init__(self, encoder: nn.Module, num_classes: int, freeze_encoder: bool = False,
+                 batch_norm: bool = False) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.norm: nn.Module = (nn.BatchNorm1d(encoder.num_features, affine=False)
+                                if batch_norm else nn.Identity())
+        self.fc = nn.Linear(encoder.num_features, num_classes)
+        self.freeze_encoder = freeze_encoder
+        if freeze_encoder:
+            encoder.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.freeze_encoder:
+            with torch.no_grad():
+                features = self.encoder.forward_features(x)
+        else:
+            features = self.encoder.forward_features(x)
+        return self.fc(self.norm(features))

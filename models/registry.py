@@ -1,0 +1,118 @@
+"""Find by name, build with a factory, list for tests: encoders and self-supervised objectives.
+
+    @register_model("cnn-tiny")
+    def cnn_tiny(**kw) -> CNNEncoder: ...
+
+    encoder = create_model("cnn-tiny", in_chans=1)
+    objective = create_objective("simclr", encoder="cnn-tiny", encoder_kwargs={"in_chans": 1})
+
+Every object built here carries a JSON `spec` (name and keyword arguments), so a checkpoint can
+rebuild it with `build_from_spec(spec)` before loading weights.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from torch import nn
+
+F = TypeVar("F", bound=Callable[..., nn.Module])
+
+
+class Registry:
+    """A name -> factory table with a decorator to fill it."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._factories: dict[str, Callable[..., nn.Module]] = {}
+
+    def register(self, name: str) -> Callable[[F], F]:
+        def decorator(fn: F) -> F:
+            if name in self._factories:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._factories[name] = fn
+            return fn
+
+        return decorator
+
+    def get(self, name: str) -> Callable[..., nn.Module]:
+        if name not in self._factories:
+            known = ", ".join(sorted(self._factories))
+            raise KeyError(f"unknown {self.kind} {name!r}; registered: {known}")
+        return self._factories[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._factories)
+
+
+MODELS = Registry("model")
+OBJECTIVES = Registry("objective")
+
+
+def register_model(name: str) -> Callable[[F], F]:
+    """Decorator registering an encoder factory under `name`."""
+    return MODELS.register(name)
+
+
+def register_objective(name: str) -> Callable[[F], F]:
+    """Decorator registering an objective factory `fn(encoder: nn.Module, **kw)` under `name`."""
+    return OBJECTIVES.register(name)
+
+
+def list_models() -> list[str]:
+    """Registered encoder names, sorted."""
+    _import_builtins()
+    return MODELS.names()
+
+
+def list_objectives() -> list[str]:
+    """Registered objective names, sorted."""
+    _import_builtins()
+    return OBJECTIVES.names()
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the encoder registered as `name`; it gets `.spec = {"name": name, **kwargs}`."""
+    _import_builtins()
+    model = MODELS.get(name)(**kwargs)
+    model.spec = {"name": name, **copy.deepcopy(kwargs)}
+    return model
+
+
+def create_objective(
+    name: str,
+    encoder: str = "cnn-tiny",
+    encoder_kwargs: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build objective `name` around the encoder `encoder` (a registered model name).
+
+    The result is an `nn.Module` whose `forward(views)` returns a scalar loss, with
+    `num_views` (how many augmented views of each sample it takes) and `export_encoder()`.
+    """
+    _import_builtins()
+    encoder_kwargs = dict(encoder_kwargs or {})
+    factory = OBJECTIVES.get(name)
+    objective = factory(encoder_name=encoder, encoder_kwargs=encoder_kwargs, **kwargs)
+    objective.spec = {
+        "objective": name,
+        "encoder": encoder,
+        "encoder_kwargs": copy.deepcopy(encoder_kwargs),
+        **copy.deepcopy(kwargs),
+    }
+    return objective
+
+
+def build_from_spec(spec: dict[str, Any], **overrides: Any) -> nn.Module:
+    """Rebuild an encoder or objective from its `.spec` (what checkpoints store)."""
+    spec = {**copy.deepcopy(spec), **overrides}
+    if "objective" in spec:
+        return create_objective(spec.pop("objective"), **spec)
+    return create_model(spec.pop("name"), **spec)
+
+
+def _import_builtins() -> None:
+    """Import the modules whose decorators fill the registries (idempotent)."""
+    from augtrain.models import cnn, efficientnet, mae, simclr, vit  # noqa: F401

@@ -1,0 +1,58 @@
+"""Every registered encoder builds, embeds, trains and rebuilds from its spec."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from augtrain.models import build_from_spec, create_model, list_models
+
+# name -> (kwargs, input shape, parameter-count range)
+MODEL_CASES: dict[str, tuple[dict, tuple[int, ...], tuple[float, float]]] = {
+    "cnn-tiny": ({"in_chans": 1}, (2, 1, 28, 28), (2e4, 3e4)),
+    "resnet-tiny": ({"in_chans": 1}, (2, 1, 28, 28), (1.5e4, 2.5e4)),
+    "resnet18": ({"small_input": True}, (2, 3, 32, 32), (11.0e6, 11.3e6)),
+    "vit-micro": ({"in_chans": 1, "image_size": 28, "patch_size": 7}, (2, 1, 28, 28), (5e4, 1e5)),
+    "vit-tiny": ({}, (1, 3, 224, 224), (5.4e6, 5.8e6)),
+    "vit-small": ({}, (1, 3, 224, 224), (21e6, 22.2e6)),
+    "vit-base": ({}, (1, 3, 224, 224), (85e6, 86.5e6)),
+    "efficientnet-lite0": ({}, (2, 3, 64, 64), (3.3e6, 3.5e6)),
+}
+
+
+def test_every_registered_model_has_a_case():
+    assert set(list_models()) == set(MODEL_CASES)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", sorted(MODEL_CASES))
+def test_model_embeds_and_backpropagates(name: str):
+    kwargs, shape, (low, high) = MODEL_CASES[name]
+    torch.manual_seed(0)
+    model = create_model(name, **kwargs)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert low <= n_params <= high, f"{name}: {n_params} parameters"
+
+    features = model.forward_features(torch.randn(shape))
+    assert features.shape == (shape[0], model.num_features)
+    assert torch.isfinite(features).all()
+
+    features.square().mean().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not no_grad, f"parameters without gradient: {no_grad[:5]}"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", sorted(MODEL_CASES))
+def test_spec_rebuilds_the_same_architecture(name: str):
+    kwargs = MODEL_CASES[name][0]
+    model = create_model(name, **kwargs)
+    rebuilt = build_from_spec(model.spec)
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == shapes
+    assert rebuilt.spec == model.spec
+
+
+def test_unknown_name_lists_the_registered_ones():
+    with pytest.raises(KeyError, match="cnn-tiny"):
+        create_model("no-such-model")
