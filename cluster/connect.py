@@ -10,14 +10,36 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 log = logging.getLogger(__name__)
 
 LOCAL_CPU_FACTOR = 2
+CONNECT_TIMEOUT_S = 3.0
 
 
 def local_num_cpus() -> int:
     return max(4, LOCAL_CPU_FACTOR * (os.cpu_count() or 1))
+
+
+def check_address(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail fast, naming the address, when nothing listens at a ``host:port`` or
+    ``ray://host:port`` address (``ray.init`` itself retries for a minute). ``auto`` and
+    http(s) URLs are left to Ray."""
+    target = address.removeprefix("ray://")
+    if address == "auto" or "://" in target:
+        return
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"Ray address {address!r}: expected host:port, ray://host:port or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise RuntimeError(
+            f"cannot reach Ray at {address} ({exc.strerror or type(exc).__name__}); check "
+            "--address or RAY_ADDRESS and that the cluster is up"
+        ) from None
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None, log_to_driver: bool = True):
@@ -31,6 +53,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, log_to_d
         return ray.get_runtime_context()
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
+        check_address(address)
         log.info("connecting to Ray at %s", address)
         return ray.init(address=address, log_to_driver=log_to_driver)
     cpus = num_cpus or local_num_cpus()
