@@ -7,9 +7,10 @@ sequence ``0 .. total-1``. A data position is the set of global positions alread
 
 * with the same seed and epoch, every worker's order is reproducible;
 * workers' slices are disjoint and their union is everything not yet consumed;
-* on resume with the same worker count each worker continues its own slice; with another
-  worker count, what remains is re-split over the new workers: every sample of the epoch is
-  still seen exactly once, though not in the order an uninterrupted run would have used.
+* on resume with the same worker count each worker continues its own slice, so the resumed
+  run reads exactly what an uninterrupted one would have; with another worker count, what
+  remains is re-split over the new workers: every sample of the epoch is still seen exactly
+  once, though not in the order an uninterrupted run would have used.
 
 Nothing here imports Ray; these functions are what the tests check without processes.
 """
@@ -63,6 +64,20 @@ def subtract(total: int, consumed: list[Interval]) -> list[Interval]:
     if cursor < total:
         remaining.append((cursor, total))
     return remaining
+
+
+def intersect(a: list[Interval], b: list[Interval]) -> list[Interval]:
+    """Positions in both (inputs sorted and disjoint)."""
+    out, i, j = [], 0, 0
+    while i < len(a) and j < len(b):
+        start, end = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if start < end:
+            out.append((start, end))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
 
 
 def take_prefix(intervals: list[Interval], n: int) -> list[Interval]:
@@ -143,8 +158,15 @@ class EpochLayout:
                 k += 1
         return out
 
-    def assignment(self, consumed: list[Interval], rank: int, world_size: int) -> list[Interval]:
-        """The global intervals that ``rank`` of ``world_size`` reads for the rest of this epoch."""
+    def assignment(self, consumed: list[Interval], rank: int, world_size: int,
+                   base: list[Interval] | None = None) -> list[Interval]:
+        """The global intervals that ``rank`` of ``world_size`` reads for the rest of this epoch.
+
+        Slices are cut from what remained at ``base`` (the consumed set when this worker count
+        started on the epoch; default ``consumed``), minus what has been consumed since.
+        """
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} out of range for world size {world_size}")
-        return split_balanced(subtract(self.total, consumed), world_size)[rank]
+        base = consumed if base is None else base
+        mine = split_balanced(subtract(self.total, base), world_size)[rank]
+        return intersect(mine, subtract(self.total, consumed))

@@ -75,17 +75,18 @@ class ShardReader:
         if (position.epoch, position.seed) != (epoch, self.config.seed):
             raise ValueError(f"position is for epoch {position.epoch} seed {position.seed}, "
                              f"not epoch {epoch} seed {self.config.seed}")
-        assignment = self.layout(epoch).assignment(position.consumed, rank, world_size)
-        return EpochIterator(self, epoch, assignment, batch_size, drop_last)
+        assignment = self.layout(epoch).assignment(position.consumed, rank, world_size, position.base_for(world_size))
+        return EpochIterator(self, epoch, world_size, assignment, batch_size, drop_last)
 
 
 class EpochIterator:
     """One worker's pass over its slice: exact-size batches of good rows, with progress."""
 
-    def __init__(self, reader: ShardReader, epoch: int, assignment: list[Interval], batch_size: int, drop_last: bool):
+    def __init__(self, reader: ShardReader, epoch: int, world_size: int, assignment: list[Interval], batch_size: int,
+                 drop_last: bool):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.reader, self.epoch, self.assignment = reader, epoch, assignment
+        self.reader, self.epoch, self.world_size, self.assignment = reader, epoch, world_size, assignment
         self.batch_size, self.drop_last = batch_size, drop_last
         self._starts = np.concatenate([[0], np.cumsum([b - a for a, b in assignment])]).astype(np.int64)
         self._interval_starts = np.array([a for a, _ in assignment], dtype=np.int64)
@@ -161,7 +162,7 @@ class EpochIterator:
         for record in self._skips:
             if self._consumed == len(self) or (record.index >= 0 and self._offset(record.index) < self._consumed):
                 report.add(record)
-        return RankProgress(self.epoch, self.reader.config.seed, consumed, report)
+        return RankProgress(self.epoch, self.reader.config.seed, self.world_size, consumed, report)
 
 
 def _take(chunks: list[dict[str, np.ndarray]], n: int) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
