@@ -39,7 +39,8 @@ def _kernels() -> dict[str, Callable[[np.ndarray, Params], np.ndarray]]:
     def affine(img: np.ndarray, p: Params) -> np.ndarray:
         inverse = np.vstack([np.array([p[k] for k in AFFINE]).reshape(2, 3), [0.0, 0.0, 1.0]])
         forward = np.linalg.inv(inverse)  # albumentations takes the forward matrix
-        return fgeo.warp_affine(img, forward, cv2.INTER_LINEAR, FILL, cv2.BORDER_CONSTANT, img.shape[:2])
+        fill = (float(FILL),) * img.shape[2]
+        return fgeo.warp_affine(img, forward, cv2.INTER_LINEAR, fill, cv2.BORDER_CONSTANT, img.shape[:2])
 
     def solarize(img: np.ndarray, p: Params) -> np.ndarray:
         if p["threshold"] >= 256:
