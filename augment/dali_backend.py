@@ -146,12 +146,11 @@ def _dali_op(name: str, img, p, channels: int):
         return img
     if name == "resize":
         return fn.resize(img, size=vec(0, 1), interp_type=types.INTERP_LINEAR, antialias=False)
-    if name == "random_resized_crop":
-        y, x, h, w = p[0], p[1], p[2], p[3]
-        return fn.resize(
-            img, size=vec(4, 5), roi_start=fn.stack(y, x), roi_end=fn.stack(y + h, x + w),
-            roi_relative=False, interp_type=types.INTERP_LINEAR, antialias=False,
-        )  # fmt: skip
+    if name == "random_resized_crop":  # crop, then resize (no pixels from outside the crop)
+        crop = fn.slice(
+            img, fn.stack(p[0], p[1]), fn.stack(p[2], p[3]), axis_names="HW", normalized_anchor=False, normalized_shape=False
+        )
+        return fn.resize(crop, size=vec(4, 5), interp_type=types.INTERP_LINEAR, antialias=False)
     if name == "hflip":
         return fn.flip(img, horizontal=1, vertical=0)
     if name == "vflip":

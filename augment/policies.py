@@ -237,10 +237,10 @@ def to_dali_policy(policy: Policy, num_magnitude_bins: int = 11):
     }  # fmt: skip
     if policy.num_ops != (0.0, 1.0):
         raise PolicyError(f"policy {policy.name!r}: auto_aug applies exactly one sub-policy per sample, num_ops={policy.num_ops}")
-    ranges = {  # our tables, in DALI's parametrisation (its defaults differ for some ops)
-        "shear_x": (0, 0.3), "shear_y": (0, 0.3), "rotate": (0, 30),
-        "brightness": (0, 0.9), "contrast": (0, 0.9), "color": (0, 0.9), "sharpness": (0, 0.9),
-        "posterize": (8, 4), "solarize": (256, 0), "translate_x": (0, 0.45), "translate_y": (0, 0.45),
+    ranges = {  # our magnitude tables in DALI's parametrisation (posterize: bits removed)
+        "shear_x": (0, 0.3), "shear_y": (0, 0.3), "rotate": (0, 30), "translate_x": (0, 0.45),
+        "translate_y": (0, 0.45), "brightness": (0, 0.9), "contrast": (0, 0.9), "color": (0, 0.9),
+        "sharpness": (0, 0.9), "posterize": (0, 4), "solarize": (256, 0),
     }  # fmt: skip
     sub_policies = []
     for entry in policy.choices:
@@ -251,23 +251,13 @@ def to_dali_policy(policy: Policy, num_magnitude_bins: int = 11):
             if op.magnitude_range is not None:
                 raise PolicyError(f"op {op.name!r}: auto_aug policies take a fixed magnitude, not a range")
             aug = names[op.name]
+            mag_bin = None
             if op.name in ranges:
-                if op.name.startswith("translate"):
-                    aug = getattr(aa, op.name).augmentation(mag_range=ranges[op.name], param_device="auto")
-                    aug = aug.augmentation(mag_to_param=_translate_rel(op.name))
-                else:
-                    aug = aug.augmentation(mag_range=ranges[op.name])
-            mag_bin = int(round(op.magnitude / 10.0 * (num_magnitude_bins - 1))) if names[op.name].mag_range else None
+                aug = aug.augmentation(mag_range=ranges[op.name])
+                mag_bin = int(round(op.magnitude / 10.0 * (num_magnitude_bins - 1)))
             sub.append((aug, op.p, mag_bin))
         sub_policies.append(sub)
     return DaliPolicy(name=policy.name, num_magnitude_bins=num_magnitude_bins, sub_policies=sub_policies)
-
-
-def _translate_rel(name: str):
-    """Translate magnitude as a fraction of the image side (DALI's ``*_rel`` parametrisation)."""
-    from nvidia.dali.auto_aug import augmentations as aa
-
-    return getattr(aa, "_translate_rel_mag_to_param", None) or (lambda magnitude: magnitude)
 
 
 def policy_json(policy: Policy) -> str:

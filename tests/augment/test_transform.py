@@ -73,3 +73,16 @@ def test_normalize_batch_layout_and_values() -> None:
         normalize_batch(batch, (0.5,), (0.0,))
     with pytest.raises(ValueError, match="mean"):
         normalize_batch(batch, (0.5, 0.5), (1.0,))
+
+
+@pytest.mark.timeout(120)
+def test_dali_sample_backend_follows_the_same_draws() -> None:
+    pytest.importorskip("nvidia.dali")
+    image = _image(64, 72, 3)
+    albu = make_sample_transform("simclr", size=32, views=2, backend="albumentations")
+    dali = pickle.loads(pickle.dumps(make_sample_transform("simclr", size=32, views=2, backend="dali")))
+    for seed in range(3):
+        a, d = albu(image, np.random.default_rng(seed)), dali(image, np.random.default_rng(seed))
+        for key in ("view0", "view1"):
+            diff = np.abs(a[key].astype(np.int16) - d[key])
+            assert d[key].shape == (32, 32, 3) and diff.mean() < 0.6 and (diff > 2).mean() < 0.08
