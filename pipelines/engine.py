@@ -159,6 +159,7 @@ def init_distributed(device: torch.device) -> None:
     Under Ray Train or torchrun the group exists or the env (`MASTER_ADDR`, `RANK`,
     `WORLD_SIZE`) describes it; otherwise a one-process group on a free local port.
     """
+    os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed insists on it
     if dist.is_initialized():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
