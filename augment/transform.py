@@ -41,7 +41,10 @@ def resolve_sample_backend(backend: str) -> str:
     if backend not in SAMPLE_BACKENDS:
         raise PolicyError(f"backend must be one of {', '.join(SAMPLE_BACKENDS)}, got {backend!r}")
     if backend == "auto":
-        return "albumentations"  # ~2.5x cheaper per image than DALI CPU (measured)
+        # Per-sample work runs on the reader's CPU: albumentations is the cheapest CPU backend
+        # measured (benchmarks/augment_throughput.py); DALI GPU runs in the train worker instead.
+        log.debug("augment backend 'auto' -> 'albumentations' for per-sample CPU work")
+        return "albumentations"
     return backend
 
 
