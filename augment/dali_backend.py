@@ -120,8 +120,8 @@ def pack_plans(plans: list[list[Step]], names: list[str], slots: int) -> tuple[l
 # ---------------------------------------------------------------------------- graph ops
 
 
-def _dali_op(name: str, img, p, channels: int):
-    """DALI graph for one op; ``img`` uint8 HWC node, ``p`` CPU float vector node."""
+def _dali_op(name: str, img, p, channels: int, gpu: bool = False):
+    """DALI graph for one op; ``img`` uint8 HWC node (on the GPU when ``gpu``), ``p`` CPU float vector node."""
     from nvidia.dali import fn, types
 
     def const(value, dtype=types.FLOAT):
@@ -185,7 +185,8 @@ def _dali_op(name: str, img, p, channels: int):
         gray = luma(img)
         return fn.cast(gray + (fn.cast(img, dtype=types.FLOAT) - gray) * p[0], dtype=types.UINT8)
     if name == "sharpness":
-        kernel = types.Constant(np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=np.float32) / 13.0)
+        smoothing = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=np.float32) / 13.0
+        kernel = types.Constant(smoothing, device="gpu" if gpu else "cpu")
         smooth = fn.filter(fn.cast(img, dtype=types.FLOAT), kernel, border="reflect_101", dtype=types.FLOAT)
         return fn.cast(smooth + (fn.cast(img, dtype=types.FLOAT) - smooth) * p[0], dtype=types.UINT8)
     if name == "cutout":
@@ -218,14 +219,14 @@ def _dali_op(name: str, img, p, channels: int):
     raise PolicyError(f"op {name!r} has no DALI implementation")
 
 
-def apply_plan_graph(img, codes, params, names: list[str], slots: int, channels: int):
+def apply_plan_graph(img, codes, params, names: list[str], slots: int, channels: int, gpu: bool = False):
     """Graph that runs, per sample, the op whose code is fed for each slot (DALI conditionals)."""
     for s in range(slots):
         code = codes[s]
         p = params[s]
         for index, name in enumerate(names):
             if code == index:
-                img = _dali_op(name, img, p, channels)
+                img = _dali_op(name, img, p, channels, gpu)
     return img
 
 
@@ -251,7 +252,7 @@ def _build_pipeline(
         for v in range(views):
             codes = fn.external_source(name=f"codes{v}", dtype=types.INT32, ndim=1)
             params = fn.external_source(name=f"params{v}", dtype=types.FLOAT, ndim=2)
-            outs.append(apply_plan_graph(image, codes, params, names, slots, channels))
+            outs.append(apply_plan_graph(image, codes, params, names, slots, channels, device.gpu))
         return tuple(outs)
 
     pipe = plan_pipeline(
