@@ -56,6 +56,14 @@ def sample_plan(policy: Policy, rng: np.random.Generator, h: int, w: int, size: 
     return steps
 
 
+def augment_rng(base_seed: int, epoch: int, rank: int = 0, worker: int = 0) -> np.random.Generator:
+    """Independent generator per (base seed, epoch, rank, worker): same tuple, same stream."""
+    for name, value in (("base_seed", base_seed), ("epoch", epoch), ("rank", rank), ("worker", worker)):
+        if not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"augment_rng: {name} must be a non-negative int, got {value!r}")
+    return np.random.default_rng(np.random.SeedSequence([int(base_seed), int(epoch), int(rank), int(worker)]))
+
+
 def max_plan_length(policy: Policy) -> int:
     """Upper bound on the number of steps of any plan of ``policy`` (resize included)."""
     longest_entry = max((len(e) for e in policy.choices), default=0)

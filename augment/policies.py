@@ -221,7 +221,8 @@ def to_dali_policy(policy: Policy, num_magnitude_bins: int = 11):
     """Export the ``choices`` of a policy as an ``nvidia.dali.auto_aug`` Policy.
 
     Each entry becomes a sub-policy; magnitude m maps to bin ``round(m / 10 * (bins - 1))``.
-    ``pre`` ops (crops, flips) have no auto_aug counterpart and must stay in the pipeline.
+    ``pre`` ops (crops, flips) have no auto_aug counterpart and must stay in the pipeline;
+    translate ops need ``shape=`` passed to ``apply_auto_augment`` (relative offsets).
     Raises PolicyError for ops DALI's auto_aug does not have, for a num_ops other than exactly
     one entry per sample (auto_aug applies one sub-policy), and for magnitude ranges.
     """

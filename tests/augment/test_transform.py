@@ -86,3 +86,14 @@ def test_dali_sample_backend_follows_the_same_draws() -> None:
         for key in ("view0", "view1"):
             diff = np.abs(a[key].astype(np.int16) - d[key])
             assert d[key].shape == (32, 32, 3) and diff.mean() < 0.6 and (diff > 2).mean() < 0.08
+
+
+def test_augment_rng_streams_per_epoch_rank_worker() -> None:
+    from augtrain.augment import augment_rng
+
+    draw = lambda *key: augment_rng(*key).integers(0, 2**31, 4).tolist()  # noqa: E731
+    assert draw(7, 1, 0, 0) == draw(7, 1, 0, 0)
+    keys = [(7, 1, 0, 0), (7, 2, 0, 0), (7, 1, 1, 0), (7, 1, 0, 1), (8, 1, 0, 0)]
+    assert len({tuple(draw(*k)) for k in keys}) == len(keys)
+    with pytest.raises(ValueError, match="epoch"):
+        augment_rng(7, -1)
