@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from augtrain.augment.ops import AFFINE, FILL, OPS, Params
+from augtrain.augment.ops import AFFINE, FILL, OPS, Params, hue_matrix
 from augtrain.augment.plan import Step, check_size, max_plan_length, sample_plan
 from augtrain.augment.policy import Policy, PolicyError
 
@@ -90,8 +90,6 @@ def pack_step(step: Step) -> np.ndarray:
         bits = int(step.params["bits"])
         values = np.array([0xFF ^ ((1 << (8 - bits)) - 1)])
     elif step.name == "color_jitter":
-        from augtrain.augment.ops import hue_matrix
-
         p = step.params
         values = np.concatenate([[p["brightness"], p["contrast"], p["saturation"]], hue_matrix(p["hue"]).reshape(-1)])
     else:
@@ -110,6 +108,8 @@ def pack_plans(plans: list[list[Step]], names: list[str], slots: int) -> tuple[l
         c = np.full(slots, -1, dtype=np.int32)
         p = np.zeros((slots, PARAM_WIDTH), dtype=np.float32)
         for i, step in enumerate(plan):
+            if step.name not in names:
+                raise PolicyError(f"op {step.name!r} is not in this DALI graph (built for {names})")
             c[i] = names.index(step.name)
             p[i] = pack_step(step)
         codes.append(c)
