@@ -3,6 +3,7 @@ float only in the train step."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -17,7 +18,9 @@ def normalize_batch(batch, mean: Sequence[float], std: Sequence[float]):
     """
     import torch
 
-    x = torch.as_tensor(batch)
+    with warnings.catch_warnings():  # read-only numpy (Arrow) input: never written, only converted
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        x = torch.as_tensor(batch)
     if x.ndim != 4:
         raise ValueError(f"normalize_batch takes [B, H, W, C], got shape {tuple(x.shape)}")
     if x.dtype != torch.uint8:

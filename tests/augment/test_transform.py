@@ -97,3 +97,15 @@ def test_augment_rng_streams_per_epoch_rank_worker() -> None:
     assert len({tuple(draw(*k)) for k in keys}) == len(keys)
     with pytest.raises(ValueError, match="epoch"):
         augment_rng(7, -1)
+
+
+def test_normalize_batch_takes_read_only_numpy_without_touching_it() -> None:
+    import warnings
+
+    batch = np.stack([_image(4, 5, 1, s) for s in range(3)])
+    batch.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = normalize_batch(batch, (0.5,), (0.25,))
+    assert out.shape == (3, 1, 4, 5)
+    assert out[2, 0, 1, 2].item() == pytest.approx((batch[2, 1, 2, 0] / 255.0 - 0.5) / 0.25, abs=1e-6)
