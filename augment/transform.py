@@ -48,15 +48,26 @@ def resolve_sample_backend(backend: str) -> str:
     return backend
 
 
+def _require(module: str, backend: str, package: str) -> None:
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise RuntimeError(f"augment backend {backend!r} cannot run: {package} is not importable ({exc})") from exc
+
+
 def build_backend(name: str):
-    """Instantiate a per-sample backend by concrete name."""
+    """Instantiate a per-sample backend by concrete name; an explicit backend that cannot run raises."""
     if name == "albumentations":
+        _require("albumentations", name, "albumentations==2.0.8")
         from augtrain.augment.albumentations_backend import AlbumentationsBackend
 
         return AlbumentationsBackend()
     if name == "numpy":
         return NumpyBackend()
     if name == "dali":
+        _require("nvidia.dali", name, "nvidia-dali-cuda120")
         from augtrain.augment.dali_backend import DaliSampleBackend
 
         return DaliSampleBackend()

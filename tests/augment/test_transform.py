@@ -109,3 +109,11 @@ def test_normalize_batch_takes_read_only_numpy_without_touching_it() -> None:
         out = normalize_batch(batch, (0.5,), (0.25,))
     assert out.shape == (3, 1, 4, 5)
     assert out[2, 0, 1, 2].item() == pytest.approx((batch[2, 1, 2, 0] / 255.0 - 0.5) / 0.25, abs=1e-6)
+
+
+def test_explicit_backend_that_cannot_run_is_an_error(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # as if DALI were not installed
+    with pytest.raises(RuntimeError, match="backend 'dali' cannot run"):
+        make_sample_transform("mae", size=8, backend="dali")
