@@ -41,7 +41,7 @@ def decode_image(data: bytes, channels: int | None) -> np.ndarray:
     """Encoded image -> uint8 ``[H, W, C]`` (C = 1 or 3, RGB order)."""
     import cv2
 
-    flag = {1: cv2.IMREAD_GRAYSCALE, 3: cv2.IMREAD_COLOR, None: cv2.IMREAD_UNCHANGED}[channels]
+    flag = {1: cv2.IMREAD_GRAYSCALE, 3: cv2.IMREAD_COLOR_RGB, None: cv2.IMREAD_UNCHANGED}[channels]
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
     if image is None or image.size == 0:
         raise SampleError("undecodable image", f"{len(data)} bytes")
@@ -49,6 +49,8 @@ def decode_image(data: bytes, channels: int | None) -> np.ndarray:
         image = (image >> 8).astype(np.uint8) if image.dtype == np.uint16 else image.astype(np.uint8)
     if image.ndim == 2:
         return image[:, :, None]
+    if channels == 3:  # decoded straight to RGB
+        return image
     if image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if image.shape[2] == 3 else image

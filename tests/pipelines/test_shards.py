@@ -99,3 +99,50 @@ def test_bad_sources_name_what_is_wrong(tmp_path):
     with pytest.raises(SourceError, match="'x' must be uint8"):
         open_source(f"npz:{tmp_path / 'bad.npz'}", "train")
     assert main(["shards", "write", "--source", f"imagefolder:{tmp_path}/none", "--out", str(tmp_path / "o")]) == 2
+
+
+@pytest.mark.parametrize("fmt", ["USTAR_FORMAT", "GNU_FORMAT", "PAX_FORMAT"])
+def test_tar_reader_handles_long_names_in_every_format(tmp_path, fmt):
+    import io
+    import tarfile
+
+    path = tmp_path / "t.tar"
+    long_dir = "d" * 120 if fmt != "USTAR_FORMAT" else "d" * 60
+    with tarfile.open(path, "w", format=getattr(tarfile, fmt)) as tar:
+        tar.addfile(_dir_info(long_dir))
+        for i in range(3):
+            for ext, data in (("cls", str(i).encode()), ("txt", b"x" * (700 * i))):
+                info = tarfile.TarInfo(f"{long_dir}/sample{i}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    with open(path, "rb") as f:
+        samples = list(iter_raw_samples(f))
+    assert [s.key for s in samples] == [f"{long_dir}/sample{i}" for i in range(3)]
+    assert [len(s.members["txt"]) for s in samples] == [0, 700, 1400] and all(s.error is None for s in samples)
+
+
+def _dir_info(name):
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    return info
+
+
+def test_tar_reader_reports_garbage_instead_of_raising(tmp_path):
+    import io
+
+    good = io.BytesIO()
+    from augtrain.pipelines.wds_format import ShardTarWriter
+
+    writer = ShardTarWriter(good)
+    writer.write("k0", {"cls": b"1"})
+    writer.write("k1", {"cls": b"2"})
+    writer.close()
+    data = bytearray(good.getvalue())
+    data[1024:1100] = b"\xff" * 76  # the second sample's header
+    samples = list(iter_raw_samples(io.BytesIO(bytes(data))))
+    # k0 may have had more members after the garbage: it is not trusted either
+    assert [s.key for s in samples] == ["k0"] and "checksum" in samples[0].error
+    garbage_first = b"\x01" * 512 + bytes(data[512:])
+    assert [(s.key, "checksum" in s.error) for s in iter_raw_samples(io.BytesIO(garbage_first))] == [("<end of shard>", True)]
