@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID
+
+FAKE_PROVIDER = "ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider"
 
 BIN = Path(sys.executable).parent
 PORT_NAMES = (
@@ -167,30 +170,53 @@ class RayHead:
 
 
 def fake_autoscaling_config(worker_cpus: int, max_workers: int, idle_timeout_s: float,
-                            gcs_address: str) -> dict:
+                            gcs_address: str, v2: bool = True) -> dict:
     """An autoscaler config for Ray's fake multi-node provider: worker "nodes" are extra raylets
     on this machine that the real autoscaler launches and terminates. This is the config
     ``ray.cluster_utils.AutoscalingCluster`` generates (from ``fake_multi_node/example.yaml``,
     which this Ray wheel lacks); its ``start()`` runs ``ray stop --force`` first, which would
-    kill every Ray on the machine, so tests start the head themselves."""
+    kill every Ray on the machine, so tests start the head themselves.
+
+    With ``v2`` (what the KubeRay manifests use) the worker type carries its own
+    ``idle_timeout_s``, as KubeRay's per-group ``idleTimeoutSeconds`` becomes; the head needs
+    ``fake_autoscaler_v2_env()``."""
+    worker = {"resources": {"CPU": worker_cpus, "object_store_memory": 200 * 2**20},
+              "node_config": {}, "min_workers": 0, "max_workers": max_workers}
+    # "external" + module is the same provider; the "fake_multinode" type makes the v2 monitor
+    # read fake_multi_node/example.yaml for defaults, and this wheel does not ship that file.
+    provider = {"type": "external", "module": FAKE_PROVIDER, "use_node_id_as_ip": True,
+                "disable_node_updaters": True, "disable_launch_config_check": True,
+                "gcs_address": gcs_address}
+    if v2:
+        worker["idle_timeout_s"] = idle_timeout_s
+        provider.update(launch_multiple=True, head_node_id=FAKE_HEAD_NODE_ID)
     return {
         "cluster_name": "augtrain-fake",
         "max_workers": max_workers,
-        "provider": {"type": "fake_multinode", "use_node_id_as_ip": True,
-                     "disable_node_updaters": True, "disable_launch_config_check": True,
-                     "gcs_address": gcs_address},
+        "provider": provider,
         "available_node_types": {
             "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
-            "ray.worker.cpu": {"resources": {"CPU": worker_cpus, "object_store_memory": 200 * 2**20},
-                               "node_config": {}, "min_workers": 0, "max_workers": max_workers},
+            "ray.worker.cpu": worker,
         },
         "head_node_type": "ray.head.default",
         "auth": {},
         "upscaling_speed": 1.0,
-        "idle_timeout_minutes": idle_timeout_s / 60.0,
+        # v1 reads this cluster-wide timeout; v2 prefers the worker type's own
+        "idle_timeout_minutes": (10.0 if v2 else idle_timeout_s / 60.0),
         "docker": {},
         "initialization_commands": [], "setup_commands": [], "head_setup_commands": [],
         "worker_setup_commands": [], "head_start_ray_commands": [], "worker_start_ray_commands": [],
         "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
         "rsync_exclude": [], "rsync_filter": [],
     }
+
+
+
+
+def fake_autoscaler_env(v2: bool = True) -> dict[str, str]:
+    """Environment of a head running the fake multi-node provider (and autoscaler v2)."""
+    env = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+    if v2:
+        env.update(RAY_enable_autoscaler_v2="1", RAY_CLOUD_INSTANCE_ID=FAKE_HEAD_NODE_ID,
+                   RAY_OVERRIDE_NODE_ID_FOR_TESTING=FAKE_HEAD_NODE_ID)
+    return env
