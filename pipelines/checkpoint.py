@@ -101,8 +101,9 @@ def save_checkpoint(engine: TrainEngine, root: str | Path, step: int, *,
 
 
 def consolidated_state_dict(engine: TrainEngine, ds_dir: Path) -> dict[str, torch.Tensor]:
-    """Full fp32 weights: ZeRO 1-3 merged from the shards by DeepSpeed's zero_to_fp32,
-    ZeRO 0 from the module (every rank holds all of it)."""
+    """Full fp32 weights: ZeRO 1-3 merged from the shards (fp32 master weights) by DeepSpeed's
+    zero_to_fp32, ZeRO 0 from the module, which every rank holds whole (with bf16, those are
+    the bf16 weights the model computes with, widened to fp32)."""
     if engine.config.zero_stage == 0:
         state = engine.module.state_dict()
     else:

@@ -94,7 +94,7 @@ def _batches(n: int, batch: int = 8) -> list[list[torch.Tensor]]:
 
 
 def _plain_torch_losses(cfg: EngineConfig, batches) -> tuple[list[float], list[float]]:
-    """The same training written by hand: AdamW, warmup+cosine, accumulation, no clipping."""
+    """The same training written by hand: AdamW, warmup+cosine, accumulation, clipping."""
     model = _simclr()
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=scaled_lr(cfg, 1),
                                   betas=cfg.betas)
@@ -107,6 +107,8 @@ def _plain_torch_losses(cfg: EngineConfig, batches) -> tuple[list[float], list[f
         (loss / cfg.grad_accum_steps).backward()
         losses.append(loss.item())
         if (i + 1) % cfg.grad_accum_steps == 0:
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             optimizer.zero_grad()
             schedule.step()
@@ -114,9 +116,9 @@ def _plain_torch_losses(cfg: EngineConfig, batches) -> tuple[list[float], list[f
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("stage", [0, 2])
-def test_one_process_engine_trains_like_plain_torch(stage: int):
-    cfg = EngineConfig(zero_stage=stage, micro_batch_size=8, grad_accum_steps=2, grad_clip=0.0,
+@pytest.mark.parametrize("stage, clip", [(0, 0.0), (2, 0.0), (2, 0.05)])
+def test_one_process_engine_trains_like_plain_torch(stage: int, clip: float):
+    cfg = EngineConfig(zero_stage=stage, micro_batch_size=8, grad_accum_steps=2, grad_clip=clip,
                        base_lr=0.05, lr_base_batch_size=256, warmup_steps=2, total_steps=5)
     batches = _batches(10)
     engine = build_engine(_simclr(), cfg)
@@ -131,3 +133,15 @@ def test_one_process_engine_trains_like_plain_torch(stage: int):
     assert [o.lr for o in outs] == pytest.approx(expected_lrs, rel=1e-6)
     assert [o.loss for o in outs] == pytest.approx(expected_losses, rel=1e-5, abs=1e-6)
     assert not math.isclose(outs[-1].loss, outs[0].loss)  # the weights did move
+
+
+@pytest.mark.timeout(120)
+def test_bf16_on_cpu_trains_a_batchnorm_model():
+    cfg = EngineConfig(zero_stage=2, precision="bf16", micro_batch_size=8, base_lr=0.05,
+                       lr_base_batch_size=8, total_steps=20)
+    engine = build_engine(_simclr(), cfg)
+    assert engine.input_dtype == torch.bfloat16
+    views = _batches(1)[0]
+    losses = [train_step(engine, views).loss for _ in range(15)]
+    assert all(math.isfinite(loss) for loss in losses)
+    assert losses[-1] < losses[0]
