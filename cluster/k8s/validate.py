@@ -4,7 +4,7 @@ Three layers: the schema (KubeRay CRDs for ``ray.io`` kinds, core Kubernetes sch
 rest), then the rules the KubeRay controller enforces (``rules.py``). A directory is walked; a
 folder holding a ``kustomization.yaml`` is built with ``kubectl kustomize`` (or ``kustomize
 build``) and its output validated, its own files (patches, partial objects) are not validated
-alone.
+alone; a kustomize ``Component`` folder is checked through the kustomizations that use it.
 """
 
 from __future__ import annotations
@@ -92,8 +92,16 @@ def kustomize_build(directory: Path) -> str:
     return proc.stdout
 
 
-def is_kustomization(directory: Path) -> bool:
-    return any((directory / name).is_file() for name in KUSTOMIZATION_FILES)
+def kustomization_kind(directory: Path) -> str | None:
+    """``Kustomization`` or ``Component`` when ``directory`` holds one, else None."""
+    import yaml
+
+    for name in KUSTOMIZATION_FILES:
+        path = directory / name
+        if path.is_file():
+            data = yaml.safe_load(path.read_text()) or {}
+            return str(data.get("kind") or "Kustomization") if isinstance(data, dict) else "Kustomization"
+    return None
 
 
 def collect(paths: Iterable[str | Path]) -> Iterator[tuple[str, Path]]:
@@ -102,16 +110,20 @@ def collect(paths: Iterable[str | Path]) -> Iterator[tuple[str, Path]]:
         path = Path(raw)
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist")
-        if path.is_file():
-            yield ("kustomization", path.parent) if path.name in KUSTOMIZATION_FILES else ("file", path)
+        if path.is_file() and path.name in KUSTOMIZATION_FILES:
+            if kustomization_kind(path.parent) == "Kustomization":
+                yield "kustomization", path.parent
+        elif path.is_file():
+            yield "file", path
         else:
             yield from _walk(path)
 
 
 def _walk(directory: Path) -> Iterator[tuple[str, Path]]:
-    if is_kustomization(directory):
+    kind = kustomization_kind(directory)
+    if kind == "Kustomization":
         yield "kustomization", directory
-    else:
+    elif kind is None:
         for f in sorted(p for p in directory.iterdir() if p.is_file()):
             if f.suffix in MANIFEST_SUFFIXES:
                 yield "file", f

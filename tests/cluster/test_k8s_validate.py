@@ -16,19 +16,20 @@ from conftest import REPO, run_cli
 
 K8S = REPO / "k8s"
 BASE = K8S / "base"
+JOBS = K8S / "jobs" / "base"
 HAS_KUSTOMIZE = bool(shutil.which("kubectl") or shutil.which("kustomize"))
 
 
-def load(name: str) -> dict:
-    return yaml.safe_load((BASE / name).read_text())
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
 
 
-CLUSTER = load("raycluster.yaml")
-JOB = load("rayjob-pretrain.yaml")
+CLUSTER = load(BASE / "raycluster.yaml")
+JOB = load(JOBS / "rayjob-pretrain.yaml")
 
 
 def test_every_base_manifest_validates_file_by_file():
-    files = sorted(p for p in BASE.glob("*.yaml") if p.name != "kustomization.yaml")
+    files = sorted(p for d in (BASE, JOBS) for p in d.glob("*.yaml") if p.name != "kustomization.yaml")
     assert {p.name for p in files} >= {"raycluster.yaml", "rayjob-pretrain.yaml",
                                        "rayjob-policy-search.yaml", "checkpoints-pvc.yaml",
                                        "dashboard-networkpolicy.yaml"}
@@ -40,7 +41,8 @@ def test_every_base_manifest_validates_file_by_file():
 def test_every_kustomization_in_k8s_builds_and_validates():
     count, problems = validate_paths([K8S])
     assert problems == []
-    assert count == 3 * 5  # base, overlays/cpu, overlays/gpu: 5 objects each
+    # cluster (PVC, NetworkPolicy, RayCluster) in base + 2 overlays; 2 RayJobs in jobs/base + 2 overlays
+    assert count == 3 * 3 + 3 * 2
 
 
 @pytest.mark.skipif(not HAS_KUSTOMIZE, reason="needs kubectl or kustomize to build kustomizations")
@@ -48,7 +50,8 @@ def test_overlays_differ_in_image_and_worker_groups():
     from augtrain.cluster.k8s.validate import kustomize_build, load_documents
 
     for overlay, groups, tag in (("cpu", ["cpu"], "0.1.0-cpu"), ("gpu", ["cpu", "gpu"], "0.1.0-gpu")):
-        docs = load_documents(kustomize_build(K8S / "overlays" / overlay), overlay)
+        docs = [d for path in (K8S / "overlays" / overlay, K8S / "jobs" / "overlays" / overlay)
+                for d in load_documents(kustomize_build(path), overlay)]
         specs = [d["spec"] if d["kind"] == "RayCluster" else d["spec"]["rayClusterSpec"]
                  for d in docs if d["kind"] in ("RayCluster", "RayJob")]
         assert len(specs) == 3
@@ -71,7 +74,7 @@ def test_shipped_cluster_has_the_promised_settings():
         assert res["requests"] and res["limits"]
         assert any(v.get("persistentVolumeClaim") for v in pod["volumes"])
     for job in ("rayjob-pretrain.yaml", "rayjob-policy-search.yaml"):
-        js = load(job)["spec"]
+        js = load(JOBS / job)["spec"]
         assert js["shutdownAfterJobFinishes"] is True and js["ttlSecondsAfterFinished"] > 0
         assert js["activeDeadlineSeconds"] > 0 and js["backoffLimit"] >= 0
 
