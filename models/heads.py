@@ -22,6 +22,13 @@ class Classifier(nn.Module):
         self.freeze_encoder = freeze_encoder
         if freeze_encoder:
             encoder.requires_grad_(False)
+            encoder.eval()
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()  # a probe leaves BatchNorm statistics as pretrained
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.freeze_encoder:
