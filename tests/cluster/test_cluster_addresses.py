@@ -1,0 +1,109 @@
+"""Pure parts of reaching a cluster: addresses, fast connection checks, what a job ships."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from augtrain.cluster import jobs
+from augtrain.cluster.commands.submit import parse_env
+from augtrain.cluster.connect import check_address, connect
+
+
+@pytest.fixture
+def no_ray_env(monkeypatch):
+    for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
+        monkeypatch.delenv(key, raising=False)
+
+
+def closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_resolve_address_order(no_ray_env, monkeypatch):
+    assert jobs.resolve_address(None) == "http://127.0.0.1:8265"
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")  # a GCS address is not the Jobs API
+    assert jobs.resolve_address(None) == "http://127.0.0.1:8265"
+    monkeypatch.setenv("RAY_ADDRESS", "http://head:8265/")
+    assert jobs.resolve_address(None) == "http://head:8265"
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "https://jobs.example:443")
+    assert jobs.resolve_address(None) == "https://jobs.example:443"
+    assert jobs.resolve_address("head:8265") == "http://head:8265"
+    with pytest.raises(ValueError, match="Ray Client address"):
+        jobs.resolve_address("ray://head:10001")
+
+
+def test_connect_to_an_unreachable_address_fails_fast(no_ray_env):
+    address = f"127.0.0.1:{closed_port()}"
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=f"cannot reach Ray at {address}"):
+        connect(address)
+    assert time.monotonic() - t0 < 10
+    with pytest.raises(RuntimeError, match="cannot reach Ray at ray://no-such-host.invalid:10001"):
+        check_address("ray://no-such-host.invalid:10001")
+    with pytest.raises(ValueError, match="expected host:port"):
+        check_address("just-a-host")
+    check_address("auto")  # left to Ray
+
+
+def test_prepare_entrypoint_rewrites_configs_inside_the_working_dir(tmp_path):
+    (tmp_path / "configs").mkdir()
+    cfg = tmp_path / "configs" / "exp.yaml"
+    cfg.write_text("name: exp\n")
+    argv = ["augtrain", "pretrain", "--config", str(cfg), "--set", "a.b=1"]
+    assert jobs.prepare_entrypoint(argv, tmp_path) == \
+        ["augtrain", "pretrain", "-c", "configs/exp.yaml", "--set", "a.b=1"]
+    assert jobs.prepare_entrypoint(["augtrain", "pretrain", f"--config={cfg}"], tmp_path)[-1] == \
+        "configs/exp.yaml"
+    # not an augtrain command: its -c is its own
+    assert jobs.prepare_entrypoint(["python", "-c", "print(1)"], tmp_path) == ["python", "-c", "print(1)"]
+
+
+def test_prepare_entrypoint_errors(tmp_path):
+    outside = tmp_path / "elsewhere.yaml"
+    outside.write_text("name: x\n")
+    (tmp_path / "wd").mkdir()
+    with pytest.raises(ValueError, match="outside the working dir"):
+        jobs.prepare_entrypoint(["augtrain", "pretrain", "-c", str(outside)], tmp_path / "wd")
+    with pytest.raises(ValueError, match="no entrypoint"):
+        jobs.prepare_entrypoint([], tmp_path)
+    broken = tmp_path / "wd" / "broken.yaml"
+    broken.write_text("a: [\n")
+    with pytest.raises(ValueError, match="broken.yaml: not valid YAML"):
+        jobs.prepare_entrypoint(["augtrain", "pretrain", "-c", str(broken)], tmp_path / "wd")
+
+
+def test_registered_config_validator_runs_before_submission(tmp_path, monkeypatch):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text("name: exp\nepochs: -1\n")
+
+    def check(path):
+        raise ValueError(f"{path}: epochs must be positive")
+
+    monkeypatch.setitem(jobs.CONFIG_VALIDATORS, "pretrain", check)
+    with pytest.raises(ValueError, match="epochs must be positive"):
+        jobs.prepare_entrypoint(["augtrain", "pretrain", "-c", str(cfg)], tmp_path)
+    assert jobs.prepare_entrypoint(["augtrain", "finetune", "-c", str(cfg)], tmp_path)[-1] == "exp.yaml"
+
+
+def test_runtime_env_excludes_data_outputs_venv(tmp_path):
+    env = jobs.build_runtime_env(tmp_path, {"A": "1"})
+    assert env["working_dir"] == str(tmp_path) and env["env_vars"] == {"A": "1"}
+    for pattern in ("/data/", "/outputs/", "/.venv/", "/.git/"):
+        assert pattern in env["excludes"]
+    with pytest.raises(FileNotFoundError):
+        jobs.build_runtime_env(tmp_path / "missing")
+
+
+def test_parse_env_and_log_tail():
+    assert parse_env(["A=1", "B=x=y"]) == {"A": "1", "B": "x=y"}
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        parse_env(["novalue"])
+    text = "\n".join(f"line {i}" for i in range(100)) + "\n"
+    assert jobs.tail_lines(text, 3) == "line 97\nline 98\nline 99"
