@@ -18,9 +18,9 @@ from ray_head import RayHead  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def token_head():
-    """One Ray head for the session, token auth on, its own ports and temp dir; stopped by PID."""
+    """One Ray head per test module, token auth on, its own ports and temp dir; stopped by PID."""
     temp = Path(tempfile.mkdtemp(prefix="augtrain-ray-", dir="/tmp"))
     token = secrets.token_hex(16)
     head = RayHead(temp, num_cpus=2,
