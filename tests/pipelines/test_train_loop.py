@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,60 @@ def test_two_ray_train_workers_pretrain_and_checkpoint(ray_local, digits_shards,
     rows = list(csv.DictReader(open(tmp_path / "metrics" / "metrics.csv")))
     losses = [float(r["loss"]) for r in rows if r["kind"] == "step"]
     assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)  # rank 0 writes
+
+
+def _crashing_worker(config: dict) -> None:
+    """The loop, with rank 1 killed (os._exit) at optimizer step 5 of the first attempt."""
+    import os
+
+    import ray.train
+
+    from augtrain.models import build_from_spec
+    from augtrain.pipelines.train_loop import pretrain
+
+    rank = ray.train.get_context().get_world_rank()
+    out = Path(config["out"])
+    first: list[int] = []
+
+    def on_step(record) -> None:
+        if not first:
+            first.append(record.optimizer_step)
+            with open(out / f"starts-rank{rank}.txt", "a") as f:
+                f.write(f"{record.optimizer_step}\n")
+        if rank == 1 and record.optimizer_step == 5 and not (out / "crashed").exists():
+            (out / "crashed").touch()
+            os._exit(1)
+
+    pretrain(build_from_spec(config["objective"]), config["reader"], config["engine"], config["loop"],
+             resume_from="latest", on_step=on_step, on_metrics=lambda r: ray.train.report(dict(r)))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_local, digits_shards, tmp_path: Path):
+    import ray.cloudpickle
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
+    kwargs, policy, views = OBJECTIVES["simclr"]
+    reader = ShardReader(open_shards(digits_shards), ReaderConfig(seed=1, decode=DecodeSpec(channels=1)),
+                         make_sample_transform(policy, size=16, views=views))
+    trainer = TorchTrainer(
+        _crashing_worker,
+        train_loop_config={
+            "objective": {"objective": "simclr", **kwargs}, "reader": reader, "out": str(tmp_path),
+            "engine": EngineConfig(zero_stage=2, micro_batch_size=16, base_lr=1e-3, total_steps=8),
+            "loop": LoopConfig(epochs=1, max_steps=8, checkpoint_every=2, log_every=4,
+                               checkpoint_dir=str(tmp_path / "ckpt"))},
+        scaling_config=ScalingConfig(num_workers=2, use_gpu=False, resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(name=f"crash-{tmp_path.name}", storage_path=str(tmp_path / "ray"),
+                             failure_config=FailureConfig(max_failures=1)),
+    )
+    result = trainer.fit()
+    assert result.error is None and (tmp_path / "crashed").exists()
+    # each attempt's first micro-batch: step 1 from scratch, then step 5 after resuming at 4
+    for rank in range(2):
+        assert (tmp_path / f"starts-rank{rank}.txt").read_text().split() == ["1", "5"]
+    meta = read_metadata(latest_checkpoint(tmp_path / "ckpt"))
+    assert meta["step"] == 8 and meta["data_position"]["samples_consumed"] == 8 * 2 * 16
