@@ -13,8 +13,10 @@ import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 from urllib.parse import urlparse
+
+from augtrain.cluster.config_check import check_config
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -170,22 +172,6 @@ def build_runtime_env(working_dir: Path, env_vars: dict[str, str] | None = None)
     return runtime_env
 
 
-def validate_yaml_config(path: Path) -> None:
-    """The check every config gets before submission: it parses to a YAML mapping."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: an experiment config must be a YAML mapping")
-
-
-# Per-subcommand validators (``augtrain <name> -c CONFIG``); commands add theirs here.
-CONFIG_VALIDATORS: dict[str, Callable[[Path], None]] = {}
-
-
 def prepare_entrypoint(argv: Sequence[str], working_dir: Path) -> list[str]:
     """For an ``augtrain`` command, validate every ``-c/--config`` file and rewrite it
     relative to the working dir, where the job will find it (outside it is an error).
@@ -210,18 +196,17 @@ def prepare_entrypoint(argv: Sequence[str], working_dir: Path) -> list[str]:
             out.append(arg)
             i += 1
             continue
-        out += ["-c", _config_in_working_dir(Path(value), working_dir, command)]
+        out += ["-c", _config_in_working_dir(Path(value), working_dir, command, argv)]
         i += step
     return out
 
 
-def _config_in_working_dir(path: Path, working_dir: Path, command: str | None) -> str:
+def _config_in_working_dir(path: Path, working_dir: Path, command: str | None,
+                           argv: list[str]) -> str:
     path = path.expanduser().resolve()
     if not path.is_file():
         raise FileNotFoundError(f"config {path} does not exist")
-    validate_yaml_config(path)
-    if command in CONFIG_VALIDATORS:
-        CONFIG_VALIDATORS[command](path)
+    check_config(command, path, argv)
     try:
         return str(path.relative_to(working_dir.resolve()))
     except ValueError:

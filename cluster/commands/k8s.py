@@ -6,6 +6,25 @@ import argparse
 import sys
 
 
+from augtrain.cluster.k8s.render import RenderOptions
+
+_DEFAULTS = RenderOptions()
+_OPTION_FLAGS = (
+    ("--worker-cpus", "worker_cpus", int, "CPUs of a CPU worker pod"),
+    ("--worker-memory", "worker_memory", str, "memory of a CPU worker pod"),
+    ("--gpu-worker-cpus", "gpu_worker_cpus", int, "CPUs of a GPU worker pod (one GPU each)"),
+    ("--gpu-worker-memory", "gpu_worker_memory", str, "memory of a GPU worker pod"),
+    ("--spare-cpu-workers", "spare_cpu_workers", int, "CPU pods beyond training, for Ray Data"),
+    ("--idle-timeout", "idle_timeout_s", int, "seconds before an idle CPU worker is removed"),
+    ("--gpu-idle-timeout", "gpu_idle_timeout_s", int, "seconds before an idle GPU worker is removed"),
+    ("--storage-claim", "storage_claim", str, "ReadWriteMany PVC for checkpoints and results"),
+    ("--auth-secret", "auth_secret", str, "Secret holding the Ray token (key auth_token)"),
+    ("--deadline", "active_deadline_s", int, "activeDeadlineSeconds of the whole run"),
+    ("--ttl", "ttl_after_finished_s", int, "seconds the finished cluster is kept for its logs"),
+    ("--backoff-limit", "backoff_limit", int, "retries, each on a fresh cluster"),
+)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("k8s", help="render and validate KubeRay manifests",
                             description="KubeRay (ray.io/v1) manifests: render a RayJob for an "
@@ -25,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     render.add_argument("--checkpoint", default=None,
                         help="for --job search: the pretraining checkpoint on the shared volume")
     render.add_argument("-o", "--output", default=None, help="write here instead of stdout")
+    sizes = render.add_argument_group("cluster shape (Kubernetes only; defaults in brackets)")
+    for flag, field, kind, text in _OPTION_FLAGS:
+        sizes.add_argument(flag, dest=field, type=kind, default=None,
+                           help=f"{text} [{getattr(_DEFAULTS, field)}]")
     render.set_defaults(func=_render)
 
     validate = actions.add_parser(
@@ -42,8 +65,18 @@ def _render(args: argparse.Namespace) -> int:
     from augtrain.cluster.k8s.render import render_file, to_yaml
     from augtrain.cluster.k8s.validate import validate_objects
 
+    from pathlib import Path
+
+    from augtrain.cluster.config_check import check_config
+    from augtrain.cluster.k8s.render import RenderOptions
+
+    given = {field: getattr(args, field) for _, field, _, _ in _OPTION_FLAGS
+             if getattr(args, field) is not None}
+    options = RenderOptions(**given)
     objects = render_file(args.config, overlay=args.overlay, job=args.job,
-                          checkpoint=args.checkpoint)
+                          checkpoint=args.checkpoint, options=options)
+    # the experiment itself, as the job will check it on the cluster
+    check_config(args.job, Path(args.config), objects[1]["spec"]["entrypoint"].split())
     problems = validate_objects(objects, f"render of {args.config}")
     if problems:  # a rendering bug, never the user's: refuse to write a broken manifest
         raise RuntimeError("rendered manifest does not validate:\n"

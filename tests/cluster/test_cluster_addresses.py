@@ -9,9 +9,12 @@ import time
 
 import pytest
 
-from augtrain.cluster import jobs
+from augtrain.cluster import config_check, jobs
 from augtrain.cluster.commands.submit import parse_env
 from augtrain.cluster.connect import check_address
+from conftest import REPO
+
+QUICKSTART = REPO / "configs" / "quickstart-simclr.yaml"
 
 
 @pytest.fixture
@@ -58,10 +61,10 @@ def test_connect_to_an_unreachable_address_fails_fast(no_ray_env):
 def test_prepare_entrypoint_rewrites_configs_inside_the_working_dir(tmp_path):
     (tmp_path / "configs").mkdir()
     cfg = tmp_path / "configs" / "exp.yaml"
-    cfg.write_text("name: exp\n")
-    argv = ["augtrain", "pretrain", "--config", str(cfg), "--set", "a.b=1"]
+    cfg.write_text(QUICKSTART.read_text())
+    argv = ["augtrain", "pretrain", "--config", str(cfg), "--set", "loop.epochs=2"]
     assert jobs.prepare_entrypoint(argv, tmp_path) == \
-        ["augtrain", "pretrain", "-c", "configs/exp.yaml", "--set", "a.b=1"]
+        ["augtrain", "pretrain", "-c", "configs/exp.yaml", "--set", "loop.epochs=2"]
     assert jobs.prepare_entrypoint(["augtrain", "pretrain", f"--config={cfg}"], tmp_path)[-1] == \
         "configs/exp.yaml"
     # not an augtrain command: its -c is its own
@@ -70,7 +73,7 @@ def test_prepare_entrypoint_rewrites_configs_inside_the_working_dir(tmp_path):
 
 def test_prepare_entrypoint_errors(tmp_path):
     outside = tmp_path / "elsewhere.yaml"
-    outside.write_text("name: x\n")
+    outside.write_text(QUICKSTART.read_text())
     (tmp_path / "wd").mkdir()
     with pytest.raises(ValueError, match="outside the working dir"):
         jobs.prepare_entrypoint(["augtrain", "pretrain", "-c", str(outside)], tmp_path / "wd")
@@ -85,14 +88,33 @@ def test_prepare_entrypoint_errors(tmp_path):
 def test_registered_config_validator_runs_before_submission(tmp_path, monkeypatch):
     cfg = tmp_path / "exp.yaml"
     cfg.write_text("name: exp\nepochs: -1\n")
+    seen = []
 
-    def check(path):
+    def check(path, argv):
+        seen.append(argv)
         raise ValueError(f"{path}: epochs must be positive")
 
-    monkeypatch.setitem(jobs.CONFIG_VALIDATORS, "pretrain", check)
+    monkeypatch.setitem(config_check.CONFIG_VALIDATORS, "finetune", check)
+    argv = ["augtrain", "finetune", "-c", str(cfg), "--set", "epochs=3"]
     with pytest.raises(ValueError, match="epochs must be positive"):
-        jobs.prepare_entrypoint(["augtrain", "pretrain", "-c", str(cfg)], tmp_path)
-    assert jobs.prepare_entrypoint(["augtrain", "finetune", "-c", str(cfg)], tmp_path)[-1] == "exp.yaml"
+        jobs.prepare_entrypoint(argv, tmp_path)
+    assert config_check.set_overrides(seen[0]) == ["epochs=3"]
+    assert jobs.prepare_entrypoint(["augtrain", "shards", "-c", str(cfg)], tmp_path)[-1] == "exp.yaml"
+
+
+def test_pretrain_configs_get_the_pretrain_loader(tmp_path):
+    quickstart = QUICKSTART.read_text()
+    good = tmp_path / "good.yaml"
+    good.write_text(quickstart)
+    assert jobs.prepare_entrypoint(["augtrain", "pretrain", "-c", str(good)], tmp_path)[-1] == "good.yaml"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(quickstart.replace("loop:\n", "loop:\n  epochz: 3\n"))
+    with pytest.raises(ValueError, match="epochz"):
+        jobs.prepare_entrypoint(["augtrain", "pretrain", "-c", str(bad)], tmp_path)
+    # an override that fixes nothing is checked too
+    with pytest.raises(ValueError, match="nosuchkey"):
+        jobs.prepare_entrypoint(["augtrain", "pretrain", "-c", str(good), "--set", "nosuchkey=1"],
+                                tmp_path)
 
 
 def test_runtime_env_excludes_data_outputs_venv(tmp_path):

@@ -1,0 +1,54 @@
+"""The checks an experiment file gets before it is sent anywhere (a Ray job, a RayJob).
+
+Every file must parse to a YAML mapping. A command with a registered validator (``pretrain``:
+``augtrain.pipelines.config.load_config``, with the entrypoint's ``--set`` overrides) checks it
+completely, so a typo fails on the submitting machine in seconds, not on the cluster later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+Validator = Callable[[Path, list[str]], None]
+
+
+def check_yaml_mapping(path: Path) -> None:
+    """The file parses to a YAML mapping (what every experiment file is)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: an experiment config must be a YAML mapping")
+
+
+def set_overrides(argv: Sequence[str]) -> list[str]:
+    """The ``--set KEY=VALUE`` values of an argument list."""
+    out, args = [], list(argv)
+    for i, arg in enumerate(args):
+        if arg == "--set" and i + 1 < len(args):
+            out.append(args[i + 1])
+        elif arg.startswith("--set="):
+            out.append(arg.split("=", 1)[1])
+    return out
+
+
+def check_pretrain(path: Path, argv: list[str]) -> None:
+    """``augtrain pretrain``'s own loader: unknown or ill-typed keys name key and file."""
+    from augtrain.pipelines.config import load_config
+
+    load_config(str(path), set_overrides(argv))
+
+
+CONFIG_VALIDATORS: dict[str, Validator] = {"pretrain": check_pretrain}
+
+
+def check_config(command: str | None, path: Path, argv: Sequence[str] = ()) -> None:
+    """Run every check that applies to ``path`` used by ``augtrain <command>``."""
+    check_yaml_mapping(path)
+    validator = CONFIG_VALIDATORS.get(command or "")
+    if validator is not None:
+        validator(path, list(argv))
