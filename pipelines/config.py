@@ -72,6 +72,8 @@ class ClusterSection(_Section):
     cpus_per_worker: float = Field(1.0, gt=0)
     use_gpu: Literal["auto", True, False] = "auto"
     max_failures: int = Field(2, ge=0)  # worker/node failures restored from the last checkpoint
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    worker_resources: dict[str, float] = Field(default_factory=dict)  # extra custom resources per worker
     image: str | None = None  # container image, for Kubernetes rendering
 
 

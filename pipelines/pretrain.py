@@ -130,7 +130,8 @@ def run_pretraining(plan: PretrainPlan) -> dict[str, Any]:
                            "loop": plan.loop, "resume_from": plan.resume_from, "config": plan.config.resolved(),
                            "policy": plan.policy},
         scaling_config=ScalingConfig(num_workers=cluster.workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": cluster.cpus_per_worker}),
+                                     resources_per_worker={"CPU": cluster.cpus_per_worker, **cluster.worker_resources},
+                                     placement_strategy=cluster.placement_strategy),
         run_config=RunConfig(name="train", storage_path=os.path.join(out, "ray"),
                              failure_config=FailureConfig(max_failures=cluster.max_failures)),
     )
