@@ -227,6 +227,8 @@ def build_engine(model: nn.Module, cfg: EngineConfig,
     init_distributed(device)
     world_size = dist.get_world_size()
     peak_lr = scaled_lr(cfg, world_size)
+    model.to(device)
+    _broadcast_from_rank0(model)
 
     make_optimizer = optimizer or (lambda groups, lr: adamw(groups, lr, cfg.betas))
     torch_optimizer = make_optimizer(param_groups(model, cfg.weight_decay), peak_lr)
@@ -240,6 +242,15 @@ def build_engine(model: nn.Module, cfg: EngineConfig,
         model=model, optimizer=torch_optimizer, lr_scheduler=schedule,
         config=deepspeed_config(cfg, world_size, precision, bf16_buffers=has_bn))
     return TrainEngine(engine, cfg, device, precision, world_size, dist.get_rank(), peak_lr)
+
+
+def _broadcast_from_rank0(model: nn.Module) -> None:
+    """Every rank starts from rank 0's weights and buffers, whatever its own init drew."""
+    if dist.get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(tensor.data, src=0)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ class LoopConfig:
     mean: tuple[float, ...] = (0.5,)  # per-channel normalization of the uint8 views
     std: tuple[float, ...] = (0.5,)
     metrics_dir: str | None = None  # rank 0 writes metrics.csv and TensorBoard events here
+    seed: int = 0  # model init (same on every rank) and each rank's torch generator
     retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     def validate(self) -> LoopConfig:
@@ -259,6 +260,7 @@ def pretrain(objective: nn.Module, reader: ShardReader, engine_cfg: EngineConfig
     """
     loop_cfg.validate()
     engine = build_engine(objective, engine_cfg)
+    torch.manual_seed(1_000_003 * loop_cfg.seed + engine.rank)  # dropout, MAE masks, per rank
     position = DataPosition(epoch=0, seed=reader.config.seed)
     source = _resume_source(resume_from, loop_cfg)
     if source is not None:
@@ -294,6 +296,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     from augtrain.models import build_from_spec
 
+    torch.manual_seed(config["loop"].seed)
     result = pretrain(build_from_spec(config["objective"]), config["reader"], config["engine"],
                       config["loop"], resume_from=config.get("resume_from"),
                       config=config.get("config"), policy=config.get("policy"),

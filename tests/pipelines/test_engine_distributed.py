@@ -171,3 +171,27 @@ def test_mae_zero_stages_agree_and_from_pretrained_reproduces(tmp_path: Path):
         wrapped.mae = model
         expected = torch.load(tmp_path / f"probe-{stage}.pt", weights_only=True)
         torch.testing.assert_close(_probe("mae", wrapped), expected, rtol=0, atol=1e-6)
+
+
+def _different_inits(rank: int, out: Path) -> None:
+    from augtrain.models import create_objective
+    from augtrain.pipelines.engine import EngineConfig, build_engine
+
+    torch.manual_seed(rank)  # each rank draws its own initial weights
+    objective = create_objective("simclr", encoder="cnn-tiny", proj_hidden_dim=32, proj_dim=16)
+    engine = build_engine(objective, EngineConfig(zero_stage=2, micro_batch_size=4, total_steps=2))
+    state = {k: v.clone() for k, v in engine.module.state_dict().items()}
+    torch.save(state, out / f"init-rank{rank}.pt")
+
+
+@pytest.mark.timeout(180)
+def test_every_rank_starts_from_rank_0_weights(tmp_path: Path):
+    from augtrain.models import create_objective
+
+    run_ranks(_different_inits, tmp_path)
+    torch.manual_seed(0)
+    expected = create_objective("simclr", encoder="cnn-tiny", proj_hidden_dim=32, proj_dim=16).state_dict()
+    for rank in range(WORLD):
+        state = torch.load(tmp_path / f"init-rank{rank}.pt", weights_only=True)
+        for k, v in expected.items():
+            torch.testing.assert_close(state[k], v, rtol=0, atol=0)
