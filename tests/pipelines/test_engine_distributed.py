@@ -126,7 +126,7 @@ def _train_save_resume(rank: int, out: Path, name: str, stages: tuple[int, ...])
 # ---------------------------------------------------------------- the tests
 
 
-def _check(name: str, out: Path, stages: tuple[int, ...]) -> dict:
+def _check(out: Path, stages: tuple[int, ...]) -> dict:
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
     for rank in ranks:
         reference = rank[str(stages[0])]["losses"]
@@ -149,7 +149,7 @@ def test_simclr_zero_stages_agree_and_checkpoints_reproduce(tmp_path: Path):
     from augtrain.pipelines.checkpoint import load_model
 
     run_ranks(_train_save_resume, tmp_path, "simclr", STAGES)
-    rank0 = _check("simclr", tmp_path, STAGES)
+    rank0 = _check(tmp_path, STAGES)
     print(f"simclr: max relative loss gap across ZeRO {STAGES}: {_max_loss_gap(rank0, STAGES):.2e}")
     for stage in STAGES:
         model = load_model(rank0[str(stage)]["ckpt"]).eval()
@@ -163,7 +163,7 @@ def test_mae_zero_stages_agree_and_from_pretrained_reproduces(tmp_path: Path):
     from transformers import ViTMAEForPreTraining
 
     run_ranks(_train_save_resume, tmp_path, "mae", STAGES, timeout=400)
-    rank0 = _check("mae", tmp_path, STAGES)
+    rank0 = _check(tmp_path, STAGES)
     print(f"mae: max relative loss gap across ZeRO {STAGES}: {_max_loss_gap(rank0, STAGES):.2e}")
     for stage in STAGES:
         model = ViTMAEForPreTraining.from_pretrained(rank0[str(stage)]["ckpt"]).eval()
