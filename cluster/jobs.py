@@ -48,6 +48,7 @@ class JobFailedError(RuntimeError):
 
     def __init__(self, job_id: str, status: str, message: str, log_tail: str):
         self.job_id, self.status, self.log_tail = job_id, status, log_tail
+        message = message.split(", last available logs", 1)[0]  # Ray appends the logs: ours follow
         detail = f": {message}" if message else ""
         super().__init__(
             f"job {job_id} ended {status}{detail}\n--- last {LOG_TAIL_LINES} log lines ---\n"

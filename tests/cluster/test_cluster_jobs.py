@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 
 JOB_ID = re.compile(r"submitted job (\S+)")
 
@@ -157,3 +157,20 @@ def test_submit_streams_shards_through_ray_data_on_the_cluster(cli, tmp_path):
             "augtrain", "data", "stream", str(out), "--workers", "1", timeout=360)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "200 samples to 1 workers" in r.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_submit_a_short_pretraining_run(cli, tmp_path):
+    shards, out = tmp_path / "shards", tmp_path / "run"
+    wrote = cli("submit", "--address", cli.address, "--wait", "--", "augtrain", "shards", "write",
+                "--source", "digits", "--out", str(shards), "--limit", "200")
+    assert wrote.returncode == 0, wrote.stderr[-2000:]
+    r = cli("submit", "--address", cli.address, "--wait", "--",
+            "augtrain", "pretrain", "-c", str(REPO / "configs" / "quickstart-simclr.yaml"),
+            "--set", f"data.train={shards}", "--set", "data.test=null", "--set", "cluster.workers=1",
+            "--set", f"output={out}", "--set", "engine.micro_batch_size=32",
+            "--set", "engine.warmup_steps=0", "--set", "loop.checkpoint_every=5", timeout=840)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "SUCCEEDED" in r.stdout
+    assert list((out / "checkpoints").glob("step-*/model.safetensors"))
