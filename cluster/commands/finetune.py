@@ -1,0 +1,78 @@
+"""``augtrain finetune``: fine-tune a pretraining checkpoint's encoder on a labelled subset.
+
+    augtrain finetune -c configs/finetune-fmnist.yaml --checkpoint runs/fmnist-simclr \\
+        [--policy trivialaugment] [--labels 600|0.01] [--mode full|linear|scratch]
+
+The labelled (and validation) subsets are written once under ``<out>/data``; training runs on
+``finetune.workers`` Ray Train workers; the last epoch is tested on the held-out split.
+``<out>/finetune.json`` holds the metrics per epoch and the resolved config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def labels_arg(text: str) -> int | float:
+    """``600`` -> 600 (a count); ``0.01`` -> 0.01 (a fraction)."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--labels takes a count (600) or a fraction (0.01), got {text!r}")
+
+
+def add_experiment_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", required=True, help="experiment YAML (its finetune/search sections)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="pretraining checkpoint: a step directory or a run's checkpoint folder (its latest)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. finetune.epochs=20 (repeatable)")
+    parser.add_argument("--out", default=None, help="output folder (default: <experiment output>/<command>)")
+    parser.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else a local Ray)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("finetune", help="fine-tune a pretrained encoder on a labelled subset",
+                            description="Fine-tune (full, linear probe, or from scratch as the control) on a "
+                                        "stratified, seeded labelled subset with an augmentation policy, and "
+                                        "evaluate on the held-out split.")
+    add_experiment_args(parser)
+    parser.add_argument("--policy", default=None, help="augmentation policy spec (default: finetune.policy)")
+    parser.add_argument("--labels", type=labels_arg, default=None, help="labelled samples: a count or a fraction")
+    parser.add_argument("--mode", choices=["full", "linear", "scratch"], default=None)
+    parser.set_defaults(func=_finetune)
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from augtrain.cluster.connect import connect
+    from augtrain.pipelines.config import load_config, save_resolved
+    from augtrain.pipelines.finetune import finetune_config_from_experiment, prepare_data, resolve_checkpoint, run_finetune
+
+    experiment = load_config(args.config, args.overrides)
+    cfg = finetune_config_from_experiment(experiment, args.config, policy=args.policy, labels=args.labels,
+                                          mode=args.mode)
+    checkpoint = str(resolve_checkpoint(args.checkpoint)) if args.checkpoint else None
+    if checkpoint is None and cfg.mode != "scratch":
+        raise ValueError(f"finetune.mode {cfg.mode!r} needs --checkpoint (or use --mode scratch)")
+    out = args.out or os.path.join(experiment.output_dir, "finetune")
+    os.makedirs(out, exist_ok=True)
+    save_resolved(experiment, os.path.join(out, "config.yaml"))
+    paths = prepare_data(cfg, os.path.join(out, "data"))
+    print(f"labelled subset: {paths.labelled} ({cfg.labels} of {cfg.train}); validation: {paths.val}; "
+          f"test: {paths.test}")
+    connect(args.address or experiment.cluster.address)
+    result = run_finetune(cfg, paths, checkpoint, cfg.policy, storage_path=os.path.join(out, "train"),
+                          test=paths.test is not None)
+    record = {"checkpoint": checkpoint, "finetune": cfg.model_dump(mode="json"), "metrics": result.metrics,
+              "history": result.history, "model": result.checkpoint, "seconds": result.seconds}
+    with open(os.path.join(out, "finetune.json"), "w") as f:
+        json.dump(record, f, indent=1, default=str)
+    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.metrics.items()
+             if k in ("epoch", "train_loss", "val_acc", "test_acc")}
+    print(f"{cfg.mode} fine-tune, policy {cfg.policy}: {shown} in {result.seconds:.0f} s\nresults: {out}/finetune.json")
+    return 0

@@ -1,0 +1,58 @@
+"""``augtrain search``: augmentation-policy search (PBT, PBA's encoding) with baselines and
+fine-tune HPO on a pretraining checkpoint, under Ray Tune.
+
+    augtrain search -c configs/search-fmnist.yaml --checkpoint runs/fmnist-simclr [--resume]
+
+Results (best policy, schedule plot, trials and comparison tables) go to ``<out>``; see
+``augtrain.tune.report``. ``--resume`` continues an interrupted search in the same folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from augtrain.cluster.commands.finetune import add_experiment_args
+
+    parser = sub.add_parser("search", help="search augmentation policies and fine-tune hyperparameters",
+                            description="PBT over PBA-encoded policies (exploit copies weights; the schedule is "
+                                        "replayed), baselines (none, basic, TrivialAugment, RandAugment grid) and "
+                                        "ASHA + Optuna HPO, all fine-tuning the given checkpoint under Ray Tune.")
+    add_experiment_args(parser)
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted search in the output folder")
+    parser.set_defaults(func=_search)
+
+
+def _search(args: argparse.Namespace) -> int:
+    import yaml
+
+    from augtrain.cluster.connect import connect
+    from augtrain.pipelines.config import load_config
+    from augtrain.pipelines.finetune import finetune_config_from_experiment, resolve_checkpoint
+    from augtrain.tune.config import parse_search_config
+    from augtrain.tune.report import write_results
+    from augtrain.tune.search import plan_search, run_search
+
+    experiment = load_config(args.config, args.overrides)
+    cfg = finetune_config_from_experiment(experiment, args.config)
+    search = parse_search_config(experiment.search, args.config)
+    checkpoint = str(resolve_checkpoint(args.checkpoint)) if args.checkpoint else None
+    if checkpoint is None and cfg.mode != "scratch":
+        raise ValueError(f"finetune.mode {cfg.mode!r} needs --checkpoint (or set finetune.mode: scratch)")
+    out = args.out or os.path.join(experiment.output_dir, "search")
+    os.makedirs(out, exist_ok=True)
+    resolved = {**experiment.resolved(), "finetune": cfg.model_dump(mode="json"),
+                "search": search.model_dump(mode="json"), "checkpoint": checkpoint}
+    with open(os.path.join(out, "config.yaml"), "w") as f:
+        yaml.safe_dump(resolved, f, sort_keys=False)
+
+    connect(args.address or experiment.cluster.address)
+    run = plan_search(cfg, search, checkpoint, out, search.name or experiment.name, resume=args.resume)
+    print(f"search {run.name}: {run.max_concurrent} trials at a time; labelled subset {run.paths.labelled}")
+    results = run_search(run)
+    write_results(results, out, cfg.epochs, resolved, title=f"{experiment.name}: augmentation search")
+    print(open(os.path.join(out, "comparison.md")).read())
+    print(f"results: {out} (best_policy.json, schedule.png, trials.csv, comparison.md)")
+    return 0

@@ -1,0 +1,536 @@
+"""Fine-tuning a pretrained encoder on a labelled subset, and evaluating it on a held-out split.
+
+Three modes: ``full`` (every weight trains, optionally with layer-wise LR decay), ``linear``
+(a linear probe: the encoder is frozen, BatchNorm statistics included) and ``scratch`` (the
+same architecture from random weights: the control). The labelled subset (a count or a
+fraction of the pool, stratified and seeded) is written once as a small shard set
+(``finetune_data.prepare_subsets``) and held in each worker's memory; every epoch it goes
+through the augmentation policy in force at that epoch (a policy, or a schedule of them),
+with a generator derived from (seed, epoch, rank).
+
+    cfg = FinetuneConfig(labels=600, val_labels=1000, mode="full", policy="trivialaugment")
+    paths = prepare_data(cfg, out_dir)                       # driver, once
+    session = FinetuneSession(cfg, load_data(paths, cfg), checkpoint="runs/fmnist-simclr")
+    for epoch in range(cfg.epochs):
+        metrics = session.run_epoch(policy_source)          # train, then validate
+    session.evaluate("test")
+
+``run_finetune`` runs the same session under a Ray Train ``TorchTrainer`` (N workers, DDP on
+gloo or NCCL); ``finetune_worker`` is its per-worker entry. Checkpoints are small directories
+(``model.safetensors``, ``optimizer.safetensors``, ``finetune.json``) read back without
+unpickling anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from augtrain.augment import Policy, Schedule, augment_rng, make_sample_transform, normalize_batch, parse_policy
+from augtrain.models import Classifier, build_from_spec, create_model
+from augtrain.pipelines.checkpoint import latest_checkpoint, load_model, read_metadata
+from augtrain.pipelines.engine import lr_factor
+from augtrain.pipelines.finetune_data import SubsetPaths, load_arrays, prepare_subsets
+
+STATE_FILE = "finetune.json"
+PolicySource = str | dict[str, Any] | Policy | Schedule
+
+
+class FinetuneConfig(BaseModel):
+    """The ``finetune`` section of an experiment file (see ``configs/finetune-*.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    train: str | list[str] | None = None  # pool of labelled shards (default: the experiment's data.train)
+    test: str | list[str] | None = None  # held-out evaluation split (default: data.test)
+    labels: int | float = 0.01  # labelled subset: a count (int) or a fraction of the pool (float in (0, 1])
+    val_labels: int | float = 0  # validation subset drawn from the rest of the pool (0: none)
+    label_seed: int = 0
+    label_key: str = "cls"
+    mode: Literal["full", "linear", "scratch"] = "full"
+    encoder: str | None = None  # registered encoder when no checkpoint is given (scratch)
+    encoder_kwargs: dict[str, Any] = Field(default_factory=dict)
+    probe_batch_norm: bool = False  # linear mode: BatchNorm (no affine) before the linear layer, as MAE
+    channels: Literal[1, 3] = 3
+    size: int | None = Field(None, ge=1)  # input side; None keeps the stored size
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+    policy: str = "basic"  # augmentation of the labelled subset (any parse_policy spec)
+    backend: Literal["auto", "albumentations", "numpy", "dali"] = "auto"
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(512, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    layer_decay: float = Field(1.0, gt=0, le=1)  # LR of block i = lr * layer_decay ** (blocks - i)
+    warmup_epochs: float = Field(0.0, ge=0)
+    seed: int = 0
+    workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool = False
+
+    @field_validator("labels", "val_labels")
+    @classmethod
+    def _count_or_fraction(cls, value: int | float, info: ValidationInfo) -> int | float:
+        if isinstance(value, float) and value > 1.0 and not value.is_integer():
+            raise ValueError(f"{value} is neither a fraction in (0, 1] nor a whole count")
+        if value < 0 or (info.field_name == "labels" and value == 0):
+            raise ValueError(f"must be {'> 0' if info.field_name == 'labels' else '>= 0'}, got {value}")
+        return value
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        parse_policy(value)  # raises PolicyError naming the op
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> FinetuneConfig:
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be <= epochs ({self.epochs})")
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean {self.mean} and std {self.std} need the same number of entries")
+        return self
+
+    def with_updates(self, **values: Any) -> FinetuneConfig:
+        """A validated copy with ``values`` replaced."""
+        return FinetuneConfig.model_validate({**self.model_dump(), **values})
+
+
+def parse_finetune_config(data: dict[str, Any] | None, where: str = "<config>", **defaults: Any) -> FinetuneConfig:
+    """Validate a ``finetune`` mapping; ``defaults`` fill keys it leaves out. Errors name the key."""
+    values = {**{k: v for k, v in defaults.items() if v is not None}, **(data or {})}
+    try:
+        return FinetuneConfig.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        path = ".".join(str(p) for p in error["loc"] if not str(p).startswith(("int", "float")))
+        key = f"finetune.{path}" if path else "finetune"
+        raise ValueError(f"{where}: {key}: {error['msg']}") from None
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """Where a fine-tuning run reads: the labelled subset, the validation subset, the test split."""
+
+    labelled: str
+    val: str | None
+    test: str | list[str] | None
+    num_classes: int
+    class_names: list[str] | None = None
+
+
+@dataclass
+class FinetuneData:
+    """Arrays held by one worker: ``images`` uint8 [N, H, W, C], ``labels`` int64 [N] per split."""
+
+    train: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray] | None
+    test: tuple[np.ndarray, np.ndarray] | None
+    num_classes: int
+
+
+def prepare_data(cfg: FinetuneConfig, out_dir: str) -> DataPaths:
+    """Choose and write the labelled and validation subsets under ``out_dir`` (reused when present)."""
+    if cfg.train is None:
+        raise ValueError("finetune.train: no shards for the labelled pool (set finetune.train or data.train)")
+    subsets: SubsetPaths = prepare_subsets(cfg.train, out_dir, cfg.labels, cfg.label_seed, cfg.val_labels,
+                                           cfg.label_key)
+    names = subsets.record["class_names"]
+    return DataPaths(subsets.labelled, subsets.val, cfg.test, len(names), names)
+
+
+def load_data(paths: DataPaths, cfg: FinetuneConfig, splits: tuple[str, ...] = ("train", "val", "test")) -> FinetuneData:
+    """Decode the splits named in ``splits`` into memory (the test split is 10,000 images at most
+    for the datasets this is meant for; larger ones should be evaluated by streaming)."""
+    def read(spec: str | list[str] | None, resize: bool) -> tuple[np.ndarray, np.ndarray] | None:
+        if spec is None:
+            return None
+        images, labels, _ = load_arrays(spec, cfg.channels, cfg.label_key, size=cfg.size if resize else None)
+        return images, labels
+
+    train = read(paths.labelled, resize=False)
+    return FinetuneData(train, read(paths.val, True) if "val" in splits else None,
+                        read(paths.test, True) if "test" in splits else None, paths.num_classes)
+
+
+# ---------------------------------------------------------------- model
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint directory, or a pretraining output root (its ``latest``)."""
+    path = Path(path)
+    if (path / "augtrain.json").is_file():
+        return path
+    found = latest_checkpoint(path)
+    if found is None:
+        raise FileNotFoundError(f"{path}: not a checkpoint (no augtrain.json) and no complete checkpoint under it")
+    return found
+
+
+def load_encoder(checkpoint: str | os.PathLike, pretrained: bool = True) -> nn.Module:
+    """The encoder of a pretraining checkpoint (``forward_features: [B, C, H, W] -> [B, D]``);
+    ``pretrained=False`` rebuilds the same architecture with fresh weights."""
+    path = resolve_checkpoint(checkpoint)
+    if pretrained:
+        model = load_model(path)
+        return model.export_encoder() if hasattr(model, "export_encoder") else model
+    spec = read_metadata(path)["model"]
+    if spec is None:
+        raise ValueError(f"{path}: no model spec saved, so the architecture cannot be rebuilt")
+    if "objective" in spec:
+        return create_model(spec["encoder"], **spec.get("encoder_kwargs", {}))
+    return build_from_spec(spec)
+
+
+def build_classifier(cfg: FinetuneConfig, checkpoint: str | None, num_classes: int) -> Classifier:
+    """Encoder (pretrained, or fresh for ``scratch``) + linear head, seeded by ``cfg.seed``."""
+    torch.manual_seed(cfg.seed)
+    if checkpoint is not None:
+        encoder = load_encoder(checkpoint, pretrained=cfg.mode != "scratch")
+    elif cfg.mode == "scratch" and cfg.encoder:
+        encoder = create_model(cfg.encoder, **cfg.encoder_kwargs)
+    else:
+        raise ValueError(f"finetune.mode {cfg.mode!r} needs a pretraining checkpoint (--checkpoint)"
+                         + ("" if cfg.mode != "scratch" else " or finetune.encoder"))
+    linear = cfg.mode == "linear"
+    return Classifier(encoder, num_classes, freeze_encoder=linear, batch_norm=linear and cfg.probe_batch_norm)
+
+
+def encoder_blocks(encoder: nn.Module) -> list[nn.Module]:
+    """The encoder's blocks from input to output: top-level children, with containers of blocks
+    (``Sequential``/``ModuleList`` whose children are themselves modules with children) opened."""
+    blocks: list[nn.Module] = []
+    for child in encoder.children():
+        inner = list(child.children())
+        if isinstance(child, (nn.Sequential, nn.ModuleList)) and inner and all(list(c.children()) for c in inner):
+            blocks += inner
+        elif any(p.numel() for p in child.parameters()):
+            blocks.append(child)
+    return blocks
+
+
+def param_groups(model: Classifier, cfg: FinetuneConfig) -> list[dict[str, Any]]:
+    """Optimizer groups: LR scale ``layer_decay ** (blocks - i)`` for encoder block i (head: 1),
+    no weight decay on 1-d parameters (biases, norms). Frozen parameters are left out."""
+    blocks = encoder_blocks(model.encoder)
+    depth_of: dict[int, int] = {}
+    for i, block in enumerate(blocks):
+        for p in block.parameters():
+            depth_of[id(p)] = i
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        depth = len(blocks) if not name.startswith("encoder.") else depth_of.get(id(p), 0)
+        scale = cfg.layer_decay ** (len(blocks) - depth)
+        groups.setdefault((scale, p.ndim <= 1), []).append(p)
+    return [{"params": ps, "lr_scale": scale, "weight_decay": 0.0 if no_decay else cfg.weight_decay}
+            for (scale, no_decay), ps in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1]))]
+
+
+def lr_at(cfg: FinetuneConfig, progress: float) -> float:
+    """Peak-relative LR at ``progress`` epochs: linear warmup, then cosine to 0 at ``cfg.epochs``."""
+    steps = 1000  # resolution of the epoch-continuous schedule
+    return lr_factor(int(progress * steps), int(cfg.warmup_epochs * steps), cfg.epochs * steps)
+
+
+# ---------------------------------------------------------------- policies per epoch
+
+
+def policy_source_to_json(source: PolicySource) -> str | dict[str, Any]:
+    """A policy spec string, or a JSON dict (policy or schedule), for configs and checkpoints."""
+    if isinstance(source, Schedule):
+        return source.to_dict()
+    if isinstance(source, Policy):
+        return source.to_dict()
+    return source
+
+
+def policy_at(source: PolicySource, epoch: int) -> Policy:
+    """The policy in force at ``epoch``: a fixed policy, or a schedule's entry."""
+    if isinstance(source, Schedule):
+        return source.policy_at(epoch)
+    if isinstance(source, dict) and "schedule" in source:
+        return Schedule.from_dict(source).policy_at(epoch)
+    return parse_policy(source)
+
+
+# ---------------------------------------------------------------- one worker's training
+
+
+def epoch_order(n: int, seed: int, epoch: int, rank: int, world_size: int) -> np.ndarray:
+    """This rank's sample order for ``epoch``: one seeded permutation, dealt round-robin, every
+    rank getting the same count (``n // world_size``) so that DDP steps stay in lockstep."""
+    perm = np.random.default_rng(np.random.SeedSequence([seed, epoch, 7])).permutation(n)
+    per_rank = n // world_size
+    return perm[rank::world_size][:per_rank]
+
+
+class FinetuneSession:
+    """Model, optimizer and epoch counter of one worker; trains and evaluates on in-memory arrays."""
+
+    def __init__(self, cfg: FinetuneConfig, data: FinetuneData, checkpoint: str | None, *,
+                 rank: int = 0, world_size: int = 1, wrap: Any = None, device: str | torch.device = "cpu") -> None:
+        self.cfg, self.data, self.rank, self.world_size = cfg, data, rank, world_size
+        self.device = torch.device(device)
+        self.model = build_classifier(cfg, checkpoint, data.num_classes).to(self.device)
+        self.module = self.model  # unwrapped, for saving
+        if wrap is not None:  # e.g. ray.train.torch.prepare_model (DDP)
+            self.model = wrap(self.model)
+        self.optimizer = torch.optim.AdamW(param_groups(self.module, cfg), lr=cfg.lr)
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+
+    def _inputs(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 [B, H, W, C] -> float [B, C, H, W] on the device."""
+        return normalize_batch(images, self.cfg.mean, self.cfg.std).to(self.device)
+
+    def _augment(self, policy: Policy, indices: np.ndarray) -> np.ndarray:
+        images = self.data.train[0]
+        transform = make_sample_transform(policy, size=self.cfg.size, views=1, backend=self.cfg.backend)
+        rng = augment_rng(self.cfg.seed, self.epoch, self.rank)
+        return np.stack([transform(images[i], rng)["image"] for i in indices])
+
+    def _set_lr(self, progress: float) -> float:
+        factor = lr_at(self.cfg, progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.lr * group["lr_scale"] * factor
+        return self.cfg.lr * factor
+
+    def train_epoch(self, policy: Policy) -> dict[str, float]:
+        """One pass over this rank's share of the labelled subset with ``policy``."""
+        cfg = self.cfg
+        order = epoch_order(len(self.data.train[1]), cfg.seed, self.epoch, self.rank, self.world_size)
+        images, labels = self._augment(policy, order), self.data.train[1][order]
+        steps = max(1, math.ceil(len(order) / cfg.batch_size))
+        self.model.train()
+        loss_sum, correct, lr = 0.0, 0, cfg.lr
+        for step in range(steps):
+            lo, hi = step * cfg.batch_size, min((step + 1) * cfg.batch_size, len(order))
+            lr = self._set_lr(self.epoch + step / steps)
+            x, y = self._inputs(images[lo:hi]), torch.as_tensor(labels[lo:hi], device=self.device)
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += float(loss.detach()) * (hi - lo)
+            correct += int((logits.argmax(1) == y).sum())
+        self.epoch += 1
+        return {"train_loss": loss_sum / max(len(order), 1), "train_acc": correct / max(len(order), 1), "lr": lr}
+
+    @torch.no_grad()
+    def evaluate(self, split: Literal["val", "test"]) -> dict[str, float]:
+        """Accuracy and loss on a whole held-out split (every rank computes it; it is small)."""
+        arrays = getattr(self.data, split)
+        if arrays is None:
+            return {}
+        images, labels = arrays
+        self.module.eval()
+        correct, loss_sum = 0, 0.0
+        for lo in range(0, len(labels), self.cfg.eval_batch_size):
+            x = self._inputs(images[lo:lo + self.cfg.eval_batch_size])
+            y = torch.as_tensor(labels[lo:lo + self.cfg.eval_batch_size], device=self.device)
+            logits = self.module(x)
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+        return {f"{split}_acc": correct / len(labels), f"{split}_loss": loss_sum / len(labels)}
+
+    def run_epoch(self, source: PolicySource, test: bool = False) -> dict[str, float]:
+        """Train one epoch with the policy in force, validate (and test when asked); the metrics
+        row also goes to ``history``."""
+        start = time.perf_counter()
+        policy = policy_at(source, self.epoch)
+        metrics: dict[str, Any] = {"epoch": self.epoch + 1, **self.train_epoch(policy)}
+        metrics.update(self.evaluate("val"))
+        if test:
+            metrics.update(self.evaluate("test"))
+        metrics["epoch_s"] = time.perf_counter() - start
+        metrics["policy"] = policy.to_string()
+        self.history.append(metrics)
+        return metrics
+
+    # ------------------------------------------------------------ checkpoints
+
+    def save(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+        """Write model, optimizer and state to ``directory`` (created; written under a temporary
+        name and renamed)."""
+        directory = Path(directory)
+        tmp = directory.with_name(f".tmp-{directory.name}-{uuid.uuid4().hex[:6]}")
+        tmp.mkdir(parents=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()},
+                  str(tmp / "model.safetensors"))
+        tensors, meta = _flatten_optimizer(self.optimizer.state_dict())
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        state = {"epoch": self.epoch, "history": self.history, "optimizer": meta,
+                 "config": self.cfg.model_dump(mode="json"), **(extra or {})}
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1, default=str) + "\n")
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.rename(tmp, directory)
+        return directory
+
+    def restore(self, directory: str | os.PathLike) -> dict[str, Any]:
+        """Load what ``save`` wrote; returns the state (epoch, history, extras)."""
+        directory = Path(directory)
+        self.module.load_state_dict(load_file(str(directory / "model.safetensors")), strict=True)
+        state = json.loads((directory / STATE_FILE).read_text())
+        tensors = load_file(str(directory / "optimizer.safetensors"))
+        self.optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+        self.epoch, self.history = int(state["epoch"]), list(state["history"])
+        return state
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Optimizer state_dict -> (tensors by name, JSON remainder): stored without pickle."""
+    tensors, per_param = {}, {}
+    for pid, values in state["state"].items():
+        entry = {}
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                entry[key] = value
+        per_param[str(pid)] = entry
+    groups = [{k: v for k, v in g.items()} for g in state["param_groups"]]
+    return tensors, {"state": per_param, "param_groups": groups}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {int(pid): dict(entry) for pid, entry in meta["state"].items()}
+    for name, value in tensors.items():
+        pid, _, key = name.partition(".")
+        state.setdefault(int(pid), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+# ---------------------------------------------------------------- running a whole fine-tune
+
+
+@dataclass
+class FinetuneResult:
+    """Final metrics, per-epoch history and the last checkpoint directory."""
+
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    checkpoint: str | None
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def finetune_local(cfg: FinetuneConfig, paths: DataPaths, checkpoint: str | None, source: PolicySource, *,
+                   out_dir: str | None = None, test: bool = True) -> FinetuneResult:
+    """Fine-tune in this process (one worker): ``cfg.epochs`` epochs, the test split at the end."""
+    start = time.perf_counter()
+    session = FinetuneSession(cfg, load_data(paths, cfg, ("train", "val", "test") if test else ("train", "val")),
+                              checkpoint)
+    for epoch in range(cfg.epochs):
+        session.run_epoch(source, test=test and epoch == cfg.epochs - 1)
+    saved = str(session.save(Path(out_dir) / "final")) if out_dir else None
+    return FinetuneResult(session.history[-1], session.history, saved, time.perf_counter() - start)
+
+
+def finetune_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry. config: cfg (FinetuneConfig), paths (DataPaths), checkpoint (pretraining
+    checkpoint or None), source (policy spec or schedule dict), until_epoch, test (evaluate the
+    test split at the last epoch), resume_from (a Ray ``Checkpoint`` of a fine-tune, or None;
+    Train's own latest checkpoint wins after a worker failure restarted the run)."""
+    import ray.train
+    from ray.train import Checkpoint
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    cfg: FinetuneConfig = config["cfg"]
+    wrap = None
+    device: str | torch.device = "cpu"
+    if world > 1 or cfg.use_gpu:
+        import ray.train.torch
+
+        wrap, device = ray.train.torch.prepare_model, ray.train.torch.get_device()
+    splits = ("train", "val", "test") if config.get("test") else ("train", "val")
+    session = FinetuneSession(cfg, load_data(config["paths"], cfg, splits), config.get("checkpoint"),
+                              rank=rank, world_size=world, wrap=wrap, device=device)
+    checkpoint = ray.train.get_checkpoint() or config.get("resume_from")
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            session.restore(d)
+    until = int(config.get("until_epoch") or cfg.epochs)
+    while session.epoch < until:
+        metrics = session.run_epoch(config["source"], test=bool(config.get("test")) and session.epoch + 1 == until)
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as d:
+                session.save(Path(d) / "ckpt", extra={"source": policy_source_to_json(config["source"])})
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(Path(d) / "ckpt")))
+        else:
+            ray.train.report(metrics, checkpoint=None)
+
+
+def run_finetune(cfg: FinetuneConfig, paths: DataPaths, checkpoint: str | None, source: PolicySource, *,
+                 storage_path: str, name: str | None = None, resume_from: Any = None,
+                 until_epoch: int | None = None, test: bool = True, max_failures: int = 0) -> FinetuneResult:
+    """Fine-tune on ``cfg.workers`` Ray Train workers (a ``TorchTrainer``) up to ``until_epoch``
+    (default ``cfg.epochs``), from ``resume_from`` (a fine-tune checkpoint: directory or Ray
+    ``Checkpoint``) when given. Returns the last epoch's metrics, the history and the last
+    checkpoint (in ``storage_path``; the Ray ``Checkpoint`` is ``extra["checkpoint"]``)."""
+    from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if isinstance(resume_from, (str, os.PathLike)):
+        resume_from = Checkpoint.from_directory(str(resume_from))
+    elif resume_from is not None and not isinstance(resume_from, Checkpoint):
+        resume_from = Checkpoint(path=resume_from.path, filesystem=resume_from.filesystem)
+
+    start = time.perf_counter()
+    trainer = TorchTrainer(
+        finetune_worker,
+        train_loop_config={"cfg": cfg, "paths": paths, "checkpoint": str(checkpoint) if checkpoint else None,
+                           "source": policy_source_to_json(source), "until_epoch": until_epoch, "test": test,
+                           "resume_from": resume_from},
+        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker={"CPU": cfg.cpus_per_worker}),
+        run_config=RunConfig(name=name or f"finetune-{uuid.uuid4().hex[:8]}", storage_path=os.path.abspath(storage_path),
+                             failure_config=FailureConfig(max_failures=max_failures)),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    ckpt = result.checkpoint
+    history: list[dict[str, Any]] = []
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            history = json.loads((Path(d) / STATE_FILE).read_text())["history"]
+    return FinetuneResult(dict(result.metrics or {}), history, ckpt.path if ckpt else None,
+                          time.perf_counter() - start, {"checkpoint": ckpt})
+
+
+def finetune_config_from_experiment(experiment: Any, where: str = "<config>", **overrides: Any) -> FinetuneConfig:
+    """The ``finetune`` section of an experiment (``pipelines.config.ExperimentConfig``), with the
+    keys it leaves out taken from the experiment: data.train/test/channels, augment.size,
+    loop.mean/std and seed. ``overrides`` (command-line values) win over both."""
+    loop = experiment.loop or {}
+    defaults = {"train": experiment.data.train, "test": experiment.data.test, "channels": experiment.data.channels,
+                "size": experiment.augment.size, "mean": loop.get("mean"), "std": loop.get("std"),
+                "seed": experiment.seed}
+    section = dict(experiment.finetune or {})
+    section.update({k: v for k, v in overrides.items() if v is not None})
+    return parse_finetune_config(section, where, **defaults)

@@ -1,0 +1,63 @@
+"""Search/fine-tune config checks that name the key, and the trial-concurrency arithmetic."""
+
+from __future__ import annotations
+
+import pytest
+
+from augtrain.pipelines.finetune import parse_finetune_config
+from augtrain.tune.config import parse_search_config
+from augtrain.tune.resources import DRIVER_CPU, max_concurrent_trials, trial_cpus
+
+
+def test_search_config_defaults_and_grid():
+    search = parse_search_config({"baselines": {"randaugment_n": [1, 2], "randaugment_m": [3, 9]}})
+    assert search.pbt.population == 4 and search.pbt.resample_probability == 0.2
+    assert search.baselines.specs() == ["none", "basic", "trivialaugment", "rand-n1-m3", "rand-n1-m9",
+                                        "rand-n2-m3", "rand-n2-m9"]
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"pbt": {"population": 1}}, "search.pbt.population"),
+    ({"pbt": {"popluation": 4}}, "search.pbt.popluation"),
+    ({"pbt": {"ops": ["rotate", "warp"]}}, "search.pbt"),
+    ({"baselines": {"policies": ["none", "rand-nope"]}}, "search.baselines"),
+    ({"hpo": {"lr": [0.1, 0.001]}}, "search.hpo"),
+    ({"hpo": {"when": "during"}}, "search.hpo.when"),
+    ({"resources": {"executor": "threads"}}, "search.resources.executor"),
+])
+def test_search_config_errors_name_the_key(data, key):
+    with pytest.raises(ValueError, match=rf"exp.yaml: {key.replace('.', '[.]')}"):
+        parse_search_config(data, "exp.yaml")
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"labels": 0}, "finetune.labels"),
+    ({"labels": 12.5}, "finetune.labels"),
+    ({"mode": "probe"}, "finetune.mode"),
+    ({"policy": "rand-n2-mx"}, "finetune.policy"),
+    ({"layer_decay": 1.5}, "finetune.layer_decay"),
+    ({"epochs": 3, "warmup_epochs": 5}, "finetune"),
+    ({"learning_rate": 0.1}, "finetune.learning_rate"),
+])
+def test_finetune_config_errors_name_the_key(data, key):
+    with pytest.raises(ValueError, match=rf"exp.yaml: {key.replace('.', '[.]')}"):
+        parse_finetune_config(data, "exp.yaml")
+
+
+def test_finetune_labels_count_or_fraction():
+    assert parse_finetune_config({"labels": 600}).labels == 600
+    assert parse_finetune_config({"labels": 0.01}).labels == 0.01
+    assert parse_finetune_config({}, train="data/x", seed=3).seed == 3  # defaults from the experiment
+
+
+def test_trial_cpus_and_max_concurrent():
+    assert trial_cpus("train", 1.0, workers=2, cpus_per_worker=1.0) == pytest.approx(2 + DRIVER_CPU)
+    assert trial_cpus("local", 1.5, workers=2, cpus_per_worker=1.0) == 1.5
+    assert max_concurrent_trials(16, 2.01, reserve_cpus=2) == 6
+    assert max_concurrent_trials(16, 2.01, reserve_cpus=2, requested=4) == 4
+    assert max_concurrent_trials(4, 1.0, reserve_cpus=1) == 3
+    assert max_concurrent_trials(4, 1.0, reserve_cpus=0) == 4
+    with pytest.raises(ValueError, match="reserve_cpus"):
+        max_concurrent_trials(2, 2.01, reserve_cpus=1)
+    with pytest.raises(ValueError, match="executor"):
+        trial_cpus("threads", 1, 1, 1)

@@ -1,0 +1,115 @@
+"""PBA's encoding, explore and schedule extraction: pure functions, no Ray."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from augtrain.augment import Policy, PolicyError, Schedule, make_sample_transform
+from augtrain.tune.pba import (
+    PBA_OPS,
+    PBAExplorer,
+    PBASpace,
+    config_changes,
+    explore,
+    read_policy_log,
+    schedule_from_changes,
+    schedule_table,
+)
+
+
+def test_encoding_length_decode_and_round_trip():
+    space = PBASpace()
+    assert space.length == 60  # PBA's hp_policy: 15 ops x (p, m) x 2 copies
+    values = space.random(np.random.default_rng(0))
+    policy = space.decode(values)
+    assert len(policy.choices) == 30 and policy.num_ops == (0.2, 0.3, 0.5) and not policy.replace
+    rotate, translate = policy.choices[0][0], policy.choices[1][0]
+    assert (rotate.name, translate.name) == ("rotate", "translate_x")
+    assert rotate.p == values[0] / 10 and rotate.magnitude == pytest.approx(values[1] * 10 / 9, abs=1e-4)
+    assert policy.choices[15][0].name == "rotate"  # the second copy
+    assert space.encode(policy) == values
+    assert Policy.from_json(policy.to_json()) == policy
+    out = make_sample_transform(policy, size=None)(np.full((8, 8, 1), 100, np.uint8), np.random.default_rng(0))
+    assert out["image"].shape == (8, 8, 1)
+
+
+def test_decode_rejects_out_of_range_and_wrong_length():
+    space = PBASpace(ops=("rotate", "cutout"), copies=1)
+    with pytest.raises(PolicyError, match="expected 4 integers"):
+        space.decode([0, 0])
+    with pytest.raises(PolicyError, match="magnitude outside 0-9"):
+        space.decode([10, 10, 0, 0])
+    with pytest.raises(PolicyError, match="unknown op"):
+        PBASpace(ops=("rotate", "warp"))
+
+
+def test_explore_stays_in_range_and_follows_pba_rules():
+    rng = np.random.default_rng(0)
+    values = PBASpace().random(rng)
+    upper = PBASpace().upper()
+    for _ in range(200):
+        new = explore(values, rng)
+        assert all(0 <= v <= u for v, u in zip(new, upper))
+    shifted = np.array([explore(values, rng, resample_probability=0.0) for _ in range(300)])
+    steps = np.abs(shifted - np.array(values))
+    assert steps.max() <= 3 and set(np.unique(steps)) == {0, 1, 2, 3}  # shifts of 0-3, clipped
+    resampled = np.array([explore([0] * 60, rng, resample_probability=1.0) for _ in range(300)])
+    assert resampled[:, 0].max() == 10 and resampled[:, 1].max() == 9  # uniform over the whole range
+    a, b = PBAExplorer(seed=5), PBAExplorer(seed=5)
+    assert a({"pba": values})["pba"] == b({"pba": values})["pba"] and a.calls == 1
+
+
+def _policy_file_rows(space: PBASpace) -> tuple[list[list], list[list[int]]]:
+    """Trial 1's policy file: Tune copies the donor's file (trial 2, which cloned trial 0 at
+    iteration 3) and appends trial 1's own exploit of trial 2 at iteration 5. A row of an
+    unrelated chain comes first (the file of a trial that cloned twice keeps older rows)."""
+    rng = np.random.default_rng(1)
+    c0, c1, c2, c3, c4 = (space.random(rng) for _ in range(5))
+    rows = [
+        ["3_seed=3", "0_seed=0", 2, 2, {"seed": 0, "pba": c4}, {"seed": 0, "pba": c4}],
+        ["2_seed=2", "0_seed=0", 3, 3, {"seed": 0, "pba": c0}, {"seed": 0, "pba": c1}],
+        ["1_seed=1", "2_seed=2", 6, 5, {"seed": 0, "pba": c2}, {"seed": 0, "pba": c3}],
+    ]
+    return rows, [c0, c1, c3]
+
+
+def test_schedule_from_a_policy_log_agrees_with_tune_replay(tmp_path):
+    from ray.tune.schedulers import PopulationBasedTrainingReplay
+
+    space = PBASpace(copies=1)
+    rows, (start, first, second) = _policy_file_rows(space)
+    log = tmp_path / "pbt_policy_trial1.txt"
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    initial, changes = config_changes(read_policy_log(log))
+    replay = PopulationBasedTrainingReplay(str(log))
+    assert initial == replay.config  # the same starting config as Tune's own replay
+    assert changes == [tuple(c) for c in replay._policy]
+    assert [step for step, _ in changes] == [3, 5]  # the unrelated chain is not followed
+    schedule = schedule_from_changes(initial, changes, space, epochs_per_iteration=2)
+    assert [s for s, _ in schedule.entries] == [0, 6, 10]
+    assert [space.encode(schedule.policy_at(e)) for e in (0, 5, 6, 9, 10, 99)] == [start, start, first, first,
+                                                                                    second, second]
+    assert Schedule.from_json(schedule.to_json()) == schedule
+    stretched = schedule_from_changes(initial, changes, space, epochs_per_iteration=2, stretch=2.0)
+    assert [s for s, _ in stretched.entries] == [0, 12, 20]
+
+
+def test_schedule_without_exploits_is_the_initial_config_and_table_shapes():
+    space = PBASpace(ops=("rotate", "solarize"), copies=2)
+    initial, changes = config_changes([], initial={"pba": [10, 9, 0, 0, 5, 0, 0, 0]})
+    schedule = schedule_from_changes(initial, changes, space)
+    assert len(schedule.entries) == 1
+    table = schedule_table(schedule, epochs=4)
+    assert table["epochs"].tolist() == [0, 1, 2, 3]
+    assert table["rotate.p"].tolist() == [1.5] * 4  # copies summed: 1.0 + 0.5
+    assert table["rotate.m"][0] == pytest.approx(10.0 * 1.0 / 1.5)  # p-weighted: (1 * 10 + 0.5 * 0) / 1.5
+    assert table["solarize.p"].tolist() == [0.0] * 4
+    with pytest.raises(ValueError, match="no exploit rows"):
+        config_changes([])
+
+
+def test_default_ops_are_pbas_fifteen():
+    assert len(PBA_OPS) == 15 and len(set(PBA_OPS)) == 15

@@ -1,0 +1,120 @@
+"""The ``search`` section of an experiment file: policy search (PBT in PBA's encoding), baselines,
+fine-tune HPO (ASHA + Optuna), replay and resources. Checked before Ray starts.
+
+    search:
+      pbt:       {population: 4, perturbation_interval: 3, quantile_fraction: 0.25}
+      baselines: {policies: [none, basic, trivialaugment], randaugment_n: [1, 2, 3], randaugment_m: [2, 4, 6, 8]}
+      hpo:       {when: before, num_samples: 8, policy: trivialaugment}
+      resources: {cpus_per_trial: 1, reserve_cpus: 1}
+
+Epoch counts come from the ``finetune`` section (``finetune.epochs``): every baseline, every
+PBT trial and the replay train that many epochs, so trial-epochs compare like with like.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from augtrain.augment import parse_policy
+from augtrain.tune.pba import PBA_OPS, PBASpace
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PBTSection(_Section):
+    enabled: bool = True
+    population: int = Field(4, ge=2)
+    perturbation_interval: int = Field(3, ge=1)  # iterations (epochs_per_iteration epochs each) between exploits
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5)
+    resample_probability: float = Field(0.2, ge=0, le=1)  # PBA's explore
+    ops: tuple[str, ...] = PBA_OPS
+    copies: int = Field(2, ge=1)
+    init: Literal["zeros", "random"] = "zeros"  # PBA starts from no augmentation
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> PBTSection:
+        PBASpace(tuple(self.ops), self.copies)  # unknown ops are named
+        return self
+
+
+class BaselineSection(_Section):
+    policies: tuple[str, ...] = ("none", "basic", "trivialaugment")
+    randaugment_n: tuple[int, ...] = (1, 2, 3)
+    randaugment_m: tuple[float, ...] = (2, 4, 6, 8)
+
+    @model_validator(mode="after")
+    def _check(self) -> BaselineSection:
+        for spec in self.policies:
+            parse_policy(spec)
+        if any(n < 0 for n in self.randaugment_n) or any(not 0 <= m <= 10 for m in self.randaugment_m):
+            raise ValueError("randaugment_n must be >= 0 and randaugment_m in [0, 10]")
+        return self
+
+    def specs(self) -> list[str]:
+        """Every baseline policy spec: the named ones, then the RandAugment grid."""
+        grid = [f"rand-n{n}-m{m:g}" for n in self.randaugment_n for m in self.randaugment_m]
+        return list(self.policies) + grid
+
+
+class HPOSection(_Section):
+    when: Literal["off", "before", "after"] = "off"  # before: best hyperparameters feed the policy search
+    num_samples: int = Field(8, ge=1)
+    policy: str = "trivialaugment"  # augmentation during HPO when it runs before the policy search
+    grace_period: int = Field(2, ge=1)  # ASHA: epochs before the first stop decision
+    reduction_factor: float = Field(2.0, gt=1)
+    lr: tuple[float, float] = (1e-4, 1e-2)  # log-uniform
+    weight_decay: tuple[float, float] = (1e-6, 1e-2)  # log-uniform
+    label_smoothing: tuple[float, float] = (0.0, 0.2)
+    layer_decay: tuple[float, float] = (0.5, 1.0)
+    epochs: tuple[int, ...] = ()  # choices; empty: finetune.epochs only
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> HPOSection:
+        for name in ("lr", "weight_decay", "label_smoothing", "layer_decay"):
+            lo, hi = getattr(self, name)
+            if not lo <= hi:
+                raise ValueError(f"{name}: range {lo}..{hi} is decreasing")
+        if self.lr[0] <= 0 or self.weight_decay[0] <= 0:
+            raise ValueError("lr and weight_decay ranges are log-uniform: their lower ends must be > 0")
+        if any(e < 1 for e in self.epochs):
+            raise ValueError(f"epochs choices must be >= 1, got {self.epochs}")
+        parse_policy(self.policy)
+        return self
+
+
+class ResourceSection(_Section):
+    executor: Literal["train", "local"] = "train"  # train: each trial fits a TorchTrainer; local: in the trial process
+    cpus_per_trial: float = Field(1.0, gt=0)  # local executor; the train executor uses finetune.workers x cpus_per_worker
+    reserve_cpus: float = Field(1.0, ge=0)  # left free for Ray Data tasks and drivers
+    max_concurrent: int | None = Field(None, ge=1)  # default: from the cluster's CPUs
+    epochs_per_iteration: int = Field(1, ge=1)  # epochs per Tune report (one report = one checkpoint)
+
+
+class SearchConfig(_Section):
+    name: str | None = None  # Tune experiment prefix; default: the experiment's name
+    metric: Literal["val_acc"] = "val_acc"
+    pbt: PBTSection = Field(default_factory=PBTSection)
+    baselines: BaselineSection = Field(default_factory=BaselineSection)
+    hpo: HPOSection = Field(default_factory=HPOSection)
+    resources: ResourceSection = Field(default_factory=ResourceSection)
+    max_failures: int = Field(2, ge=0)  # retries of a failed trial (from its last checkpoint)
+    replay_seeds: tuple[int, ...] = (0,)  # fine-tune seeds the searched schedule is replayed with
+
+
+def parse_search_config(data: dict[str, Any] | None, where: str = "<config>") -> SearchConfig:
+    """Validate a ``search`` mapping; errors name the file and the key (``search.pbt.population``)."""
+    try:
+        return SearchConfig.model_validate(data or {})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        path = ".".join(str(p) for p in error["loc"])
+        key = f"search.{path}" if path else "search"
+        got = error.get("input")
+        shown = "" if got is None or isinstance(got, dict) else f" (got {got!r})"
+        raise ValueError(f"{where}: {key}: {error['msg']}{shown}") from None

@@ -1,0 +1,203 @@
+"""Population Based Augmentation (Ho et al. 2019): the policy encoding, its explore step, and the
+schedule that a PBT run leaves behind.
+
+Encoding (PBA's ``hp_policy``): for each of ``copies`` copies of the op list, for each op, two
+integers: probability 0-10 (p = value / 10) and magnitude 0-9 (m = value * 10 / 9 on augtrain's
+0-10 scale). Decoded, it is a policy that draws 0, 1 or 2 ops per sample (probabilities 0.2,
+0.3, 0.5) without replacement and applies each with its probability (``augtrain.augment``'s
+``choices``/``num_ops``; PBA's own apply loop differs only in redrawing an op that did not fire).
+
+Explore (PBA's ``explore``): every integer is resampled uniformly with probability 0.2, else
+shifted by 0, 1, 2 or 3 (equally likely) up or down (equally likely), clipped to its range.
+
+Schedule: Tune's PBT logs, per trial, every exploit as ``[trial tag, donor tag, trial
+iteration, donor iteration, donor config, new config]`` (``pbt_policy_<trial>.txt``); the chain
+of a trial's exploits, read back from its last one, is its schedule (what Tune's
+``PopulationBasedTrainingReplay`` replays and PBA's ``parse_log_schedule`` reads).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from augtrain.augment import Op, Policy, PolicyError, Schedule
+
+# PBA's HP_TRANSFORMS, in its order, by augtrain op name.
+PBA_OPS = (
+    "rotate", "translate_x", "translate_y", "brightness", "color", "invert", "sharpness", "posterize",
+    "shear_x", "solarize", "shear_y", "equalize", "auto_contrast", "cutout", "contrast",
+)  # fmt: skip
+PROB_MAX = 10
+MAG_MAX = 9
+NUM_OPS = (0.2, 0.3, 0.5)
+
+
+@dataclass(frozen=True)
+class PBASpace:
+    """The op list and number of copies that fix the encoding's length (2 * len(ops) * copies)."""
+
+    ops: tuple[str, ...] = PBA_OPS
+    copies: int = 2
+
+    def __post_init__(self) -> None:
+        from augtrain.augment import OPS
+
+        unknown = [op for op in self.ops if op not in OPS]
+        if unknown:
+            raise PolicyError(f"search.pbt.ops: unknown op(s) {unknown}")
+        if not self.ops or self.copies < 1:
+            raise PolicyError("search.pbt: ops must be non-empty and copies >= 1")
+
+    @property
+    def length(self) -> int:
+        return 2 * len(self.ops) * self.copies
+
+    def upper(self) -> np.ndarray:
+        """Largest value of each position: [10, 9, 10, 9, ...]."""
+        return np.tile([PROB_MAX, MAG_MAX], self.length // 2)
+
+    def zeros(self) -> list[int]:
+        """PBA's starting point: every probability and magnitude 0 (no augmentation)."""
+        return [0] * self.length
+
+    def random(self, rng: np.random.Generator) -> list[int]:
+        """Uniform over every position's range."""
+        return [int(v) for v in rng.integers(0, self.upper() + 1)]
+
+    def check(self, values: Sequence[int]) -> None:
+        if len(values) != self.length:
+            raise PolicyError(f"PBA encoding: expected {self.length} integers, got {len(values)}")
+        arr = np.asarray(values)
+        if arr.dtype.kind not in "iu" and not np.all(arr == np.round(arr)):
+            raise PolicyError(f"PBA encoding: values must be integers, got {list(values)[:6]}...")
+        if (arr < 0).any() or (arr > self.upper()).any():
+            raise PolicyError("PBA encoding: a probability is outside 0-10 or a magnitude outside 0-9")
+
+    def decode(self, values: Sequence[int], name: str = "pba-searched") -> Policy:
+        """Integers -> Policy (one ``choices`` entry per op copy; p = v / 10, m = v * 10 / 9)."""
+        self.check(values)
+        entries = []
+        for i in range(0, self.length, 2):
+            op = self.ops[(i // 2) % len(self.ops)]
+            p, m = int(values[i]) / PROB_MAX, round(int(values[i + 1]) * 10.0 / MAG_MAX, 4)
+            entries.append((Op(op, p=p, magnitude=m),))
+        return Policy(name=name, choices=tuple(entries), num_ops=NUM_OPS, replace=False)
+
+    def encode(self, policy: Policy) -> list[int]:
+        """Inverse of ``decode`` for policies of this space's shape (ops in order, all copies)."""
+        if len(policy.choices) != self.length // 2:
+            raise PolicyError(f"policy {policy.name!r} has {len(policy.choices)} entries, the space {self.length // 2}")
+        out = []
+        for i, entry in enumerate(policy.choices):
+            op = entry[0]
+            if len(entry) != 1 or op.name != self.ops[i % len(self.ops)]:
+                raise PolicyError(f"policy {policy.name!r}: entry {i} is not {self.ops[i % len(self.ops)]!r}")
+            out += [int(round(op.p * PROB_MAX)), int(round(op.magnitude * MAG_MAX / 10.0))]
+        return out
+
+
+def explore(values: Sequence[int], rng: np.random.Generator, resample_probability: float = 0.2) -> list[int]:
+    """PBA's perturbation of an encoding (see the module docstring)."""
+    upper = np.tile([PROB_MAX, MAG_MAX], len(values) // 2)
+    out = []
+    for value, top in zip(values, upper):
+        if rng.random() < resample_probability:
+            out.append(int(rng.integers(0, top + 1)))
+            continue
+        amount = int(rng.integers(0, 4))
+        out.append(max(0, int(value) - amount) if rng.random() < 0.5 else min(int(top), int(value) + amount))
+    return out
+
+
+class PBAExplorer:
+    """``custom_explore_fn`` for Tune's PBT: perturbs ``config[key]`` with ``explore``.
+
+    Owns its generator (seeded), so a search's explore steps depend only on the seed and the
+    order of calls. Counts its calls, for reports."""
+
+    def __init__(self, key: str = "pba", seed: int = 0, resample_probability: float = 0.2) -> None:
+        self.key, self.resample_probability = key, resample_probability
+        self.rng = np.random.default_rng(seed)
+        self.calls = 0
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        self.calls += 1
+        config[self.key] = explore(config[self.key], self.rng, self.resample_probability)
+        return config
+
+
+# ---------------------------------------------------------------- schedules from PBT logs
+
+
+def read_policy_log(path: str | Path) -> list[tuple[str, str, int, int, dict, dict]]:
+    """The rows of a ``pbt_policy_*.txt`` / ``pbt_global.txt`` file."""
+    rows = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            old_tag, new_tag, old_step, new_step, old_conf, new_conf = json.loads(line)
+        except (json.JSONDecodeError, ValueError):
+            raise ValueError(f"{path}:{number}: not a PBT policy row") from None
+        rows.append((str(old_tag), str(new_tag), int(old_step), int(new_step), old_conf, new_conf))
+    return rows
+
+
+def config_changes(rows: list[tuple[str, str, int, int, dict, dict]], initial: dict | None = None
+                   ) -> tuple[dict, list[tuple[int, dict]]]:
+    """(starting config, [(iteration, config from then on), ...]) of the last exploit chain of a
+    trial's policy log, read backwards as Tune's ``PopulationBasedTrainingReplay`` does."""
+    if not rows:
+        if initial is None:
+            raise ValueError("no exploit rows and no initial config")
+        return initial, []
+    changes, last_new_tag, first_old_conf = [], None, None
+    for old_tag, new_tag, _old_step, new_step, old_conf, new_conf in reversed(rows):
+        if last_new_tag is not None and old_tag != last_new_tag:
+            break
+        last_new_tag, first_old_conf = new_tag, old_conf
+        changes.append((new_step, new_conf))
+    return first_old_conf, list(reversed(changes))
+
+
+def schedule_from_changes(initial: dict, changes: list[tuple[int, dict]], space: PBASpace, key: str = "pba",
+                          epochs_per_iteration: int = 1, stretch: float = 1.0) -> Schedule:
+    """A ``Schedule`` of decoded policies: entry i starts at ``iteration * epochs_per_iteration *
+    stretch`` epochs (PBA stretches a searched schedule to a longer final run)."""
+    entries: dict[int, Policy] = {0: space.decode(initial[key], name="pba-epoch-0")}
+    for iteration, config in changes:
+        start = int(round(iteration * epochs_per_iteration * stretch))
+        entries[start] = space.decode(config[key], name=f"pba-epoch-{start}")
+    merged: list[tuple[int, Policy]] = []
+    for start in sorted(entries):
+        if not merged or not _same_ops(merged[-1][1], entries[start]):
+            merged.append((start, entries[start]))
+    return Schedule(tuple(merged))
+
+
+def _same_ops(a: Policy, b: Policy) -> bool:
+    return a.choices == b.choices and a.num_ops == b.num_ops
+
+
+def schedule_table(schedule: Schedule, epochs: int) -> dict[str, np.ndarray]:
+    """Per-op probability and magnitude at every epoch (copies summed for p, p-weighted mean m):
+    ``{"epochs": [E], "<op>.p": [E], "<op>.m": [E]}`` for plots and tables."""
+    out: dict[str, list[float]] = {"epochs": list(range(epochs))}
+    for epoch in range(epochs):
+        policy = schedule.policy_at(epoch)
+        by_op: dict[str, list[tuple[float, float]]] = {}
+        for entry in policy.choices:
+            for op in entry:
+                by_op.setdefault(op.name, []).append((op.p, op.magnitude))
+        for name, pm in by_op.items():
+            p_total = sum(p for p, _ in pm)
+            mean_m = sum(p * m for p, m in pm) / p_total if p_total else 0.0
+            out.setdefault(f"{name}.p", []).append(p_total)
+            out.setdefault(f"{name}.m", []).append(mean_m)
+    return {k: np.asarray(v, dtype=float) for k, v in out.items()}

@@ -1,0 +1,210 @@
+"""What a search leaves in its output folder:
+
+    best_policy.json / best_policy.txt   the searched schedule's final policy (JSON, string form)
+    best_policy.dali.json / .txt         the same as an ``nvidia.dali.auto_aug`` Policy (see ``dali_export``)
+    schedule.json, schedule.png          the searched schedule; probability and magnitude per op over epochs
+    trials.csv                           every trial of every stage
+    comparison.csv, comparison.md        accuracy and compute (trial-epochs) per baseline and the searched schedule
+    search.json                          all of the above in one file, with the resolved config
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from augtrain.augment import Op, Policy, Schedule, to_dali_policy
+from augtrain.tune.pba import schedule_table
+from augtrain.tune.search import StageResult
+
+DALI_OPS = {
+    "shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "contrast", "color",
+    "sharpness", "posterize", "solarize", "equalize", "auto_contrast", "invert", "identity",
+}  # fmt: skip
+
+
+def dali_export(policy: Policy) -> tuple[Any, dict[str, Any]]:
+    """An ``nvidia.dali.auto_aug`` Policy for ``policy``'s ``choices``, and a description of it.
+
+    auto_aug applies exactly one sub-policy per sample. A policy that already draws one entry per
+    sample exports entry for entry. A PBA policy (0/1/2 entries without replacement) exports as
+    every pair of its entries with each probability scaled by E[entries per sample] / 2, so that
+    every op fires as often per sample as in the searched policy (the count of ops per sample is
+    then up to 2 instead of 0/1/2 with PBA's weights). Ops DALI lacks (cutout) and entries with
+    probability 0 are left out and listed.
+    """
+    kept, dropped = [], sorted({op.name for e in policy.choices for op in e if op.name not in DALI_OPS})
+    for entry in policy.choices:
+        ops = tuple(op for op in entry if op.name in DALI_OPS and op.p > 0)
+        if ops:
+            kept.append(ops)
+    expected = float(sum(i * q for i, q in enumerate(policy.num_ops)))
+    if policy.num_ops == (0.0, 1.0) or not kept:
+        entries, scale = kept or [(Op("identity"),)], 1.0
+    elif len(kept) == 1:
+        entries, scale = kept, min(1.0, expected)
+    else:
+        entries, scale = [a + b for a, b in itertools.combinations(kept, 2)], expected / 2.0
+
+    def scaled(op: Op) -> Op:
+        return Op(op.name, p=round(min(1.0, op.p * scale), 4), magnitude=op.magnitude)
+
+    single = Policy(name=f"{policy.name}-dali", choices=tuple(tuple(scaled(op) for op in e) for e in entries),
+                    num_ops=(0.0, 1.0))
+    dali = to_dali_policy(single)
+    info = {"sub_policies": [[[op.name, op.p, op.magnitude] for op in e] for e in single.choices],
+            "probability_scale": scale, "dropped_ops": dropped, "num_magnitude_bins": dali.num_magnitude_bins,
+            "source_num_ops": list(policy.num_ops)}
+    return dali, info
+
+
+def plot_schedule(schedule: Schedule, epochs: int, path: str | Path) -> None:
+    """PNG: per op, summed probability (top) and probability-weighted magnitude (bottom) per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = schedule_table(schedule, epochs)
+    names = sorted({k.rsplit(".", 1)[0] for k in table if k != "epochs"})
+    fig, axes = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    cmap = plt.get_cmap("tab20")
+    for i, name in enumerate(names):
+        axes[0].plot(table["epochs"], table[f"{name}.p"], label=name, color=cmap(i % 20), drawstyle="steps-post")
+        axes[1].plot(table["epochs"], table[f"{name}.m"], color=cmap(i % 20), drawstyle="steps-post")
+    axes[0].set_ylabel("probability (copies summed)")
+    axes[1].set_ylabel("magnitude (0-10)")
+    axes[1].set_xlabel("epoch")
+    axes[0].set_title("searched augmentation schedule (PBT, PBA encoding)")
+    axes[0].legend(ncol=4, fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _rand_nm(spec: str) -> tuple[int, float] | None:
+    match = re.fullmatch(r"rand-n(\d+)-m([\d.]+)", spec)
+    return (int(match[1]), float(match[2])) if match else None
+
+
+def comparison_rows(results: dict[str, StageResult]) -> list[dict[str, Any]]:
+    """Accuracy and trial-epochs per method. The RandAugment row is the grid's best point by
+    validation accuracy, charged for the whole grid; the searched row is the replay's test
+    accuracy (mean over seeds), charged for the PBT population and the replay."""
+    rows: list[dict[str, Any]] = []
+    base = results.get("baselines")
+    if base is not None:
+        by_spec = {t["config"].get("policy"): t for t in base.trials}
+        for spec, trial in by_spec.items():
+            if _rand_nm(spec) is None:
+                rows.append(_row(spec, [trial], trial["epochs_trained"]))
+        grid = [t for s, t in by_spec.items() if _rand_nm(s) is not None and t["val_acc"] is not None]
+        if grid:
+            best = max(grid, key=lambda t: t["val_acc"])
+            n, m = _rand_nm(best["config"]["policy"])
+            rows.append(_row(f"RandAugment best (N={n}, M={m:g}) of {len(grid)}-point grid", [best],
+                             sum(t["epochs_trained"] for t in grid)))
+    pbt, replay = results.get("pbt"), results.get("replay")
+    if pbt is not None and replay is not None:
+        rows.append(_row(f"PBA schedule (PBT population {len(pbt.trials)}, replayed)", replay.trials,
+                         pbt.trial_epochs + replay.trial_epochs, search_epochs=pbt.trial_epochs))
+    for stage in ("hpo", "hpo_after"):
+        if stage in results:
+            hpo = results[stage]
+            rows.append({"method": f"{stage}: ASHA + Optuna ({len(hpo.trials)} trials, best "
+                                   f"{json.dumps(hpo.extra.get('best_hparams', {}), default=float)})",
+                         "val_acc": hpo.extra.get("best_val_acc"), "test_acc": None, "test_acc_sd": None,
+                         "trial_epochs": hpo.trial_epochs, "runs": len(hpo.trials)})
+    return rows
+
+
+def _row(method: str, trials: list[dict[str, Any]], trial_epochs: int, search_epochs: int | None = None) -> dict:
+    tests = [t["test_acc"] for t in trials if t.get("test_acc") is not None]
+    vals = [t["val_acc"] for t in trials if t.get("val_acc") is not None]
+    return {"method": method, "val_acc": float(np.mean(vals)) if vals else None,
+            "test_acc": float(np.mean(tests)) if tests else None,
+            "test_acc_sd": float(np.std(tests)) if len(tests) > 1 else None,
+            "trial_epochs": int(trial_epochs), "runs": len(trials),
+            **({"search_epochs": search_epochs} if search_epochs is not None else {})}
+
+
+def _fmt(value: Any, pct: bool = True) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.2f}" if pct else str(value)
+
+
+def comparison_markdown(rows: list[dict[str, Any]], title: str) -> str:
+    lines = [f"# {title}", "", "| method | val acc (%) | test acc (%) | trial-epochs |", "|---|---|---|---|"]
+    for r in rows:
+        test = _fmt(r["test_acc"]) + (f" ± {100 * r['test_acc_sd']:.2f}" if r.get("test_acc_sd") else "")
+        lines.append(f"| {r['method']} | {_fmt(r['val_acc'])} | {test} | {r['trial_epochs']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_trials_csv(results: dict[str, StageResult], path: Path) -> None:
+    fields = ["stage", "trial_id", "policy", "hparams", "epochs_trained", "epoch", "val_acc", "best_val_acc",
+              "test_acc", "error"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for stage, result in results.items():
+            for t in result.trials:
+                config = dict(t["config"])
+                policy = config.pop("policy", None) or ("pba:" + ",".join(map(str, config.pop("pba"))) if "pba" in config
+                                                        else "schedule" if stage in ("replay", "hpo_after") else "")
+                writer.writerow({"stage": stage, "trial_id": t["trial_id"], "policy": policy,
+                                 "hparams": json.dumps(config, default=str), "epochs_trained": t["epochs_trained"],
+                                 "epoch": t["epoch"], "val_acc": t["val_acc"], "best_val_acc": t["best_val_acc"],
+                                 "test_acc": t["test_acc"], "error": t["error"] or ""})
+
+
+def write_results(results: dict[str, StageResult], out_dir: str | Path, epochs: int,
+                  resolved: dict[str, Any] | None = None, title: str = "augmentation search") -> dict[str, Any]:
+    """Write every result file (module docstring) and return the summary written to search.json."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"stages": {k: {"trials": len(v.trials), "trial_epochs": v.trial_epochs,
+                                              "seconds": round(v.seconds, 1), "extra": v.extra}
+                                          for k, v in results.items()}}
+    if "pbt" in results:
+        schedule = Schedule.from_dict(results["pbt"].extra["schedule"])
+        final = schedule.policy_at(epochs - 1)
+        final = Policy(name="pba-searched", choices=final.choices, num_ops=final.num_ops, replace=final.replace)
+        _write(out / "schedule.json", json.dumps(schedule.to_dict(), indent=1))
+        _write(out / "best_policy.json", json.dumps(final.to_dict(), indent=1, sort_keys=True))
+        _write(out / "best_policy.txt", final.to_string() + "\n")
+        plot_schedule(schedule, epochs, out / "schedule.png")
+        try:
+            dali, info = dali_export(final)
+            _write(out / "best_policy.dali.json", json.dumps(info, indent=1))
+            _write(out / "best_policy.dali.txt", str(dali) + "\n")
+            summary["dali_export"] = {"sub_policies": len(info["sub_policies"]), "dropped_ops": info["dropped_ops"]}
+        except ImportError as exc:  # DALI not installed: the JSON policy is still there
+            summary["dali_export"] = {"error": str(exc)}
+        summary["best_policy"] = final.to_string()
+    write_trials_csv(results, out / "trials.csv")
+    rows = comparison_rows(results)
+    with open(out / "comparison.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["method", "val_acc", "test_acc", "test_acc_sd", "trial_epochs", "runs",
+                                               "search_epochs"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    _write(out / "comparison.md", comparison_markdown(rows, title))
+    summary["comparison"] = rows
+    summary["config"] = resolved
+    _write(out / "search.json", json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

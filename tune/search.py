@@ -1,0 +1,342 @@
+"""A whole augmentation search on a pretrained checkpoint, in stages, each one Ray Tune run:
+
+1. ``hpo`` (when ``search.hpo.when == "before"``): ASHA + Optuna over fine-tune hyperparameters;
+   the best ones are used by every later stage.
+2. ``baselines``: no augmentation, ``basic``, TrivialAugment and the RandAugment (N, M) grid,
+   each a trial of ``finetune.epochs`` epochs, tested on the held-out split at the end.
+3. ``pbt``: PBT over PBA's encoding with PBA's explore; exploit copies weights through
+   checkpoints (all kept: ``num_to_keep=None``).
+4. ``replay``: the best PBT trial's schedule, extracted from the PBT log, trained from the
+   pretrained checkpoint again (one trial per ``search.replay_seeds``) and tested.
+5. ``hpo`` (when ``"after"``): the same HPO, with the searched schedule as the policy.
+
+Every stage writes ``stages/<stage>.json`` when done; ``resume=True`` skips finished stages and
+restores an unfinished one with ``Tuner.restore`` (errored trials resumed). Failed trials are
+retried ``search.max_failures`` times from their last checkpoint. Results: see ``report``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from augtrain.augment import Schedule
+from augtrain.pipelines.finetune import DataPaths, FinetuneConfig, prepare_data
+from augtrain.tune.config import SearchConfig
+from augtrain.tune.pba import PBAExplorer, PBASpace, config_changes, read_policy_log, schedule_from_changes
+from augtrain.tune.resources import max_concurrent_trials, trial_cpus
+from augtrain.tune.trainable import TrialContext, finetune_trial
+
+log = logging.getLogger(__name__)
+
+STAGES = ("hpo", "baselines", "pbt", "replay")
+
+
+@dataclass
+class StageResult:
+    """One finished stage: a row per trial, plus what the stage produced (best config, schedule)."""
+
+    stage: str
+    trials: list[dict[str, Any]]
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def trial_epochs(self) -> int:
+        return int(sum(t["epochs_trained"] for t in self.trials))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "trials": self.trials, "seconds": self.seconds, "extra": self.extra}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StageResult:
+        return cls(data["stage"], data["trials"], data["seconds"], data.get("extra", {}))
+
+
+@dataclass
+class SearchRun:
+    """Everything a search needs; ``run_search`` builds it."""
+
+    cfg: FinetuneConfig
+    search: SearchConfig
+    checkpoint: str | None
+    out_dir: Path
+    name: str
+    paths: DataPaths
+    max_concurrent: int
+    resume: bool = False
+    trainable: Callable[..., None] = finetune_trial
+    results: dict[str, StageResult] = field(default_factory=dict)
+
+    @property
+    def space(self) -> PBASpace:
+        return PBASpace(tuple(self.search.pbt.ops), self.search.pbt.copies)
+
+    def context(self, cfg: FinetuneConfig, test: bool, source: Any = None) -> TrialContext:
+        return TrialContext(cfg=cfg, paths=self.paths,
+                            checkpoint=self.checkpoint, executor=self.search.resources.executor,
+                            epochs_per_iteration=self.search.resources.epochs_per_iteration,
+                            storage=str(self.out_dir / "train"), test=test, space=self.space,
+                            max_failures=self.search.max_failures, source=source)
+
+
+def _cluster_cpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 0))
+
+
+def plan_search(cfg: FinetuneConfig, search: SearchConfig, checkpoint: str | None, out_dir: str | Path, name: str, *,
+                resume: bool = False, trainable: Callable[..., None] = finetune_trial) -> SearchRun:
+    """Prepare the data subsets and the resource plan (Ray must be connected)."""
+    out = Path(out_dir)
+    res = search.resources
+    per_trial = trial_cpus(res.executor, res.cpus_per_trial, cfg.workers, cfg.cpus_per_worker)
+    concurrent = max_concurrent_trials(_cluster_cpus(), per_trial, res.reserve_cpus, res.max_concurrent)
+    paths = prepare_data(cfg, str(out / "data"))
+    log.info("search %s: %d trials at a time (%.2f CPUs each, %.0f reserved)", name, concurrent, per_trial,
+             res.reserve_cpus)
+    return SearchRun(cfg, search, checkpoint, out, name, paths, concurrent, resume, trainable)
+
+
+def run_search(run: SearchRun) -> dict[str, StageResult]:
+    """Run (or resume) every enabled stage in order; returns the stage results by name."""
+    search, cfg = run.search, run.cfg
+    if search.hpo.when == "before":
+        result = run_hpo(run, cfg, run.context(cfg, test=False))
+        cfg = cfg.with_updates(**result.extra["best_hparams"])
+    run_baselines(run, cfg)
+    if search.pbt.enabled:
+        pbt = run_pbt(run, cfg)
+        schedule = Schedule.from_dict(pbt.extra["schedule"])
+        run_replay(run, cfg, schedule)
+        if search.hpo.when == "after":
+            run_hpo(run, cfg, run.context(cfg, test=False, source=schedule.to_dict()), stage="hpo_after")
+    return run.results
+
+
+# ---------------------------------------------------------------- one stage
+
+
+def _stage_file(run: SearchRun, stage: str) -> Path:
+    return run.out_dir / "stages" / f"{stage}.json"
+
+
+def _tuner(run: SearchRun, stage: str, ctx: TrialContext, param_space: dict[str, Any], **tune_kwargs: Any):
+    """A new Tuner for ``stage``, or the interrupted one restored (``run.resume``)."""
+    from ray import tune
+
+    res = run.search.resources
+    per_trial = trial_cpus(res.executor, res.cpus_per_trial, ctx.cfg.workers, ctx.cfg.cpus_per_worker)
+    resources = {"CPU": per_trial if res.executor == "local" else round(per_trial - ctx.cfg.workers * ctx.cfg.cpus_per_worker, 4)}
+    trainable = tune.with_resources(tune.with_parameters(run.trainable, ctx=ctx), resources)
+    storage = (run.out_dir / "tune").absolute()
+    experiment = storage / f"{run.name}-{stage}"
+    if experiment.exists():
+        if run.resume and tune.Tuner.can_restore(str(experiment)):
+            log.info("restoring the %s stage from %s", stage, experiment)
+            return tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
+        if not run.resume:
+            raise FileExistsError(f"{experiment} exists from an earlier search: resume it (--resume) or "
+                                  "choose another output folder")
+    tune_config = tune.TuneConfig(metric=run.search.metric, mode="max", max_concurrent_trials=run.max_concurrent,
+                                  **tune_kwargs)
+    run_config = tune.RunConfig(
+        name=experiment.name, storage_path=str(storage),
+        failure_config=tune.FailureConfig(max_failures=run.search.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # PBT exploits need every checkpoint
+        verbose=0,
+    )
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def _trial_rows(grid) -> list[dict[str, Any]]:
+    """One dict per trial: id, config, epochs trained (all reports), last metrics, error."""
+    rows = []
+    for result in grid:
+        frame = _progress(result)
+        metrics = dict(result.metrics or {})
+        if frame is not None and "epochs_run" in frame:
+            trained = int(frame["epochs_run"].fillna(0).sum())
+        else:
+            trained = int(metrics.get("epochs_run", 0))
+        best_val = float(frame["val_acc"].max()) if frame is not None and "val_acc" in frame else None
+        rows.append({
+            "trial_id": metrics.get("trial_id") or Path(result.path).name,
+            "config": {k: v for k, v in (result.config or {}).items()},
+            "epochs_trained": trained,
+            "epoch": metrics.get("epoch"),
+            "val_acc": metrics.get("val_acc"),
+            "best_val_acc": best_val,
+            "test_acc": metrics.get("test_acc"),
+            "iterations": metrics.get("training_iteration"),
+            "error": None if result.error is None else f"{type(result.error).__name__}: {result.error}",
+            "path": result.path,
+        })
+    return rows
+
+
+def _progress(result):
+    """Every report of a trial, across its restarts (Tune appends them to progress.csv)."""
+    import pandas as pd
+
+    path = Path(result.path) / "progress.csv"
+    if path.is_file():
+        try:
+            return pd.read_csv(path)
+        except (ValueError, pd.errors.ParserError):
+            pass
+    return result.metrics_dataframe
+
+
+def _run_stage(run: SearchRun, stage: str, ctx: TrialContext, param_space: dict[str, Any],
+               finish: Callable[[list[dict[str, Any]], Any], dict[str, Any]] | None = None,
+               **tune_kwargs: Any) -> StageResult:
+    done = _stage_file(run, stage)
+    if done.is_file():
+        result = StageResult.from_dict(json.loads(done.read_text()))
+        run.results[stage] = result
+        log.info("stage %s already done (%d trials)", stage, len(result.trials))
+        return result
+    start = time.perf_counter()
+    grid = _tuner(run, stage, ctx, param_space, **tune_kwargs).fit()
+    rows = _trial_rows(grid)
+    failed = [r for r in rows if r["error"]]
+    if failed and len(failed) == len(rows):
+        raise RuntimeError(f"stage {stage}: every trial failed; first error: {failed[0]['error']}")
+    extra = finish(rows, grid) if finish else {}
+    result = StageResult(stage, rows, time.perf_counter() - start, extra)
+    done.parent.mkdir(parents=True, exist_ok=True)
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result.to_dict(), indent=1, default=str) + "\n")
+    os.replace(tmp, done)
+    run.results[stage] = result
+    return result
+
+
+# ---------------------------------------------------------------- the stages
+
+
+def run_baselines(run: SearchRun, cfg: FinetuneConfig) -> StageResult:
+    """Every baseline policy for ``cfg.epochs`` epochs, tested at the end."""
+    from ray import tune
+
+    specs = run.search.baselines.specs()
+    return _run_stage(run, "baselines", run.context(cfg, test=True), {"policy": tune.grid_search(specs)})
+
+
+def pbt_scheduler(run: SearchRun):
+    """Tune's PBT with PBA's explore as ``custom_explore_fn``."""
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    pbt = run.search.pbt
+    return PopulationBasedTraining(
+        time_attr="training_iteration", perturbation_interval=pbt.perturbation_interval,
+        quantile_fraction=pbt.quantile_fraction, hyperparam_mutations={},
+        custom_explore_fn=PBAExplorer("pba", pbt.seed, pbt.resample_probability), log_config=True,
+    )
+
+
+def initial_encodings(run: SearchRun) -> list[list[int]]:
+    """The population's starting policies (PBA: all zeros; or uniformly random, seeded)."""
+    pbt, space = run.search.pbt, run.space
+    rng = np.random.default_rng(pbt.seed)
+    return [space.zeros() if pbt.init == "zeros" else space.random(rng) for _ in range(pbt.population)]
+
+
+def run_pbt(run: SearchRun, cfg: FinetuneConfig) -> StageResult:
+    """PBT over PBA's encoding; the best trial's schedule is extracted into ``extra``."""
+    from ray import tune
+
+    def finish(rows: list[dict[str, Any]], grid) -> dict[str, Any]:
+        return extract_schedule(run, rows, Path(grid.experiment_path))
+
+    # one member per seed (members differ in head init, data order and augmentation draws), each
+    # starting from its own initial encoding
+    encodings = initial_encodings(run)
+    seeds = [cfg.seed + i for i in range(len(encodings))]
+    space = {"seed": tune.grid_search(seeds),
+             "pba": tune.sample_from(lambda spec: encodings[spec.config["seed"] - cfg.seed])}
+    return _run_stage(run, "pbt", run.context(cfg, test=False), space, finish, scheduler=pbt_scheduler(run),
+                      reuse_actors=False)
+
+
+def extract_schedule(run: SearchRun, rows: list[dict[str, Any]], experiment: Path) -> dict[str, Any]:
+    """The best trial (last validation accuracy) and its schedule, from its PBT policy log."""
+    ok = [r for r in rows if r["val_acc"] is not None]
+    best = max(ok, key=lambda r: r["val_acc"])
+    log_file = experiment / f"pbt_policy_{best['trial_id']}.txt"
+    rows_log = read_policy_log(log_file) if log_file.is_file() else []
+    initial, changes = config_changes(rows_log, initial=best["config"])
+    schedule = schedule_from_changes(initial, changes, run.space, "pba", run.search.resources.epochs_per_iteration)
+    global_log = experiment / "pbt_global.txt"
+    history = read_policy_log(global_log) if global_log.is_file() else []
+    return {
+        "best_trial": best["trial_id"],
+        "best_val_acc": best["val_acc"],
+        "policy_log": str(log_file) if log_file.is_file() else None,
+        "schedule": schedule.to_dict(),
+        "changes": [[step, conf["pba"]] for step, conf in changes],
+        "exploits": [{"trial": r[0], "donor": r[1], "trial_iteration": r[2], "donor_iteration": r[3],
+                      "explored": r[4].get("pba") != r[5].get("pba")} for r in history],
+    }
+
+
+def run_replay(run: SearchRun, cfg: FinetuneConfig, schedule: Schedule) -> StageResult:
+    """Train the searched schedule from the pretrained checkpoint again, per replay seed, and test."""
+    from ray import tune
+
+    seeds = list(run.search.replay_seeds)
+    space = {"seed": tune.grid_search(seeds)} if len(seeds) > 1 else {"seed": seeds[0]}
+    return _run_stage(run, "replay", run.context(cfg, test=True, source=schedule.to_dict()), space)
+
+
+def hpo_space(run: SearchRun, cfg: FinetuneConfig) -> dict[str, Any]:
+    """Optuna's search space over the fine-tune hyperparameters."""
+    from ray import tune
+
+    hpo = run.search.hpo
+    space: dict[str, Any] = {
+        "lr": tune.loguniform(*hpo.lr),
+        "weight_decay": tune.loguniform(*hpo.weight_decay),
+        "label_smoothing": tune.uniform(*hpo.label_smoothing),
+    }
+    if cfg.mode == "full":
+        space["layer_decay"] = tune.uniform(*hpo.layer_decay)
+    if hpo.epochs:
+        space["epochs"] = tune.choice(list(hpo.epochs))
+    return space
+
+
+def run_hpo(run: SearchRun, cfg: FinetuneConfig, ctx: TrialContext, stage: str = "hpo") -> StageResult:
+    """ASHA (early stopping) + Optuna (TPE) over ``hpo_space``; the best hyperparameters go to ``extra``."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    hpo = run.search.hpo
+    if ctx.source is None:
+        ctx = replace(ctx, cfg=ctx.cfg.with_updates(policy=hpo.policy))
+    max_epochs = max(hpo.epochs or (cfg.epochs,))
+    max_t = math.ceil(max_epochs / run.search.resources.epochs_per_iteration)
+    scheduler = AsyncHyperBandScheduler(time_attr="training_iteration", max_t=max_t,
+                                        grace_period=min(hpo.grace_period, max_t),
+                                        reduction_factor=hpo.reduction_factor)
+    searcher = OptunaSearch(seed=hpo.seed)
+    keys = list(hpo_space(run, cfg))
+
+    def finish(rows: list[dict[str, Any]], grid) -> dict[str, Any]:
+        ok = [r for r in rows if r["val_acc"] is not None]
+        best = max(ok, key=lambda r: r["val_acc"])
+        return {"best_trial": best["trial_id"], "best_val_acc": best["val_acc"],
+                "best_hparams": {k: best["config"][k] for k in keys}, "max_t": max_t}
+
+    return _run_stage(run, stage, ctx, hpo_space(run, cfg), finish, scheduler=scheduler, search_alg=searcher,
+                      num_samples=hpo.num_samples)

@@ -1,0 +1,138 @@
+"""The Tune trial: fine-tune with the trial's policy and hyperparameters, reporting (and
+checkpointing) every ``epochs_per_iteration`` epochs, resuming from Tune's checkpoint.
+
+A trial's config holds only what is searched: a policy (``policy``: a spec; ``pba``: PBA's
+integers; ``schedule``: a schedule dict) and fine-tune hyperparameters (``lr``,
+``weight_decay``, ``label_smoothing``, ``layer_decay``, ``epochs``, ``seed``). Everything else
+comes in a ``TrialContext`` bound with ``tune.with_parameters`` (so PBT's logs hold only the
+searched values).
+
+Two executors run the same ``FinetuneSession``:
+
+- ``train``: each iteration builds and fits a Ray Train ``TorchTrainer`` (``finetune.workers``
+  workers) from the trial's last checkpoint; the trial function itself asks for 0.01 CPU.
+  With Train V2, Tune cannot take a Trainer, and the Train-to-Tune callback forwards metrics
+  only, so the function reports the Train result's checkpoint to Tune itself (PBT's exploit
+  needs Tune checkpoints).
+- ``local``: the trial process trains itself (one worker): no Train start-up per iteration.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from augtrain.pipelines.finetune import (
+    DataPaths,
+    FinetuneConfig,
+    FinetuneSession,
+    PolicySource,
+    load_data,
+    run_finetune,
+)
+from augtrain.tune.pba import PBASpace
+
+HPARAMS = ("lr", "weight_decay", "label_smoothing", "layer_decay", "epochs", "seed")
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a stage shares."""
+
+    cfg: FinetuneConfig
+    paths: DataPaths
+    checkpoint: str | None  # pretraining checkpoint
+    executor: str = "train"
+    epochs_per_iteration: int = 1
+    storage: str | None = None  # where the train executor's TorchTrainer runs write
+    test: bool = False  # evaluate the test split after the last epoch
+    space: PBASpace | None = None
+    max_failures: int = 0
+    source: Any = None  # policy source when trial configs carry none (a replayed schedule)
+
+
+def trial_setup(config: dict[str, Any], ctx: TrialContext) -> tuple[FinetuneConfig, PolicySource]:
+    """The fine-tune config (context's, with the trial's hyperparameters) and the policy source."""
+    cfg = ctx.cfg.with_updates(**{k: config[k] for k in HPARAMS if k in config})
+    if "pba" in config:
+        if ctx.space is None:
+            raise ValueError("a 'pba' trial config needs the context's PBA space")
+        return cfg, ctx.space.decode(config["pba"])
+    if "schedule" in config:
+        return cfg, config["schedule"]
+    if "policy" in config:
+        return cfg, config["policy"]
+    return cfg, ctx.source if ctx.source is not None else cfg.policy
+
+
+def _report(metrics: dict[str, Any], checkpoint: Any) -> None:
+    """Report to Tune with a checkpoint: a directory, or a Ray Train ``Checkpoint``."""
+    from ray import tune
+
+    if isinstance(checkpoint, str):
+        checkpoint = tune.Checkpoint.from_directory(checkpoint)
+    elif checkpoint is not None:
+        checkpoint = tune.Checkpoint(path=checkpoint.path, filesystem=checkpoint.filesystem)
+    tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}, checkpoint=checkpoint)
+
+
+def _run_local(cfg: FinetuneConfig, source: PolicySource, ctx: TrialContext) -> None:
+    from ray import tune
+
+    splits = ("train", "val", "test") if ctx.test else ("train", "val")
+    session = FinetuneSession(cfg, load_data(ctx.paths, cfg, splits), ctx.checkpoint)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            session.restore(d)
+    while session.epoch < cfg.epochs:
+        start_epoch = session.epoch
+        target = min(cfg.epochs, start_epoch + ctx.epochs_per_iteration)
+        while session.epoch < target:
+            metrics = session.run_epoch(source, test=ctx.test and session.epoch + 1 == cfg.epochs)
+        metrics["epochs_run"] = target - start_epoch
+        with tempfile.TemporaryDirectory() as d:
+            session.save(Path(d) / "ckpt")
+            _report(metrics, str(Path(d) / "ckpt"))
+
+
+def _run_train(cfg: FinetuneConfig, source: PolicySource, ctx: TrialContext) -> None:
+    from ray import tune
+
+    resume = tune.get_checkpoint()
+    epoch = _epoch_of(resume)
+    storage = ctx.storage or tempfile.gettempdir()
+    run_id = uuid.uuid4().hex[:8]
+    while epoch < cfg.epochs:
+        target = min(cfg.epochs, epoch + ctx.epochs_per_iteration)
+        result = run_finetune(cfg, ctx.paths, ctx.checkpoint, source, storage_path=storage,
+                              name=f"trial-{run_id}-e{target}", resume_from=resume, until_epoch=target,
+                              test=ctx.test and target == cfg.epochs, max_failures=ctx.max_failures)
+        _report(dict(result.metrics, epochs_run=target - epoch), result.extra["checkpoint"])
+        resume, epoch = result.extra["checkpoint"], target
+
+
+def _epoch_of(checkpoint: Any) -> int:
+    """Epochs a fine-tune checkpoint has done (0 without one)."""
+    if checkpoint is None:
+        return 0
+    import json
+
+    from augtrain.pipelines.finetune import STATE_FILE
+
+    with checkpoint.as_directory() as d:
+        return int(json.loads((Path(d) / STATE_FILE).read_text())["epoch"])
+
+
+def finetune_trial(config: dict[str, Any], ctx: TrialContext) -> None:
+    """Tune function: one trial of a search stage (see the module docstring)."""
+    cfg, source = trial_setup(config, ctx)
+    if ctx.executor == "local":
+        _run_local(cfg, source, ctx)
+    elif ctx.executor == "train":
+        _run_train(cfg, source, ctx)
+    else:
+        raise ValueError(f"search.resources.executor must be 'train' or 'local', got {ctx.executor!r}")
