@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "augtrain.cluster.commands.submit",
     "augtrain.cluster.commands.jobs",
     "augtrain.cluster.commands.k8s",
+    "augtrain.cluster.commands.finetune",
+    "augtrain.cluster.commands.search",
 )
 
 
