@@ -33,6 +33,8 @@ def test_submit_real_job_succeeds_and_logs_are_retrievable(cli, tmp_path):
 
     logs = cli("jobs", "logs", job_id, "--address", cli.address)
     assert logs.returncode == 0 and "wrote 200 samples" in logs.stdout
+    followed = cli("jobs", "logs", job_id, "--follow", "--address", cli.address, timeout=60)
+    assert followed.returncode == 0 and "wrote 200 samples" in followed.stdout
     state = cli("jobs", "status", job_id, "--address", cli.address)
     assert state.returncode == 0 and f"{job_id} SUCCEEDED" in state.stdout
     listing = cli("jobs", "list", "--address", cli.address)
