@@ -41,9 +41,9 @@ def main(shards: str, out: str) -> None:
     removed = None
     while runner.is_alive() and removed is None:
         if latest_checkpoint(plan.loop.checkpoint_dir) is not None:
-            per_node = ray._private.state.state._available_resources_per_node()
+            per_node = ray._private.state.available_resources_per_node()
             for node in slots:
-                if per_node.get(node.node_id, {}).get("trainer_slot", 1) == 0:  # a train worker lives here
+                if node.node_id in per_node and per_node[node.node_id].get("trainer_slot", 0) == 0:  # a worker is here
                     removed = {"node": node.node_id, "step": read_metadata(latest_checkpoint(plan.loop.checkpoint_dir))["step"]}
                     cluster.remove_node(node)
                     break
