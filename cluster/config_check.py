@@ -1,8 +1,8 @@
 """The checks an experiment file gets before it is sent anywhere (a Ray job, a RayJob).
 
-Every file must parse to a YAML mapping. A command with a registered validator (``pretrain``:
-``augtrain.pipelines.config.load_config``, with the entrypoint's ``--set`` overrides) checks it
-completely, so a typo fails on the submitting machine in seconds, not on the cluster later.
+Every file must parse to a YAML mapping. The commands that read experiment files (``pretrain``,
+``finetune``, ``search``) check it with their own loaders, with the entrypoint's ``--set``
+overrides, so a typo fails on the submitting machine in seconds, not on the cluster later.
 """
 
 from __future__ import annotations
@@ -43,7 +43,28 @@ def check_pretrain(path: Path, argv: list[str]) -> None:
     load_config(str(path), set_overrides(argv))
 
 
-CONFIG_VALIDATORS: dict[str, Validator] = {"pretrain": check_pretrain}
+def check_finetune(path: Path, argv: list[str]) -> None:
+    """``augtrain finetune``: the experiment and its ``finetune`` section."""
+    from augtrain.pipelines.config import load_config
+    from augtrain.pipelines.finetune import finetune_config_from_experiment
+
+    finetune_config_from_experiment(load_config(str(path), set_overrides(argv)), str(path))
+
+
+def check_search(path: Path, argv: list[str]) -> None:
+    """``augtrain search``: the experiment, its ``finetune`` and its ``search`` sections."""
+    from augtrain.pipelines.config import load_config
+    from augtrain.pipelines.finetune import finetune_config_from_experiment
+    from augtrain.tune.config import parse_search_config
+
+    experiment = load_config(str(path), set_overrides(argv))
+    finetune_config_from_experiment(experiment, str(path))
+    parse_search_config(experiment.search, str(path))
+
+
+CONFIG_VALIDATORS: dict[str, Validator] = {
+    "pretrain": check_pretrain, "finetune": check_finetune, "search": check_search,
+}
 
 
 def check_config(command: str | None, path: Path, argv: Sequence[str] = ()) -> None:

@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     render.add_argument("--job", choices=["pretrain", "search"], default="pretrain",
                         help="what the RayJob runs (default pretrain)")
     render.add_argument("--checkpoint", default=None,
-                        help="for --job search: the pretraining checkpoint on the shared volume")
+                        help="for --job search: the pretraining checkpoint on the shared volume "
+                             "(default: the newest of this experiment's pretraining run)")
     render.add_argument("-o", "--output", default=None, help="write here instead of stdout")
     sizes = render.add_argument_group("cluster shape (Kubernetes only; defaults in brackets)")
     for flag, field, kind, text in _OPTION_FLAGS:

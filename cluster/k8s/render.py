@@ -220,11 +220,9 @@ def entrypoint(exp: Experiment, job: str, o: RenderOptions, checkpoint: str | No
     output = f"{o.storage_mount}/runs/{exp.name}"
     if job == "pretrain":
         return f"augtrain pretrain -c {config} --set output={output} --resume latest"
-    if job == "search":
-        if not checkpoint:
-            raise ValueError("a search job needs --checkpoint (a pretraining checkpoint on the "
-                             f"shared volume, under {o.storage_mount}/runs/<name>/)")
-        return f"augtrain search -c {config} --checkpoint {checkpoint} --resume"
+    if job == "search":  # default: the newest checkpoint of this experiment's pretraining
+        checkpoint = checkpoint or f"{output}/checkpoints"
+        return f"augtrain search -c {config} --set output={output} --checkpoint {checkpoint} --resume"
     raise ValueError(f"job {job!r}: expected one of {', '.join(JOBS)}")
 
 

@@ -73,6 +73,7 @@ def test_pretrain_writes_to_the_shared_volume_and_resumes(experiment):
     assert pre["spec"]["entrypoint"] == ("augtrain pretrain -c /etc/augtrain/config.yaml "
                                          "--set output=/mnt/augtrain/runs/mae-digits --resume latest")
     assert search["spec"]["entrypoint"].endswith("--checkpoint /c --resume")
+    assert "--set output=/mnt/augtrain/runs/mae-digits" in search["spec"]["entrypoint"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda o: f"overlay-{o}")  # a bare "gpu" id marks a GPU-only test
@@ -105,9 +106,10 @@ def test_bad_keys_name_key_and_file(tmp_path, text, overlay, fragment):
     assert str(path) in str(info.value) and fragment in str(info.value)
 
 
-def test_search_needs_a_checkpoint(experiment):
-    with pytest.raises(ValueError, match="needs --checkpoint"):
-        render_file(experiment, job="search")
+def test_search_defaults_to_the_experiments_pretraining_checkpoints(experiment):
+    search = render_file(experiment, job="search")[1]["spec"]["entrypoint"]
+    assert search == ("augtrain search -c /etc/augtrain/config.yaml --set output=/mnt/augtrain/runs/"
+                      "mae-digits --checkpoint /mnt/augtrain/runs/mae-digits/checkpoints --resume")
 
 
 def test_cli_render_then_validate_round_trip(tmp_path, bare_env):
@@ -129,3 +131,14 @@ def test_cli_render_runs_the_pretrain_validator(tmp_path, bare_env):
     bad.write_text(QUICKSTART.read_text().replace("loop:\n", "loop:\n  epochz: 3\n"))
     r = run_cli(["k8s", "render", "-c", str(bad)], bare_env, timeout=180)
     assert r.returncode == 2 and "epochz" in r.stderr and str(bad) in r.stderr
+
+
+def test_cli_render_search_runs_the_search_validator(tmp_path, bare_env):
+    search = REPO / "configs" / "search-fmnist.yaml"
+    ok = run_cli(["k8s", "render", "-c", str(search), "--job", "search"], bare_env, timeout=180)
+    assert ok.returncode == 0, ok.stderr
+    assert "--checkpoint /mnt/augtrain/runs/" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(search.read_text().replace("search:\n", "search:\n  bogus_key: 1\n"))
+    r = run_cli(["k8s", "render", "-c", str(bad), "--job", "search"], bare_env, timeout=180)
+    assert r.returncode == 2 and "search.bogus_key" in r.stderr and str(bad) in r.stderr
