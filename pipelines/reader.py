@@ -122,9 +122,7 @@ class EpochIterator:
             batch, pending = _take(pending, pending_rows)
             yield self._deliver(batch)
         elif pending_rows:
-            batch, _ = _take(pending, pending_rows)
-            for index, key, shard in zip(batch["__index__"], batch["__key__"], batch["__shard__"]):
-                self._skips.append(SkipRecord(str(shard), str(key), "dropped: incomplete last batch", "", int(index)))
+            self.drop(_take(pending, pending_rows)[0], "dropped: incomplete last batch")
         self._consumed = len(self)
 
     def _record_errors(self, block: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
@@ -146,6 +144,11 @@ class EpochIterator:
         self.samples_delivered += len(batch["__index__"])
         batch.pop("__error__", None)
         return batch
+
+    def drop(self, batch: dict[str, np.ndarray], reason: str) -> None:
+        """Record a delivered batch that was not used (it stays consumed, and is reported)."""
+        for index, key, shard in zip(batch["__index__"], batch["__key__"], batch["__shard__"]):
+            self._skips.append(SkipRecord(str(shard), str(key), reason, "", int(index)))
 
     @property
     def skipped(self) -> SkipReport:

@@ -217,6 +217,9 @@ def _run_epoch(run: _Run, epoch: int) -> bool:
         batch = next(batches, None)
         t_data = time.perf_counter() - t0
         if not _all_have(batch is not None, engine.world_size):
+            if batch is not None:  # another worker ran out first: the rest is reported, not lost
+                for unused in (batch, *batches):
+                    iterator.drop(unused, "dropped: epoch ended on another worker")
             break
         out = train_step(engine, _views(batch, names, cfg))
         run.meter.add(out.loss, len(batch["__index__"]), t_data, time.perf_counter() - t0)

@@ -141,3 +141,16 @@ def test_encoded_passthrough_for_gpu_decoding(ray_local, digits_shards):
     batch = read_all(reader, batch_size=10, limit=1)[0][0]
     assert set(batch) >= {"encoded", "label"} and isinstance(batch["encoded"][0], bytes)
     assert decode_image(batch["encoded"][0], 1).shape == (8, 8, 1)
+
+
+def test_dropped_batches_stay_consumed_and_are_reported(ray_local, digits_shards):
+    reader = ShardReader(open_shards(digits_shards), ReaderConfig(seed=5))
+    it = reader.epoch_iterator(0, 0, 2, 64, drop_last=True)
+    batches = iter(it)
+    next(batches)
+    for unused in batches:  # as a worker does when another one has run out
+        it.drop(unused, "dropped: epoch ended on another worker")
+    progress = it.progress()
+    assert sum(b - a for a, b in progress.consumed) == 300
+    assert progress.skipped.counts == {"dropped: epoch ended on another worker": 3 * 64,
+                                       "dropped: incomplete last batch": 300 - 4 * 64}
