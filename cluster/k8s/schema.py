@@ -103,7 +103,7 @@ def _message(error) -> str:
     return error.message if len(error.message) < 300 else error.message[:297] + "..."
 
 
-def check_custom(obj: dict) -> list[SchemaError]:
+def check_custom(obj: dict, kubernetes_version: str = DEFAULT_KUBERNETES_VERSION) -> list[SchemaError]:
     """Schema errors of a ``ray.io`` object (RayCluster, RayJob)."""
     version = str(obj.get("apiVersion", "")).split("/", 1)[-1]
     kind = str(obj.get("kind", ""))
@@ -111,7 +111,7 @@ def check_custom(obj: dict) -> list[SchemaError]:
         validator = _validator(kind, version)
     except KeyError as exc:
         return [SchemaError("kind" if kind not in CRD_FILES else "apiVersion", str(exc.args[0]))]
-    return _errors_from(validator, obj) + check_metadata(obj.get("metadata"))
+    return _errors_from(validator, obj) + check_metadata(obj.get("metadata"), kubernetes_version)
 
 
 @lru_cache(maxsize=None)
@@ -171,5 +171,5 @@ def check_object(obj: dict, kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
     if missing:
         return [SchemaError(k, f"{k} is required") for k in missing]
     if str(obj["apiVersion"]).split("/")[0] == RAY_GROUP:
-        return check_custom(obj)
+        return check_custom(obj, kubernetes_version)
     return check_core(obj, kubernetes_version)
