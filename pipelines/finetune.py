@@ -153,10 +153,19 @@ def prepare_data(cfg: FinetuneConfig, out_dir: str) -> DataPaths:
     """Choose and write the labelled and validation subsets under ``out_dir`` (reused when present)."""
     if cfg.train is None:
         raise ValueError("finetune.train: no shards for the labelled pool (set finetune.train or data.train)")
-    subsets: SubsetPaths = prepare_subsets(cfg.train, out_dir, cfg.labels, cfg.label_seed, cfg.val_labels,
-                                           cfg.label_key)
+    subsets: SubsetPaths = prepare_subsets(cfg.train, os.path.abspath(out_dir), cfg.labels, cfg.label_seed,
+                                           cfg.val_labels, cfg.label_key)
     names = subsets.record["class_names"]
-    return DataPaths(subsets.labelled, subsets.val, cfg.test, len(names), names)
+    return DataPaths(subsets.labelled, subsets.val, _absolute(cfg.test), len(names), names)
+
+
+def _absolute(spec: str | list[str] | None) -> str | list[str] | None:
+    """Local paths made absolute (trials run in their own working directories); URLs kept."""
+    from augtrain.pipelines.storage import is_url
+
+    if isinstance(spec, list):
+        return [_absolute(s) for s in spec]
+    return spec if spec is None or is_url(spec) else os.path.abspath(spec)
 
 
 def load_data(paths: DataPaths, cfg: FinetuneConfig, splits: tuple[str, ...] = ("train", "val", "test")) -> FinetuneData:
@@ -178,7 +187,7 @@ def load_data(paths: DataPaths, cfg: FinetuneConfig, splits: tuple[str, ...] = (
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A checkpoint directory, or a pretraining output root (its ``latest``)."""
-    path = Path(path)
+    path = Path(path).absolute()
     if (path / "augtrain.json").is_file():
         return path
     found = latest_checkpoint(path)
@@ -479,7 +488,8 @@ def finetune_worker(config: dict[str, Any]) -> None:
         metrics = session.run_epoch(config["source"], test=bool(config.get("test")) and session.epoch + 1 == until)
         if rank == 0:
             with tempfile.TemporaryDirectory() as d:
-                session.save(Path(d) / "ckpt", extra={"source": policy_source_to_json(config["source"])})
+                session.save(Path(d) / "ckpt", extra={"source": policy_source_to_json(config["source"]),
+                                                      **config.get("extra_state", {})})
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(Path(d) / "ckpt")))
         else:
             ray.train.report(metrics, checkpoint=None)
@@ -487,11 +497,13 @@ def finetune_worker(config: dict[str, Any]) -> None:
 
 def run_finetune(cfg: FinetuneConfig, paths: DataPaths, checkpoint: str | None, source: PolicySource, *,
                  storage_path: str, name: str | None = None, resume_from: Any = None,
-                 until_epoch: int | None = None, test: bool = True, max_failures: int = 0) -> FinetuneResult:
+                 until_epoch: int | None = None, test: bool = True, max_failures: int = 0,
+                 extra_state: dict[str, Any] | None = None) -> FinetuneResult:
     """Fine-tune on ``cfg.workers`` Ray Train workers (a ``TorchTrainer``) up to ``until_epoch``
     (default ``cfg.epochs``), from ``resume_from`` (a fine-tune checkpoint: directory or Ray
     ``Checkpoint``) when given. Returns the last epoch's metrics, the history and the last
-    checkpoint (in ``storage_path``; the Ray ``Checkpoint`` is ``extra["checkpoint"]``)."""
+    checkpoint (in ``storage_path``; the Ray ``Checkpoint`` is ``extra["checkpoint"]``).
+    ``extra_state`` (JSON values) is stored in every checkpoint's ``finetune.json``."""
     from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -505,7 +517,7 @@ def run_finetune(cfg: FinetuneConfig, paths: DataPaths, checkpoint: str | None, 
         finetune_worker,
         train_loop_config={"cfg": cfg, "paths": paths, "checkpoint": str(checkpoint) if checkpoint else None,
                            "source": policy_source_to_json(source), "until_epoch": until_epoch, "test": test,
-                           "resume_from": resume_from},
+                           "resume_from": resume_from, "extra_state": dict(extra_state or {})},
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker}),
         run_config=RunConfig(name=name or f"finetune-{uuid.uuid4().hex[:8]}", storage_path=os.path.abspath(storage_path),

@@ -34,6 +34,7 @@ class PBTSection(_Section):
     ops: tuple[str, ...] = PBA_OPS
     copies: int = Field(2, ge=1)
     init: Literal["zeros", "random"] = "zeros"  # PBA starts from no augmentation
+    synch: bool = False  # True: every member waits at each perturbation point (PBA's PBT is asynchronous)
     seed: int = 0
 
     @model_validator(mode="after")

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -97,7 +98,7 @@ def _cluster_cpus() -> float:
 def plan_search(cfg: FinetuneConfig, search: SearchConfig, checkpoint: str | None, out_dir: str | Path, name: str, *,
                 resume: bool = False, trainable: Callable[..., None] = finetune_trial) -> SearchRun:
     """Prepare the data subsets and the resource plan (Ray must be connected)."""
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()
     res = search.resources
     per_trial = trial_cpus(res.executor, res.cpus_per_trial, cfg.workers, cfg.cpus_per_worker)
     concurrent = max_concurrent_trials(_cluster_cpus(), per_trial, res.reserve_cpus, res.max_concurrent)
@@ -141,12 +142,14 @@ def _tuner(run: SearchRun, stage: str, ctx: TrialContext, param_space: dict[str,
     storage = (run.out_dir / "tune").absolute()
     experiment = storage / f"{run.name}-{stage}"
     if experiment.exists():
-        if run.resume and tune.Tuner.can_restore(str(experiment)):
-            log.info("restoring the %s stage from %s", stage, experiment)
-            return tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
         if not run.resume:
             raise FileExistsError(f"{experiment} exists from an earlier search: resume it (--resume) or "
                                   "choose another output folder")
+        if tune.Tuner.can_restore(str(experiment)):
+            log.info("restoring the %s stage from %s", stage, experiment)
+            return tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
+        log.warning("%s holds no restorable Tune state (stopped before its first save): starting it again", experiment)
+        shutil.rmtree(experiment)
     tune_config = tune.TuneConfig(metric=run.search.metric, mode="max", max_concurrent_trials=run.max_concurrent,
                                   **tune_kwargs)
     run_config = tune.RunConfig(
@@ -242,6 +245,7 @@ def pbt_scheduler(run: SearchRun):
         time_attr="training_iteration", perturbation_interval=pbt.perturbation_interval,
         quantile_fraction=pbt.quantile_fraction, hyperparam_mutations={},
         custom_explore_fn=PBAExplorer("pba", pbt.seed, pbt.resample_probability), log_config=True,
+        synch=pbt.synch,
     )
 
 

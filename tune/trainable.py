@@ -84,47 +84,53 @@ def _run_local(cfg: FinetuneConfig, source: PolicySource, ctx: TrialContext) -> 
 
     splits = ("train", "val", "test") if ctx.test else ("train", "val")
     session = FinetuneSession(cfg, load_data(ctx.paths, cfg, splits), ctx.checkpoint)
+    trial_id = tune.get_context().get_trial_id()
+    restored_from = ""  # the trial that wrote the checkpoint this run started from (a PBT donor, or itself)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            session.restore(d)
+            restored_from = session.restore(d).get("trial_id", "")
     while session.epoch < cfg.epochs:
         start_epoch = session.epoch
         target = min(cfg.epochs, start_epoch + ctx.epochs_per_iteration)
         while session.epoch < target:
             metrics = session.run_epoch(source, test=ctx.test and session.epoch + 1 == cfg.epochs)
-        metrics["epochs_run"] = target - start_epoch
+        metrics.update(epochs_run=target - start_epoch, restored_from=restored_from)
+        restored_from = ""
         with tempfile.TemporaryDirectory() as d:
-            session.save(Path(d) / "ckpt")
+            session.save(Path(d) / "ckpt", extra={"trial_id": trial_id})
             _report(metrics, str(Path(d) / "ckpt"))
 
 
 def _run_train(cfg: FinetuneConfig, source: PolicySource, ctx: TrialContext) -> None:
     from ray import tune
 
+    trial_id = tune.get_context().get_trial_id()
     resume = tune.get_checkpoint()
-    epoch = _epoch_of(resume)
+    state = _state_of(resume)
+    epoch, restored_from = int(state.get("epoch", 0)), state.get("trial_id", "")
     storage = ctx.storage or tempfile.gettempdir()
-    run_id = uuid.uuid4().hex[:8]
     while epoch < cfg.epochs:
         target = min(cfg.epochs, epoch + ctx.epochs_per_iteration)
         result = run_finetune(cfg, ctx.paths, ctx.checkpoint, source, storage_path=storage,
-                              name=f"trial-{run_id}-e{target}", resume_from=resume, until_epoch=target,
-                              test=ctx.test and target == cfg.epochs, max_failures=ctx.max_failures)
-        _report(dict(result.metrics, epochs_run=target - epoch), result.extra["checkpoint"])
-        resume, epoch = result.extra["checkpoint"], target
+                              name=f"trial-{trial_id}-{uuid.uuid4().hex[:6]}-e{target}", resume_from=resume,
+                              until_epoch=target, test=ctx.test and target == cfg.epochs,
+                              max_failures=ctx.max_failures, extra_state={"trial_id": trial_id})
+        _report(dict(result.metrics, epochs_run=target - epoch, restored_from=restored_from),
+                result.extra["checkpoint"])
+        resume, epoch, restored_from = result.extra["checkpoint"], target, ""
 
 
-def _epoch_of(checkpoint: Any) -> int:
-    """Epochs a fine-tune checkpoint has done (0 without one)."""
+def _state_of(checkpoint: Any) -> dict[str, Any]:
+    """The ``finetune.json`` of a fine-tune checkpoint (empty without one)."""
     if checkpoint is None:
-        return 0
+        return {}
     import json
 
     from augtrain.pipelines.finetune import STATE_FILE
 
     with checkpoint.as_directory() as d:
-        return int(json.loads((Path(d) / STATE_FILE).read_text())["epoch"])
+        return json.loads((Path(d) / STATE_FILE).read_text())
 
 
 def finetune_trial(config: dict[str, Any], ctx: TrialContext) -> None:

@@ -1,0 +1,206 @@
+"""Searches on a real local Ray (Tune), tiny data and a tiny pretrained checkpoint: PBT exploits and
+explores and its schedule replays; ASHA stops poor trials early; a failing trial is retried; a
+killed search resumes and finishes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from ray import cloudpickle
+
+from augtrain.augment import Policy, Schedule, parse_policy
+from augtrain.tune.config import parse_search_config
+from augtrain.tune.pba import PBASpace
+from augtrain.tune.report import write_results
+from augtrain.tune.search import plan_search, run_hpo, run_search
+from augtrain.tune.trainable import finetune_trial
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # trial processes cannot import tests/
+
+LOCAL = {"executor": "local", "reserve_cpus": 0, "max_concurrent": 4}
+NO_BASELINES = {"policies": ["none"], "randaugment_n": [], "randaugment_m": []}
+
+
+def _progress(trial_path: str) -> pd.DataFrame:
+    return pd.read_csv(Path(trial_path) / "progress.csv")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_pbt_exploits_explores_and_its_schedule_replays(ray_local, tiny_checkpoint, tiny_cfg, tmp_path):
+    cfg = tiny_cfg.with_updates(epochs=8)
+    # synchronous PBT: tiny trials would otherwise finish before their peers start, with nobody to exploit
+    search = parse_search_config({"pbt": {"population": 4, "perturbation_interval": 2, "quantile_fraction": 0.25,
+                                          "synch": True},
+                                  "baselines": NO_BASELINES, "resources": LOCAL})
+    run = plan_search(cfg, search, tiny_checkpoint, tmp_path / "out", "pbt-test")
+    results = run_search(run)
+    pbt = results["pbt"]
+    assert len(pbt.trials) == 4 and not any(t["error"] for t in pbt.trials)
+
+    # exploit: a trial took a donor's checkpoint (its next epoch continues the donor's count) ...
+    exploits = pbt.extra["exploits"]
+    assert any(e["trial"] != e["donor"] for e in exploits), exploits
+    # ... and explore: the new config is PBA's perturbation of the donor's
+    assert any(e["explored"] for e in exploits)
+    experiment = Path(pbt.trials[0]["path"]).parent
+    prefix = pbt.trials[0]["trial_id"].split("_")[0]
+    checked = 0
+    for trial in pbt.trials:
+        log = experiment / f"pbt_policy_{trial['trial_id']}.txt"
+        if not log.is_file():
+            continue
+        _tag, donor_tag, *_ = json.loads(log.read_text().splitlines()[-1])  # this trial's last exploit
+        donor = f"{prefix}_{int(donor_tag.split('_')[0]):05d}"
+        rows = _progress(trial["path"])
+        if rows["restored_from"].eq(donor).any():  # it went on from the donor's checkpoint (weights and all)
+            checked += 1
+    assert checked >= 1
+
+    # the best trial's schedule was written, and the replay trained exactly that schedule
+    schedule = Schedule.from_dict(pbt.extra["schedule"])
+    replay = results["replay"].trials[0]
+    rows = _progress(replay["path"])
+    assert rows["epoch"].tolist() == list(range(1, 9))
+    assert rows["policy"].tolist() == [schedule.policy_at(e - 1).to_string() for e in rows["epoch"]]
+    assert replay["test_acc"] is not None and results["replay"].trial_epochs == 8
+
+    out = tmp_path / "out"
+    write_results(results, out, cfg.epochs)
+    best = Policy.from_json((out / "best_policy.json").read_text())
+    assert best.choices == schedule.policy_at(7).choices
+    assert parse_policy((out / "best_policy.txt").read_text().strip()).choices == best.choices
+    assert (out / "schedule.png").stat().st_size > 10_000
+    assert json.loads((out / "best_policy.dali.json").read_text())["dropped_ops"] == ["cutout"]
+    trials = pd.read_csv(out / "trials.csv")
+    assert sorted(trials["stage"].unique()) == ["baselines", "pbt", "replay"]
+    comparison = (out / "comparison.md").read_text()
+    assert "PBA schedule (PBT population 4, replayed)" in comparison and "| none |" in comparison
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_asha_stops_poor_trials_early(ray_local, tiny_checkpoint, tiny_cfg, tmp_path):
+    cfg = tiny_cfg.with_updates(epochs=8)
+    search = parse_search_config({"hpo": {"num_samples": 6, "grace_period": 1, "reduction_factor": 2,
+                                          "lr": [1e-6, 3e-1], "policy": "none"},
+                                  "resources": {**LOCAL, "max_concurrent": 2}})
+    run = plan_search(cfg, search, tiny_checkpoint, tmp_path / "out", "asha-test")
+    result = run_hpo(run, cfg, run.context(cfg, test=False))
+    trained = sorted(t["epochs_trained"] for t in result.trials)
+    assert len(trained) == 6 and trained[0] < 8 and trained[-1] == 8, trained  # stopped early, and not all
+    assert sum(trained) < 6 * 8
+    assert set(result.extra["best_hparams"]) == {"lr", "weight_decay", "label_smoothing", "layer_decay"}
+    best = max(result.trials, key=lambda t: t["val_acc"])
+    assert result.extra["best_hparams"]["lr"] == best["config"]["lr"]
+
+
+def flaky_trial(config, ctx):
+    """The real trial, failing once right after its epoch-3 checkpoint was reported."""
+    import augtrain.tune.trainable as trainable
+
+    marker = Path(ctx.storage).parent / "failed-once"
+    report = trainable._report
+
+    def report_then_fail(metrics, checkpoint):
+        report(metrics, checkpoint)
+        if metrics["epoch"] == 3 and not marker.exists():
+            marker.write_text("failed at epoch 3\n")
+            raise RuntimeError("injected failure after epoch 3")
+
+    trainable._report = report_then_fail
+    try:
+        finetune_trial(config, ctx)
+    finally:
+        trainable._report = report
+
+
+@pytest.mark.timeout(300)
+def test_a_trial_that_raises_once_is_retried_from_its_checkpoint(ray_local, tiny_checkpoint, tiny_cfg, tmp_path):
+    search = parse_search_config({"pbt": {"enabled": False}, "baselines": NO_BASELINES, "resources": LOCAL,
+                                  "max_failures": 2})
+    run = plan_search(tiny_cfg, search, tiny_checkpoint, tmp_path / "out", "retry-test", trainable=flaky_trial)
+    trial = run_search(run)["baselines"].trials[0]
+    assert (tmp_path / "out" / "failed-once").is_file()
+    assert trial["error"] is None and trial["epoch"] == 6 and trial["test_acc"] is not None
+    rows = _progress(trial["path"])
+    assert rows["epoch"].tolist() == [1, 2, 3, 4, 5, 6]  # the retry went on from epoch 3, nothing trained twice
+    assert rows["restored_from"].fillna("").tolist() == [""] * 3 + [trial["trial_id"], "", ""]
+
+
+RESUME_SCRIPT = """
+import json, sys
+from augtrain.cluster.connect import connect
+from augtrain.pipelines.finetune import FinetuneConfig
+from augtrain.tune.config import parse_search_config
+from augtrain.tune.search import plan_search, run_search
+
+cfg = FinetuneConfig.model_validate_json(sys.argv[1])
+search = parse_search_config(json.loads(sys.argv[2]))
+connect(num_cpus=4, log_to_driver=False)
+run_search(plan_search(cfg, search, sys.argv[3], sys.argv[4], "resume-test"))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_killed_search_resumes_and_finishes(ray_local, tiny_checkpoint, tiny_cfg, tmp_path):
+    cfg = tiny_cfg.with_updates(epochs=6)
+    search_dict = {"pbt": {"population": 2, "perturbation_interval": 2, "quantile_fraction": 0.5, "synch": True},
+                   "baselines": {"policies": ["none", "basic"], "randaugment_n": [], "randaugment_m": []},
+                   "resources": {**LOCAL, "max_concurrent": 1}}
+    out = tmp_path / "out"
+    script = tmp_path / "search.py"
+    script.write_text(textwrap.dedent(RESUME_SCRIPT))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen([sys.executable, str(script), cfg.model_dump_json(), json.dumps(search_dict),
+                             tiny_checkpoint, str(out)], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pbt_dir = out / "tune" / "resume-test-pbt"
+    deadline = time.monotonic() + 400
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if list(pbt_dir.glob("experiment_state-*.json")) and list(pbt_dir.glob("*/checkpoint_000001")):
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, "the search ended before it could be killed"
+        assert time.monotonic() < deadline, "the PBT stage never started"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        proc.wait()
+    baselines = (out / "stages" / "baselines.json").read_bytes()
+    assert not (out / "stages" / "pbt.json").exists()
+    trials_before = sorted(p.name for p in pbt_dir.iterdir() if p.is_dir())
+
+    search = parse_search_config(search_dict)
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_search(plan_search(cfg, search, tiny_checkpoint, out, "resume-test"))
+    results = run_search(plan_search(cfg, search, tiny_checkpoint, out, "resume-test", resume=True))
+    assert (out / "stages" / "baselines.json").read_bytes() == baselines  # the finished stage is not re-run
+    assert sorted(p.name for p in pbt_dir.iterdir() if p.is_dir()) == trials_before  # same trials, restored
+    assert [t["epoch"] for t in results["pbt"].trials] == [6, 6] and not any(t["error"] for t in results["pbt"].trials)
+    assert results["replay"].trials[0]["test_acc"] is not None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_train_executor_fits_a_torchtrainer_per_iteration(ray_local, tiny_checkpoint, tiny_cfg, tmp_path):
+    cfg = tiny_cfg.with_updates(epochs=2)
+    search = parse_search_config({"pbt": {"enabled": False}, "baselines": NO_BASELINES,
+                                  "resources": {"executor": "train", "reserve_cpus": 1, "max_concurrent": 1}})
+    run = plan_search(cfg, search, tiny_checkpoint, tmp_path / "out", "train-exec")
+    trial = run_search(run)["baselines"].trials[0]
+    assert trial["error"] is None and trial["epoch"] == 2 and trial["test_acc"] is not None
+    assert _progress(trial["path"])["epoch"].tolist() == [1, 2]  # the second fit resumed the first's checkpoint
+    fits = sorted(p.name for p in (tmp_path / "out" / "train").iterdir() if p.name.startswith("trial-"))
+    assert sorted(f.rsplit("-", 1)[1] for f in fits) == ["e1", "e2"]
+    assert list((Path(trial["path"])).glob("checkpoint_*"))  # Tune holds the Train checkpoints
