@@ -52,7 +52,10 @@ class DataSection(_Section):
 class AugmentSection(_Section):
     policy: str = "none"  # a policy spec: none, basic, mae, simclr, rand-n2-m9, trivialaugment, ...
     size: int | None = Field(None, ge=1)  # output side in pixels (crop policies need it)
-    backend: Literal["auto", "albumentations", "numpy", "dali"] = "auto"
+    backend: Literal["auto", "albumentations", "numpy", "dali"] = "auto"  # per-sample backend in the reader
+    # where augmentation runs: auto = in the train worker with DALI when it has a GPU (encoded
+    # bytes travel, nvJPEG decodes), else in the Ray Data read tasks on the CPU
+    placement: Literal["auto", "reader", "worker"] = "auto"
 
 
 class ModelSection(_Section):

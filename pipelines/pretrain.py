@@ -11,10 +11,13 @@ shared output folder, data position included.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from augtrain.pipelines.checkpoint import latest_checkpoint, list_checkpoints
 from augtrain.pipelines.config import ExperimentConfig, save_resolved
@@ -23,6 +26,7 @@ from augtrain.pipelines.engine import EngineConfig
 from augtrain.pipelines.reader import ReaderConfig, ShardReader
 from augtrain.pipelines.shard_set import open_shards
 from augtrain.pipelines.train_loop import LoopConfig, pretrain
+from augtrain.pipelines.worker_augment import WorkerAugment, choose_placement
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,8 @@ class PretrainPlan:
     """What the workers run, resolved and checked on the driver."""
 
     config: ExperimentConfig
-    reader: ShardReader
+    reader: ShardReader  # augments in its read tasks (CPU)
+    encoded_reader: ShardReader  # passes encoded images through, for augmentation in the worker
     objective_spec: dict[str, Any]
     engine: EngineConfig
     loop: LoopConfig
@@ -67,6 +72,8 @@ def plan_pretraining(config: ExperimentConfig, resume: str | None = None) -> Pre
     reader = ShardReader(shards, ReaderConfig(seed=config.seed, strict=config.data.strict, decode=decode,
                                               block_rows=config.data.block_rows, read_cpus=config.data.read_cpus),
                          transform)
+    encoded_reader = ShardReader(shards, dataclasses.replace(reader.config, decode=dataclasses.replace(
+        decode, decode_images=False)))
     engine = config.engine_config()
     per_worker = shards.num_samples // config.cluster.workers
     steps_per_epoch = max(1, per_worker // engine.micro_batch_size // engine.grad_accum_steps)
@@ -77,8 +84,10 @@ def plan_pretraining(config: ExperimentConfig, resume: str | None = None) -> Pre
     out = config.output_dir
     loop = config.loop_config(checkpoint_dir=os.path.abspath(os.path.join(out, "checkpoints")),
                               metrics_dir=os.path.abspath(os.path.join(out, "metrics")))
+    if config.augment.placement == "worker" and config.augment.size is None:
+        raise ValueError("augment.placement 'worker' needs augment.size (DALI batches have one shape)")
     resume_from = _resume_source(loop.checkpoint_dir, resume)
-    return PretrainPlan(config, reader, objective.spec, engine, loop, policy.to_dict(), views,
+    return PretrainPlan(config, reader, encoded_reader, objective.spec, engine, loop, policy.to_dict(), views,
                         sum(p.numel() for p in objective.parameters()), steps_per_epoch, resume_from)
 
 
@@ -109,9 +118,20 @@ def _worker(config: dict[str, Any]) -> None:
     loop: LoopConfig = config["loop"]
     latest = latest_checkpoint(loop.checkpoint_dir) if os.path.isdir(loop.checkpoint_dir) else None
     source = str(latest) if latest is not None else config["resume_from"]
-    pretrain(build_from_spec(config["objective"]), config["reader"], config["engine"], loop,
+    reader, make_views = config["reader"], None
+    experiment = ExperimentConfig.model_validate(config["config"])
+    cuda = torch.cuda.is_available() and experiment.augment.size is not None
+    if choose_placement(experiment.augment.placement, cuda) == "worker":
+        engine: EngineConfig = config["engine"]
+        reader = config["encoded_reader"]
+        make_views = WorkerAugment(config["policy"], size=experiment.augment.size, views=config["num_views"],
+                                   batch_size=engine.micro_batch_size, channels=experiment.data.channels or 3,
+                                   seed=experiment.seed, mean=loop.mean, std=loop.std,
+                                   local_rank=ray.train.get_context().get_local_rank())
+        log.info("augmenting in the worker with DALI (%s)", "GPU" if torch.cuda.is_available() else "CPU")
+    pretrain(build_from_spec(config["objective"]), reader, config["engine"], loop,
              resume_from=source, config=config["config"], policy=config["policy"],
-             on_metrics=lambda record: ray.train.report(dict(record)))
+             on_metrics=lambda record: ray.train.report(dict(record)), make_views=make_views)
 
 
 def run_pretraining(plan: PretrainPlan) -> dict[str, Any]:
@@ -126,7 +146,8 @@ def run_pretraining(plan: PretrainPlan) -> dict[str, Any]:
     save_resolved(plan.config, os.path.join(out, "config.yaml"))
     trainer = TorchTrainer(
         _worker,
-        train_loop_config={"objective": plan.objective_spec, "reader": plan.reader, "engine": plan.engine,
+        train_loop_config={"objective": plan.objective_spec, "reader": plan.reader,
+                           "encoded_reader": plan.encoded_reader, "num_views": plan.num_views, "engine": plan.engine,
                            "loop": plan.loop, "resume_from": plan.resume_from, "config": plan.config.resolved(),
                            "policy": plan.policy},
         scaling_config=ScalingConfig(num_workers=cluster.workers, use_gpu=use_gpu,

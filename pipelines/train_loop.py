@@ -160,8 +160,12 @@ def _merged_position(base: DataPosition, progress: RankProgress, world_size: int
     return base.merged([RankProgress.from_state_dict(s) for s in states])
 
 
+# A batch from the reader -> the objective's views (float [B, C, H, W] tensors).
+ViewMaker = Callable[[dict[str, np.ndarray], int], list[torch.Tensor]]
+
+
 def _views(batch: dict[str, np.ndarray], keys: list[str], cfg: LoopConfig) -> list[torch.Tensor]:
-    """uint8 [B, H, W, C] columns -> float [B, C, H, W] tensors."""
+    """uint8 [B, H, W, C] columns (augmented in the reader) -> float [B, C, H, W] tensors."""
     return [normalize_batch(batch[k], cfg.mean, cfg.std) for k in keys]
 
 
@@ -175,6 +179,7 @@ class _Run:
     on_metrics: Callable[[dict[str, Any]], None] | None
     on_step: Callable[[StepRecord], None] | None
     writer: MetricsWriter
+    make_views: ViewMaker | None = None  # None: the reader's uint8 views, normalised here
     meter: Meter = field(default_factory=Meter)
     last_checkpoint: str | None = None
 
@@ -221,7 +226,8 @@ def _run_epoch(run: _Run, epoch: int) -> bool:
                 for unused in (batch, *batches):
                     iterator.drop(unused, "dropped: epoch ended on another worker")
             break
-        out = train_step(engine, _views(batch, names, cfg))
+        views = run.make_views(batch, epoch) if run.make_views else _views(batch, names, cfg)
+        out = train_step(engine, views)
         run.meter.add(out.loss, len(batch["__index__"]), t_data, time.perf_counter() - t0)
         micro, loss_sum, at_boundary = micro + 1, loss_sum + out.loss, out.stepped
         if run.on_step is not None:
@@ -254,11 +260,14 @@ def pretrain(objective: nn.Module, reader: ShardReader, engine_cfg: EngineConfig
              loop_cfg: LoopConfig, *, resume_from: str | None = None,
              config: dict[str, Any] | None = None, policy: Any = None,
              on_metrics: Callable[[dict[str, Any]], None] | None = None,
-             on_step: Callable[[StepRecord], None] | None = None) -> dict[str, Any]:
+             on_step: Callable[[StepRecord], None] | None = None,
+             make_views: ViewMaker | None = None) -> dict[str, Any]:
     """Pretrain `objective` (forward(views) -> loss) on `reader`'s shards; every worker calls it.
 
     resume_from: a checkpoint directory, or "latest" (the newest under `checkpoint_dir`, if
-    any). `config` and `policy` are stored in every checkpoint. Returns the final step, data
+    any). `config` and `policy` are stored in every checkpoint. `make_views(batch, epoch)`
+    turns a reader batch into views when augmentation runs in the worker (DALI on the GPU);
+    by default the reader's uint8 views are normalised. Returns the final step, data
     position and last checkpoint path.
     """
     loop_cfg.validate()
@@ -272,7 +281,7 @@ def pretrain(objective: nn.Module, reader: ShardReader, engine_cfg: EngineConfig
         log.info("resumed from %s (step %d, epoch %d, %d samples of it consumed)",
                  source, engine.optimizer_steps, position.epoch, position.samples_consumed)
     run = _Run(engine, reader, loop_cfg, position, {"config": config, "policy": policy},
-               on_metrics, on_step, MetricsWriter(loop_cfg.metrics_dir, engine.rank))
+               on_metrics, on_step, MetricsWriter(loop_cfg.metrics_dir, engine.rank), make_views=make_views)
     try:
         while run.position.epoch < loop_cfg.epochs and not run.done():
             _run_epoch(run, run.position.epoch)

@@ -61,3 +61,30 @@ def test_pretrain_command_trains_checkpoints_and_resumes(ray_local, tmp_path, di
     assert [int(r["epoch"]) for r in epochs][-2:] == [0, 1] and all(int(r["skipped"]) == 0 for r in epochs)
     assert float([r for r in rows if r["kind"] == "step"][-1]["data_wait"]) < 1
     assert os.path.exists(run / "metrics" / "loss.png") and os.path.exists(run / "config.yaml")
+
+
+def test_augmentation_placement_is_chosen_in_one_place():
+    from augtrain.pipelines.worker_augment import choose_placement
+
+    assert choose_placement("auto", cuda=True) == "worker" and choose_placement("auto", cuda=False) == "reader"
+    assert choose_placement("worker", cuda=False) == "worker" and choose_placement("reader", cuda=True) == "reader"
+    with pytest.raises(ValueError, match="placement"):
+        choose_placement("gpu", cuda=True)
+
+
+@pytest.mark.timeout(420)
+def test_worker_side_dali_augmentation_trains(ray_local, tmp_path, digits_shards):
+    """The GPU path's code (encoded bytes -> DALI in the train worker) with DALI CPU operators."""
+    config = experiment(tmp_path, digits_shards, augment={"placement": "worker"}, loop={"epochs": 1})
+    assert main(["pretrain", "-c", config, "--set", "loop.max_steps=2"]) == 0
+    meta = read_metadata(latest_checkpoint(tmp_path / "run" / "checkpoints"))
+    assert meta["step"] == 2 and meta["data_position"]["samples_consumed"] == 200
+
+
+@pytest.mark.gpu
+@pytest.mark.timeout(420)
+def test_gpu_pretraining_augments_with_dali_in_the_worker(ray_local, tmp_path, digits_shards):
+    config = experiment(tmp_path, digits_shards, loop={"epochs": 1}, cluster={"workers": 1, "use_gpu": True})
+    assert main(["pretrain", "-c", config, "--set", "loop.max_steps=2"]) == 0
+    meta = read_metadata(latest_checkpoint(tmp_path / "run" / "checkpoints"))
+    assert meta["step"] == 2 and meta["versions"]
