@@ -67,6 +67,7 @@ class ShardReader:
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
         context.enable_progress_bars = self.config.progress_bars
+        context.print_on_execution_start = self.config.progress_bars  # one dataset per worker and epoch: quiet
         return ray.data.read_datasource(source, num_cpus=self.config.read_cpus, override_num_blocks=max(1, len(pieces)))
 
     def epoch_iterator(self, epoch: int, rank: int, world_size: int, batch_size: int,
