@@ -33,7 +33,6 @@ class PBTSection(_Section):
     resample_probability: float = Field(0.2, ge=0, le=1)  # PBA's explore
     ops: tuple[str, ...] = PBA_OPS
     copies: int = Field(2, ge=1)
-    init: Literal["zeros", "random"] = "zeros"  # PBA starts from no augmentation
     synch: bool = False  # True: every member waits at each perturbation point (PBA's PBT is asynchronous)
     seed: int = 0
 

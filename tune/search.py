@@ -8,11 +8,13 @@
    checkpoints (all kept: ``num_to_keep=None``).
 4. ``replay``: the best PBT trial's schedule, extracted from the PBT log, trained from the
    pretrained checkpoint again (one trial per ``search.replay_seeds``) and tested.
-5. ``hpo`` (when ``"after"``): the same HPO, with the searched schedule as the policy.
+5. ``hpo_after`` (when ``"after"``): the same HPO, with the searched schedule as the policy.
 
-Every stage writes ``stages/<stage>.json`` when done; ``resume=True`` skips finished stages and
-restores an unfinished one with ``Tuner.restore`` (errored trials resumed). Failed trials are
-retried ``search.max_failures`` times from their last checkpoint. Results: see ``report``.
+Every stage writes ``stages/<stage>.json`` when done, and every report of every trial to
+``stages/<stage>.results.jsonl`` as it arrives (compute is counted from these rows: Tune's own
+per-trial files can lag behind across pauses and restores). ``resume=True`` skips finished
+stages and restores an unfinished one with ``Tuner.restore`` (errored trials resumed). Failed
+trials are retried ``search.max_failures`` times from their last checkpoint. Results: ``report``.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
+from ray.tune import Callback
 
 from augtrain.augment import Schedule
 from augtrain.pipelines.finetune import DataPaths, FinetuneConfig, prepare_data
@@ -37,9 +40,6 @@ from augtrain.tune.resources import max_concurrent_trials, trial_cpus
 from augtrain.tune.trainable import TrialContext, finetune_trial
 
 log = logging.getLogger(__name__)
-
-STAGES = ("hpo", "baselines", "pbt", "replay")
-
 
 @dataclass
 class StageResult:
@@ -131,6 +131,41 @@ def _stage_file(run: SearchRun, stage: str) -> Path:
     return run.out_dir / "stages" / f"{stage}.json"
 
 
+def _history_file(run: SearchRun, stage: str) -> Path:
+    return run.out_dir / "stages" / f"{stage}.results.jsonl"
+
+
+class ResultLog(Callback):
+    """Appends every trial result of a stage to a JSON-lines file, flushed per line, so that
+    compute accounting and histories survive pauses, restarts and a killed driver (rows
+    re-trained after a restore appear twice, as they were trained twice)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
+        row = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) and k not in _SKIP}
+        row["trial_id"] = trial.trial_id
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+_SKIP = {"date", "hostname", "node_ip", "pid", "timestamp", "time_since_restore", "iterations_since_restore"}
+
+
+def read_history(path: str | Path) -> list[dict[str, Any]]:
+    """The rows a ``ResultLog`` wrote (every report of every trial of a stage, in order)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def stage_history(out_dir: str | Path, stage: str) -> list[dict[str, Any]]:
+    """Every report of a finished or running stage of the search in ``out_dir``."""
+    return read_history(Path(out_dir).absolute() / "stages" / f"{stage}.results.jsonl")
+
+
 def _tuner(run: SearchRun, stage: str, ctx: TrialContext, param_space: dict[str, Any], **tune_kwargs: Any):
     """A new Tuner for ``stage``, or the interrupted one restored (``run.resume``)."""
     from ray import tune
@@ -152,8 +187,11 @@ def _tuner(run: SearchRun, stage: str, ctx: TrialContext, param_space: dict[str,
         shutil.rmtree(experiment)
     tune_config = tune.TuneConfig(metric=run.search.metric, mode="max", max_concurrent_trials=run.max_concurrent,
                                   **tune_kwargs)
+    history = _history_file(run, stage)
+    history.parent.mkdir(parents=True, exist_ok=True)
+    history.unlink(missing_ok=True)  # a fresh stage: no rows from an earlier, unrestorable attempt
     run_config = tune.RunConfig(
-        name=experiment.name, storage_path=str(storage),
+        name=experiment.name, storage_path=str(storage), callbacks=[ResultLog(str(history))],
         failure_config=tune.FailureConfig(max_failures=run.search.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # PBT exploits need every checkpoint
         verbose=0,
@@ -161,43 +199,40 @@ def _tuner(run: SearchRun, stage: str, ctx: TrialContext, param_space: dict[str,
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
-def _trial_rows(grid) -> list[dict[str, Any]]:
-    """One dict per trial: id, config, epochs trained (all reports), last metrics, error."""
+def _trial_rows(grid, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One dict per trial: id, config, epochs trained (every report, re-trained ones included),
+    last metrics, error."""
+    by_trial: dict[str, list[dict[str, Any]]] = {}
+    for row in history:
+        by_trial.setdefault(row["trial_id"], []).append(row)
     rows = []
     for result in grid:
-        frame = _progress(result)
         metrics = dict(result.metrics or {})
-        if frame is not None and "epochs_run" in frame:
-            trained = int(frame["epochs_run"].fillna(0).sum())
-        else:
-            trained = int(metrics.get("epochs_run", 0))
-        best_val = float(frame["val_acc"].max()) if frame is not None and "val_acc" in frame else None
+        trial_id = _trial_id(result.path) or metrics.get("trial_id")
+        reports = by_trial.get(trial_id, [])
+        last = reports[-1] if reports else metrics
+        vals = [r["val_acc"] for r in reports if "val_acc" in r]
         rows.append({
-            "trial_id": metrics.get("trial_id") or Path(result.path).name,
+            "trial_id": trial_id,
             "config": {k: v for k, v in (result.config or {}).items()},
-            "epochs_trained": trained,
-            "epoch": metrics.get("epoch"),
-            "val_acc": metrics.get("val_acc"),
-            "best_val_acc": best_val,
-            "test_acc": metrics.get("test_acc"),
-            "iterations": metrics.get("training_iteration"),
+            "epochs_trained": int(sum(r.get("epochs_run", 0) for r in reports)),
+            "epoch": last.get("epoch"),
+            "val_acc": last.get("val_acc"),
+            "best_val_acc": max(vals) if vals else None,
+            "test_acc": last.get("test_acc"),
+            "iterations": len(reports),
             "error": None if result.error is None else f"{type(result.error).__name__}: {result.error}",
             "path": result.path,
         })
     return rows
 
 
-def _progress(result):
-    """Every report of a trial, across its restarts (Tune appends them to progress.csv)."""
-    import pandas as pd
-
-    path = Path(result.path) / "progress.csv"
-    if path.is_file():
-        try:
-            return pd.read_csv(path)
-        except (ValueError, pd.errors.ParserError):
-            pass
-    return result.metrics_dataframe
+def _trial_id(path: str) -> str | None:
+    """A trial's id from its folder name (``<trainable>_<5 hex>_<5 digits>_...``). The result's
+    ``trial_id`` metric is not used: after an exploit at a trial's last iteration Tune leaves it
+    with the donor's last result."""
+    match = re.search(r"_([0-9a-f]{5}_\d{5})_", Path(path).name)
+    return match.group(1) if match else None
 
 
 def _run_stage(run: SearchRun, stage: str, ctx: TrialContext, param_space: dict[str, Any],
@@ -211,7 +246,7 @@ def _run_stage(run: SearchRun, stage: str, ctx: TrialContext, param_space: dict[
         return result
     start = time.perf_counter()
     grid = _tuner(run, stage, ctx, param_space, **tune_kwargs).fit()
-    rows = _trial_rows(grid)
+    rows = _trial_rows(grid, read_history(_history_file(run, stage)))
     failed = [r for r in rows if r["error"]]
     if failed and len(failed) == len(rows):
         raise RuntimeError(f"stage {stage}: every trial failed; first error: {failed[0]['error']}")
@@ -249,13 +284,6 @@ def pbt_scheduler(run: SearchRun):
     )
 
 
-def initial_encodings(run: SearchRun) -> list[list[int]]:
-    """The population's starting policies (PBA: all zeros; or uniformly random, seeded)."""
-    pbt, space = run.search.pbt, run.space
-    rng = np.random.default_rng(pbt.seed)
-    return [space.zeros() if pbt.init == "zeros" else space.random(rng) for _ in range(pbt.population)]
-
-
 def run_pbt(run: SearchRun, cfg: FinetuneConfig) -> StageResult:
     """PBT over PBA's encoding; the best trial's schedule is extracted into ``extra``."""
     from ray import tune
@@ -263,12 +291,9 @@ def run_pbt(run: SearchRun, cfg: FinetuneConfig) -> StageResult:
     def finish(rows: list[dict[str, Any]], grid) -> dict[str, Any]:
         return extract_schedule(run, rows, Path(grid.experiment_path))
 
-    # one member per seed (members differ in head init, data order and augmentation draws), each
-    # starting from its own initial encoding
-    encodings = initial_encodings(run)
-    seeds = [cfg.seed + i for i in range(len(encodings))]
-    space = {"seed": tune.grid_search(seeds),
-             "pba": tune.sample_from(lambda spec: encodings[spec.config["seed"] - cfg.seed])}
+    # PBA's start: no augmentation; members differ by seed (head init, data order, augmentation draws)
+    seeds = [cfg.seed + i for i in range(run.search.pbt.population)]
+    space = {"seed": tune.grid_search(seeds), "pba": run.space.zeros()}
     return _run_stage(run, "pbt", run.context(cfg, test=False), space, finish, scheduler=pbt_scheduler(run),
                       reuse_actors=False)
 

@@ -21,7 +21,7 @@ from augtrain.augment import Policy, Schedule, parse_policy
 from augtrain.tune.config import parse_search_config
 from augtrain.tune.pba import PBASpace
 from augtrain.tune.report import write_results
-from augtrain.tune.search import plan_search, run_hpo, run_search
+from augtrain.tune.search import plan_search, run_hpo, run_search, stage_history
 from augtrain.tune.trainable import finetune_trial
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # trial processes cannot import tests/
@@ -30,8 +30,10 @@ LOCAL = {"executor": "local", "reserve_cpus": 0, "max_concurrent": 4}
 NO_BASELINES = {"policies": ["none"], "randaugment_n": [], "randaugment_m": []}
 
 
-def _progress(trial_path: str) -> pd.DataFrame:
-    return pd.read_csv(Path(trial_path) / "progress.csv")
+def _history(out: Path, stage: str, trial_id: str) -> pd.DataFrame:
+    """Every report of one trial, in order (the search's own result log)."""
+    rows = pd.DataFrame(stage_history(out, stage))
+    return rows[rows["trial_id"] == trial_id].reset_index(drop=True)
 
 
 @pytest.mark.slow
@@ -61,7 +63,7 @@ def test_pbt_exploits_explores_and_its_schedule_replays(ray_local, tiny_checkpoi
             continue
         _tag, donor_tag, *_ = json.loads(log.read_text().splitlines()[-1])  # this trial's last exploit
         donor = f"{prefix}_{int(donor_tag.split('_')[0]):05d}"
-        rows = _progress(trial["path"])
+        rows = _history(tmp_path / "out", "pbt", trial["trial_id"])
         if rows["restored_from"].eq(donor).any():  # it went on from the donor's checkpoint (weights and all)
             checked += 1
     assert checked >= 1
@@ -69,7 +71,7 @@ def test_pbt_exploits_explores_and_its_schedule_replays(ray_local, tiny_checkpoi
     # the best trial's schedule was written, and the replay trained exactly that schedule
     schedule = Schedule.from_dict(pbt.extra["schedule"])
     replay = results["replay"].trials[0]
-    rows = _progress(replay["path"])
+    rows = _history(tmp_path / "out", "replay", replay["trial_id"])
     assert rows["epoch"].tolist() == list(range(1, 9))
     assert rows["policy"].tolist() == [schedule.policy_at(e - 1).to_string() for e in rows["epoch"]]
     assert replay["test_acc"] is not None and results["replay"].trial_epochs == 8
@@ -132,7 +134,7 @@ def test_a_trial_that_raises_once_is_retried_from_its_checkpoint(ray_local, tiny
     trial = run_search(run)["baselines"].trials[0]
     assert (tmp_path / "out" / "failed-once").is_file()
     assert trial["error"] is None and trial["epoch"] == 6 and trial["test_acc"] is not None
-    rows = _progress(trial["path"])
+    rows = _history(tmp_path / "out", "baselines", trial["trial_id"])
     assert rows["epoch"].tolist() == [1, 2, 3, 4, 5, 6]  # the retry went on from epoch 3, nothing trained twice
     assert rows["restored_from"].fillna("").tolist() == [""] * 3 + [trial["trial_id"], "", ""]
 
@@ -186,8 +188,12 @@ def test_a_killed_search_resumes_and_finishes(ray_local, tiny_checkpoint, tiny_c
         run_search(plan_search(cfg, search, tiny_checkpoint, out, "resume-test"))
     results = run_search(plan_search(cfg, search, tiny_checkpoint, out, "resume-test", resume=True))
     assert (out / "stages" / "baselines.json").read_bytes() == baselines  # the finished stage is not re-run
-    assert sorted(p.name for p in pbt_dir.iterdir() if p.is_dir()) == trials_before  # same trials, restored
-    assert [t["epoch"] for t in results["pbt"].trials] == [6, 6] and not any(t["error"] for t in results["pbt"].trials)
+    assert set(trials_before) <= {p.name for p in pbt_dir.iterdir() if p.is_dir()}  # restored, not started anew
+    pbt = results["pbt"]
+    assert [t["epoch"] for t in pbt.trials] == [6, 6] and not any(t["error"] for t in pbt.trials)
+    first = pbt.trials[0]["trial_id"]
+    rows = _history(out, "pbt", first)
+    assert rows["restored_from"].eq(first).any()  # after the kill it went on from its own checkpoint
     assert results["replay"].trials[0]["test_acc"] is not None
 
 
@@ -200,7 +206,7 @@ def test_train_executor_fits_a_torchtrainer_per_iteration(ray_local, tiny_checkp
     run = plan_search(cfg, search, tiny_checkpoint, tmp_path / "out", "train-exec")
     trial = run_search(run)["baselines"].trials[0]
     assert trial["error"] is None and trial["epoch"] == 2 and trial["test_acc"] is not None
-    assert _progress(trial["path"])["epoch"].tolist() == [1, 2]  # the second fit resumed the first's checkpoint
+    assert _history(tmp_path / "out", "baselines", trial["trial_id"])["epoch"].tolist() == [1, 2]  # the second fit resumed the first's checkpoint
     fits = sorted(p.name for p in (tmp_path / "out" / "train").iterdir() if p.name.startswith("trial-"))
     assert sorted(f.rsplit("-", 1)[1] for f in fits) == ["e1", "e2"]
     assert list((Path(trial["path"])).glob("checkpoint_*"))  # Tune holds the Train checkpoints

@@ -1,0 +1,57 @@
+"""``augtrain finetune`` and ``augtrain search`` end to end on tiny data, and their early errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from augtrain.cluster.cli import main
+
+
+def _experiment(tmp_path, digits_splits, **sections) -> str:
+    train, test = digits_splits
+    data = {"name": "tiny", "seed": 0, "output": str(tmp_path / "run"),
+            "data": {"train": train, "test": test, "channels": 1},
+            "finetune": {"labels": 100, "val_labels": 100, "epochs": 2, "batch_size": 50, "lr": 3e-3,
+                         "policy": "none"}, **sections}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_errors_name_the_key_before_ray_starts(tmp_path, digits_splits, capsys):
+    path = _experiment(tmp_path, digits_splits)
+    assert main(["finetune", "-c", path, "--set", "finetune.layer_decay=3"]) == 2
+    assert "finetune.layer_decay" in capsys.readouterr().err
+    assert main(["finetune", "-c", path]) == 2  # full fine-tuning without a checkpoint
+    assert "needs --checkpoint" in capsys.readouterr().err
+    assert main(["search", "-c", path, "--set", "search.pbt.population=1", "--checkpoint", str(tmp_path)]) == 2
+    assert "search.pbt.population" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["finetune", "-c", path, "--labels", "many"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_finetune_and_search_commands(ray_local, tmp_path, digits_splits, tiny_checkpoint, capsys):
+    path = _experiment(tmp_path, digits_splits, search={
+        "pbt": {"population": 2, "perturbation_interval": 1, "synch": True},
+        "baselines": {"policies": ["none", "trivialaugment"], "randaugment_n": [1], "randaugment_m": [5]},
+        "resources": {"executor": "local", "reserve_cpus": 0, "max_concurrent": 2}})
+    assert main(["finetune", "-c", path, "--checkpoint", tiny_checkpoint, "--policy", "rand-n1-m5",
+                 "--labels", "0.1", "--mode", "linear"]) == 0
+    record = json.loads((tmp_path / "run" / "finetune" / "finetune.json").read_text())
+    assert record["finetune"]["labels"] == 0.1 and record["finetune"]["mode"] == "linear"
+    assert [h["epoch"] for h in record["history"]] == [1, 2] and 0 <= record["metrics"]["test_acc"] <= 1
+    assert json.loads((tmp_path / "run" / "finetune" / "data" / "subset.json").read_text())["labelled"] == 144
+
+    assert main(["search", "-c", path, "--checkpoint", tiny_checkpoint]) == 0
+    out = tmp_path / "run" / "search"
+    for name in ("best_policy.json", "best_policy.txt", "best_policy.dali.json", "schedule.png", "trials.csv",
+                 "comparison.md", "search.json", "config.yaml"):
+        assert (out / name).is_file(), name
+    printed = capsys.readouterr().out
+    assert "RandAugment best (N=1, M=5) of 1-point grid" in printed and "PBA schedule" in printed
+    assert yaml.safe_load((out / "config.yaml").read_text())["search"]["pbt"]["population"] == 2
