@@ -459,6 +459,14 @@ def finetune_local(cfg: FinetuneConfig, paths: DataPaths, checkpoint: str | None
     return FinetuneResult(session.history[-1], session.history, saved, time.perf_counter() - start)
 
 
+def evaluate_checkpoint(cfg: FinetuneConfig, paths: DataPaths, pretrained: str | None, directory: str | os.PathLike,
+                        split: Literal["val", "test"] = "test") -> dict[str, Any]:
+    """Accuracy and loss of a fine-tune checkpoint on ``split``, with its epoch."""
+    session = FinetuneSession(cfg, load_data(paths, cfg, ("train", split)), pretrained)
+    state = session.restore(directory)
+    return {"epoch": state["epoch"], **session.evaluate(split)}
+
+
 def finetune_worker(config: dict[str, Any]) -> None:
     """Ray Train entry. config: cfg (FinetuneConfig), paths (DataPaths), checkpoint (pretraining
     checkpoint or None), source (policy spec or schedule dict), until_epoch, test (evaluate the
@@ -507,9 +515,9 @@ def run_finetune(cfg: FinetuneConfig, paths: DataPaths, checkpoint: str | None, 
     from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if isinstance(resume_from, (str, os.PathLike)):
+    if isinstance(resume_from, (str, Path)):
         resume_from = Checkpoint.from_directory(str(resume_from))
-    elif resume_from is not None and not isinstance(resume_from, Checkpoint):
+    elif resume_from is not None and not isinstance(resume_from, Checkpoint):  # a Tune checkpoint (also path-like)
         resume_from = Checkpoint(path=resume_from.path, filesystem=resume_from.filesystem)
 
     start = time.perf_counter()

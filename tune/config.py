@@ -105,6 +105,9 @@ class SearchConfig(_Section):
     resources: ResourceSection = Field(default_factory=ResourceSection)
     max_failures: int = Field(2, ge=0)  # retries of a failed trial (from its last checkpoint)
     replay_seeds: tuple[int, ...] = (0,)  # fine-tune seeds the searched schedule is replayed with
+    # after the search: no augmentation, TrivialAugment, the best RandAugment point and the searched
+    # schedule trained again with these seeds (test accuracy mean and spread; not search compute)
+    evaluate_seeds: tuple[int, ...] = ()
 
 
 def parse_search_config(data: dict[str, Any] | None, where: str = "<config>") -> SearchConfig:

@@ -112,9 +112,21 @@ def comparison_rows(results: dict[str, StageResult]) -> list[dict[str, Any]]:
             rows.append(_row(f"RandAugment best (N={n}, M={m:g}) of {len(grid)}-point grid", [best],
                              sum(t["epochs_trained"] for t in grid)))
     pbt, replay = results.get("pbt"), results.get("replay")
+    if pbt is not None and "pbt_best" in results:
+        rows.append(_row(f"PBT best member, as trained in the search (population {len(pbt.trials)})",
+                         results["pbt_best"].trials, pbt.trial_epochs, search_epochs=pbt.trial_epochs))
     if pbt is not None and replay is not None:
         rows.append(_row(f"PBA schedule (PBT population {len(pbt.trials)}, replayed)", replay.trials,
                          pbt.trial_epochs + replay.trial_epochs, search_epochs=pbt.trial_epochs))
+    if "evaluate" in results:
+        by_method: dict[str, list[dict[str, Any]]] = {}
+        for t in results["evaluate"].trials:
+            by_method.setdefault(t["config"]["method"], []).append(t)
+        for method, trials in by_method.items():
+            name = "searched schedule" if method == "searched" else method
+            row = _row(f"evaluation: {name}, {len(trials)} seeds (not search compute)", trials,
+                       sum(t["epochs_trained"] for t in trials))
+            rows.append(row)
     for stage in ("hpo", "hpo_after"):
         if stage in results:
             hpo = results[stage]
@@ -158,8 +170,9 @@ def write_trials_csv(results: dict[str, StageResult], path: Path) -> None:
         for stage, result in results.items():
             for t in result.trials:
                 config = dict(t["config"])
-                policy = config.pop("policy", None) or ("pba:" + ",".join(map(str, config.pop("pba"))) if "pba" in config
-                                                        else "schedule" if stage in ("replay", "hpo_after") else "")
+                policy = config.pop("policy", None) or config.pop("method", None) or (
+                    "pba:" + ",".join(map(str, config.pop("pba"))) if "pba" in config
+                    else "schedule" if stage in ("replay", "hpo_after") else "")
                 writer.writerow({"stage": stage, "trial_id": t["trial_id"], "policy": policy,
                                  "hparams": json.dumps(config, default=str), "epochs_trained": t["epochs_trained"],
                                  "epoch": t["epoch"], "val_acc": t["val_acc"], "best_val_acc": t["best_val_acc"],

@@ -6,7 +6,8 @@
    each a trial of ``finetune.epochs`` epochs, tested on the held-out split at the end.
 3. ``pbt``: PBT over PBA's encoding with PBA's explore; exploit copies weights through
    checkpoints (all kept: ``num_to_keep=None``).
-4. ``replay``: the best PBT trial's schedule, extracted from the PBT log, trained from the
+4. ``pbt_best``: the best member's final model (trained with weights copied through the
+   population) tested as it is; then ``replay``: the best PBT trial's schedule, extracted from the PBT log, trained from the
    pretrained checkpoint again (one trial per ``search.replay_seeds``) and tested.
 5. ``hpo_after`` (when ``"after"``): the same HPO, with the searched schedule as the policy.
 
@@ -33,7 +34,7 @@ from typing import Any, Callable
 from ray.tune import Callback
 
 from augtrain.augment import Schedule
-from augtrain.pipelines.finetune import DataPaths, FinetuneConfig, prepare_data
+from augtrain.pipelines.finetune import DataPaths, FinetuneConfig, evaluate_checkpoint, prepare_data
 from augtrain.tune.config import SearchConfig
 from augtrain.tune.pba import PBAExplorer, PBASpace, config_changes, read_policy_log, schedule_from_changes
 from augtrain.tune.resources import max_concurrent_trials, trial_cpus
@@ -118,7 +119,10 @@ def run_search(run: SearchRun) -> dict[str, StageResult]:
     if search.pbt.enabled:
         pbt = run_pbt(run, cfg)
         schedule = Schedule.from_dict(pbt.extra["schedule"])
+        test_best_member(run, cfg)
         run_replay(run, cfg, schedule)
+        if search.evaluate_seeds:
+            run_evaluation(run, cfg, schedule)
         if search.hpo.when == "after":
             run_hpo(run, cfg, run.context(cfg, test=False, source=schedule.to_dict()), stage="hpo_after")
     return run.results
@@ -319,6 +323,28 @@ def extract_schedule(run: SearchRun, rows: list[dict[str, Any]], experiment: Pat
     }
 
 
+def test_best_member(run: SearchRun, cfg: FinetuneConfig) -> StageResult:
+    """The best PBT member's final model (a product of the search, no training) on the test split."""
+    done = _stage_file(run, "pbt_best")
+    if done.is_file():
+        run.results["pbt_best"] = StageResult.from_dict(json.loads(done.read_text()))
+        return run.results["pbt_best"]
+    pbt = run.results["pbt"]
+    best = next(t for t in pbt.trials if t["trial_id"] == pbt.extra["best_trial"])
+    checkpoints = sorted(Path(best["path"]).glob("checkpoint_*"))
+    if not checkpoints:
+        raise FileNotFoundError(f"{best['path']}: the best PBT member left no checkpoint")
+    start = time.perf_counter()
+    member_cfg = cfg.with_updates(seed=best["config"].get("seed", cfg.seed))
+    metrics = evaluate_checkpoint(member_cfg, run.paths, run.checkpoint, checkpoints[-1], "test")
+    row = {**best, "test_acc": metrics["test_acc"], "epoch": metrics["epoch"], "epochs_trained": 0,
+           "checkpoint": str(checkpoints[-1])}
+    result = StageResult("pbt_best", [row], time.perf_counter() - start)
+    done.write_text(json.dumps(result.to_dict(), indent=1, default=str) + "\n")
+    run.results["pbt_best"] = result
+    return result
+
+
 def run_replay(run: SearchRun, cfg: FinetuneConfig, schedule: Schedule) -> StageResult:
     """Train the searched schedule from the pretrained checkpoint again, per replay seed, and test."""
     from ray import tune
@@ -326,6 +352,23 @@ def run_replay(run: SearchRun, cfg: FinetuneConfig, schedule: Schedule) -> Stage
     seeds = list(run.search.replay_seeds)
     space = {"seed": tune.grid_search(seeds)} if len(seeds) > 1 else {"seed": seeds[0]}
     return _run_stage(run, "replay", run.context(cfg, test=True, source=schedule.to_dict()), space)
+
+
+def evaluation_methods(run: SearchRun) -> list[str]:
+    """What the evaluation stage trains again: no augmentation, TrivialAugment, the RandAugment
+    grid's best point (validation accuracy) and the searched schedule."""
+    trials = run.results["baselines"].trials
+    grid = [t for t in trials if str(t["config"].get("policy", "")).startswith("rand-") and t["val_acc"] is not None]
+    best_ra = [max(grid, key=lambda t: t["val_acc"])["config"]["policy"]] if grid else []
+    return ["none", "trivialaugment", *best_ra, "searched"]
+
+
+def run_evaluation(run: SearchRun, cfg: FinetuneConfig, schedule: Schedule) -> StageResult:
+    """Each method of ``evaluation_methods`` with every ``search.evaluate_seeds`` seed, tested."""
+    from ray import tune
+
+    space = {"method": tune.grid_search(evaluation_methods(run)), "seed": tune.grid_search(list(run.search.evaluate_seeds))}
+    return _run_stage(run, "evaluate", run.context(cfg, test=True, source=schedule.to_dict()), space)
 
 
 def hpo_space(run: SearchRun, cfg: FinetuneConfig) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 checkpointing) every ``epochs_per_iteration`` epochs, resuming from Tune's checkpoint.
 
 A trial's config holds only what is searched: a policy (``policy``: a spec; ``pba``: PBA's
-integers; ``schedule``: a schedule dict) and fine-tune hyperparameters (``lr``,
+integers; ``schedule``: a schedule dict; ``method``: a spec, or ``searched`` for the context's
+schedule) and fine-tune hyperparameters (``lr``,
 ``weight_decay``, ``label_smoothing``, ``layer_decay``, ``epochs``, ``seed``). Everything else
 comes in a ``TrialContext`` bound with ``tune.with_parameters`` (so PBT's logs hold only the
 searched values).
@@ -65,6 +66,8 @@ def trial_setup(config: dict[str, Any], ctx: TrialContext) -> tuple[FinetuneConf
         return cfg, config["schedule"]
     if "policy" in config:
         return cfg, config["policy"]
+    if config.get("method", "searched") != "searched":  # evaluation stage: a baseline's policy spec
+        return cfg, config["method"]
     return cfg, ctx.source if ctx.source is not None else cfg.policy
 
 

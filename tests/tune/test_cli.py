@@ -39,7 +39,7 @@ def test_finetune_and_search_commands(ray_local, tmp_path, digits_splits, tiny_c
     path = _experiment(tmp_path, digits_splits, search={
         "pbt": {"population": 2, "perturbation_interval": 1, "synch": True},
         "baselines": {"policies": ["none", "trivialaugment"], "randaugment_n": [1], "randaugment_m": [5]},
-        "resources": {"executor": "local", "reserve_cpus": 0, "max_concurrent": 2}})
+        "resources": {"executor": "local", "reserve_cpus": 0, "max_concurrent": 2}, "evaluate_seeds": [1]})
     assert main(["finetune", "-c", path, "--checkpoint", tiny_checkpoint, "--policy", "rand-n1-m5",
                  "--labels", "0.1", "--mode", "linear"]) == 0
     record = json.loads((tmp_path / "run" / "finetune" / "finetune.json").read_text())
@@ -54,4 +54,6 @@ def test_finetune_and_search_commands(ray_local, tmp_path, digits_splits, tiny_c
         assert (out / name).is_file(), name
     printed = capsys.readouterr().out
     assert "RandAugment best (N=1, M=5) of 1-point grid" in printed and "PBA schedule" in printed
+    for method in ("none", "trivialaugment", "rand-n1-m5", "searched schedule"):
+        assert f"evaluation: {method}, 1 seeds" in printed
     assert yaml.safe_load((out / "config.yaml").read_text())["search"]["pbt"]["population"] == 2
