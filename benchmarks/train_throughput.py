@@ -76,19 +76,22 @@ def _rank(rank: int, port: int, leg: str, args: dict, out: str) -> None:
     for i in range(args["warmup"]):
         step(data[i % len(data)])
     dist.barrier()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for i in range(args["steps"]):
         step(data[i % len(data)])
     dist.barrier()
     seconds = time.perf_counter() - start
+    cpu = torch.tensor([time.process_time() - cpu_start], dtype=torch.float64)
+    dist.all_reduce(cpu)  # CPU seconds of both ranks: stable where wall time is not
+    samples = WORLD * args["batch"] * args["steps"]
     if rank == 0:
         with open(out, "w") as f:
-            json.dump({"samples_per_s": WORLD * args["batch"] * args["steps"] / seconds}, f)
+            json.dump({"samples_per_s": samples / seconds, "cpu_ms_per_sample": 1000 * cpu.item() / samples}, f)
     dist.destroy_process_group()
     os._exit(0)  # a DeepSpeed rank may abort in interpreter teardown after all work is done
 
 
-def run_leg(leg: str, args: dict) -> float:
+def run_leg(leg: str, args: dict) -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -101,7 +104,7 @@ def run_leg(leg: str, args: dict) -> float:
         for p in procs:
             p.join(600)
         with open(out) as f:
-            return json.load(f)["samples_per_s"]
+            return json.load(f)
 
 
 def fed_from_shards(shards: str, steps: int) -> dict:
@@ -145,17 +148,23 @@ def main() -> int:
     parser.add_argument("--loop-steps", type=int, default=60)
     args = parser.parse_args()
     leg_args = {k: getattr(args, k) for k in ("encoder", "batch", "size", "steps", "warmup")}
-    rates: dict[str, list[float]] = {"ddp": [], "deepspeed": []}
+    runs: dict[str, list[dict]] = {"ddp": [], "deepspeed": []}
     for _ in range(args.rounds):
         for leg in ("ddp", "deepspeed"):
-            rates[leg].append(run_leg(leg, leg_args))
-            print(f"{leg}: {rates[leg][-1]:.0f} samples/s", file=sys.stderr, flush=True)
-    ddp, ds = statistics.median(rates["ddp"]), statistics.median(rates["deepspeed"])
+            runs[leg].append(run_leg(leg, leg_args))
+            print(f"{leg}: {runs[leg][-1]['samples_per_s']:.0f} samples/s", file=sys.stderr, flush=True)
     print(f"\nSimCLR on {args.encoder}, {WORLD} ranks x {args.batch} samples (2 views of {args.size}x{args.size}), "
-          f"{args.steps} timed steps, median of {args.rounds} alternating rounds (load {os.getloadavg()[0]:.1f})")
-    print(f"{'DDP (torch)':<24}{ddp:>10.0f} samples/s   rounds {[round(r) for r in rates['ddp']]}")
-    print(f"{'DeepSpeed ZeRO-2':<24}{ds:>10.0f} samples/s   rounds {[round(r) for r in rates['deepspeed']]}")
-    print(f"ratio DeepSpeed / DDP: x{ds / ddp:.2f}")
+          f"{args.steps} timed steps, {args.rounds} alternating rounds (load {os.getloadavg()[0]:.1f})")
+    print(f"{'':<20}{'samples/s (median)':>20}{'CPU ms/sample':>16}   samples/s per round")
+    for leg, label in (("ddp", "DDP (torch)"), ("deepspeed", "DeepSpeed ZeRO-2")):
+        rates = [r["samples_per_s"] for r in runs[leg]]
+        cpu = statistics.median(r["cpu_ms_per_sample"] for r in runs[leg])
+        print(f"{label:<20}{statistics.median(rates):>20.0f}{cpu:>16.2f}   {[round(x) for x in rates]}")
+    paired = [d["samples_per_s"] / p["samples_per_s"] for d, p in zip(runs["deepspeed"], runs["ddp"])]
+    cpu_ratio = (statistics.median(r["cpu_ms_per_sample"] for r in runs["ddp"])
+                 / statistics.median(r["cpu_ms_per_sample"] for r in runs["deepspeed"]))
+    print(f"DeepSpeed / DDP throughput: x{statistics.median(paired):.2f} (median of per-round ratios "
+          f"{[round(x, 2) for x in paired]}); by CPU cost per sample: x{cpu_ratio:.2f}")
     if args.shards:
         fed = fed_from_shards(args.shards, args.loop_steps)
         print(f"\npretraining loop fed from {args.shards} (2 Ray Train workers, SimCLR cnn-tiny, micro-batch 256): "
