@@ -303,9 +303,16 @@ def run_pbt(run: SearchRun, cfg: FinetuneConfig) -> StageResult:
 
 
 def extract_schedule(run: SearchRun, rows: list[dict[str, Any]], experiment: Path) -> dict[str, Any]:
-    """The best trial (last validation accuracy) and its schedule, from its PBT policy log."""
+    """The best trial (last validation accuracy among members that reached the last epoch) and
+    its schedule, from its PBT policy log. Tune's PBT occasionally terminates a member early
+    without an error (ray-project/ray#11906); such members are listed, never chosen."""
     ok = [r for r in rows if r["val_acc"] is not None]
-    best = max(ok, key=lambda r: r["val_acc"])
+    last = max(r["epoch"] or 0 for r in ok)
+    complete = [r for r in ok if r["epoch"] == last]
+    stopped = sorted(r["trial_id"] for r in ok if r["epoch"] != last)
+    if stopped:
+        log.warning("PBT members %s stopped before epoch %d without an error", stopped, last)
+    best = max(complete, key=lambda r: r["val_acc"])
     log_file = experiment / f"pbt_policy_{best['trial_id']}.txt"
     rows_log = read_policy_log(log_file) if log_file.is_file() else []
     initial, changes = config_changes(rows_log, initial=best["config"])
@@ -315,6 +322,7 @@ def extract_schedule(run: SearchRun, rows: list[dict[str, Any]], experiment: Pat
     return {
         "best_trial": best["trial_id"],
         "best_val_acc": best["val_acc"],
+        "stopped_early": stopped,
         "policy_log": str(log_file) if log_file.is_file() else None,
         "schedule": schedule.to_dict(),
         "changes": [[step, conf["pba"]] for step, conf in changes],

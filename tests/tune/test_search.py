@@ -75,6 +75,8 @@ def test_pbt_exploits_explores_and_its_schedule_replays(ray_local, tiny_checkpoi
     assert rows["epoch"].tolist() == list(range(1, 9))
     assert rows["policy"].tolist() == [schedule.policy_at(e - 1).to_string() for e in rows["epoch"]]
     assert replay["test_acc"] is not None and results["replay"].trial_epochs == 8
+    member = results["pbt_best"].trials[0]  # the best member's own final model, tested as it is
+    assert member["trial_id"] == pbt.extra["best_trial"] and member["epoch"] == 8 and member["test_acc"] is not None
 
     out = tmp_path / "out"
     write_results(results, out, cfg.epochs)
@@ -84,9 +86,10 @@ def test_pbt_exploits_explores_and_its_schedule_replays(ray_local, tiny_checkpoi
     assert (out / "schedule.png").stat().st_size > 10_000
     assert json.loads((out / "best_policy.dali.json").read_text())["dropped_ops"] == ["cutout"]
     trials = pd.read_csv(out / "trials.csv")
-    assert sorted(trials["stage"].unique()) == ["baselines", "pbt", "replay"]
+    assert sorted(trials["stage"].unique()) == ["baselines", "pbt", "pbt_best", "replay"]
     comparison = (out / "comparison.md").read_text()
     assert "PBA schedule (PBT population 4, replayed)" in comparison and "| none |" in comparison
+    assert "PBT best member, as trained in the search (population 4)" in comparison
 
 
 @pytest.mark.slow
