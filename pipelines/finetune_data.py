@@ -118,8 +118,9 @@ def prepare_subsets(pool: str | list[str], out_dir: str, labels: int | float, se
     record_path = Path(out_dir) / SUBSET_FILE
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        if record.get("request") == wanted:
-            return SubsetPaths(str(Path(out_dir) / "labelled"), record["val_dir"], record)
+        if record.get("request") == wanted:  # paths from out_dir: the folder may have been moved or copied
+            return SubsetPaths(str(Path(out_dir) / "labelled"), str(Path(out_dir) / "val") if record["val"] else None,
+                               record)
     shards = open_shards(pool)
     samples = _raw_samples(shards)
     pool_labels = _pool_labels(samples, label_key)
