@@ -1,9 +1,13 @@
-"""``augtrain quickstart``: the main flow on an embedded local Ray, on real data.
+"""``augtrain quickstart``: the whole flow on an embedded local Ray, on real data.
 
-Fashion-MNIST (Debian's dataset-fashion-mnist) is written as WebDataset shards (train and
-test), one epoch is streamed through Ray Data to two Ray Train workers (the data path alone,
-with a per-worker summary), then SimCLR pretraining runs under Ray Train + DeepSpeed from
-``configs/quickstart-simclr.yaml``, leaving a checkpoint, metrics and a loss curve.
+1. Fashion-MNIST (Debian's dataset-fashion-mnist) written as WebDataset shards, train and test;
+2. one epoch streamed through Ray Data to two Ray Train workers (the data path alone, with a
+   per-worker summary);
+3. SimCLR pretraining under Ray Train + DeepSpeed (``configs/quickstart-simclr.yaml``): a
+   checkpoint, metrics and a loss curve;
+4. the augmentation-policy search on that checkpoint with 1% of the labels
+   (``configs/quickstart-search.yaml``): baselines, PBT over PBA-encoded policies, the replayed
+   schedule fine-tuned and tested, and a report (comparison table, schedule plot, best policy).
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", default="configs/quickstart-simclr.yaml", help="the pretraining experiment")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a pretraining config value (repeatable)")
+    parser.add_argument("--search-config", default="configs/quickstart-search.yaml", help="the policy search")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-pretrain", action="store_true", help="stop after the data path")
+    parser.add_argument("--skip-search", action="store_true", help="stop after pretraining")
     parser.set_defaults(func=_quickstart)
 
 
@@ -52,6 +58,13 @@ def _quickstart(args: argparse.Namespace) -> int:
     overrides = [f"data.train={train}", f"data.test={test}", f"cluster.workers={args.workers}", *args.overrides]
     config = load_config(args.config, overrides)
     plan = None if args.skip_pretrain else plan_pretraining(config, resume="latest")  # checked before Ray starts
+    search_args = ["--set", f"data.train={train}", "--set", f"data.test={test}"]
+    if plan is not None and not args.skip_search:
+        from pathlib import Path
+
+        from augtrain.cluster.config_check import check_search
+
+        check_search(Path(args.search_config), search_args)
     connect()
 
     print(f"\n== data path: one epoch of {train} through Ray Data to {args.workers} Ray Train workers")
@@ -64,4 +77,12 @@ def _quickstart(args: argparse.Namespace) -> int:
     print(f"\n== pretraining: {plan.describe()}")
     result = run_pretraining(plan)
     print(f"\ncheckpoint: {result['checkpoint']}\nmetrics:    {result['metrics']}\nloss curve: {result['loss_plot']}")
-    return 0
+    if args.skip_search:
+        return 0
+
+    from augtrain.cluster.cli import main as augtrain_main
+
+    print(f"\n== policy search and fine-tuning on {result['checkpoint']} ({args.search_config})")
+    # --resume: a rerun of the quickstart continues (or reuses) the same search instead of refusing
+    return augtrain_main(["search", "-c", args.search_config, "--checkpoint", result["checkpoint"], "--resume",
+                          *search_args])
