@@ -151,14 +151,6 @@ class EpochIterator:
         for index, key, shard in zip(batch["__index__"], batch["__key__"], batch["__shard__"]):
             self._skips.append(SkipRecord(str(shard), str(key), reason, "", int(index)))
 
-    @property
-    def skipped(self) -> SkipReport:
-        """Bad samples met so far (including any beyond the last delivered batch)."""
-        report = SkipReport()
-        for record in self._skips:
-            report.add(record)
-        return report
-
     def progress(self) -> RankProgress:
         """This worker's consumed part of the epoch, and the bad samples inside it."""
         consumed = take_prefix(self.assignment, self._consumed)
