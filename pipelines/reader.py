@@ -64,11 +64,12 @@ class ShardReader:
         spec = PieceReadSpec(self.config.seed, epoch, self.config.shuffle, self.config.decode, self.transform,
                              self.config.strict, self.config.block_rows)
         source = make_datasource(list(self.shards.urls), list(self.shards.names), list(self.shards.counts), pieces, spec)
-        context = ray.data.DataContext.get_current()
+        ds = ray.data.read_datasource(source, num_cpus=self.config.read_cpus, override_num_blocks=max(1, len(pieces)))
+        context = ds.context  # this dataset's own copy: the process-wide context is left alone
         context.execution_options.preserve_order = True
         context.enable_progress_bars = self.config.progress_bars
         context.print_on_execution_start = self.config.progress_bars  # one dataset per worker and epoch: quiet
-        return ray.data.read_datasource(source, num_cpus=self.config.read_cpus, override_num_blocks=max(1, len(pieces)))
+        return ds
 
     def epoch_iterator(self, epoch: int, rank: int, world_size: int, batch_size: int,
                        position: DataPosition | None = None, drop_last: bool = False) -> "EpochIterator":
