@@ -103,19 +103,20 @@ def stream_epoch(reader: ShardReader, options: StreamOptions) -> StreamSummary:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    storage = options.storage_path or os.path.join(tempfile.gettempdir(), "augtrain-stream")
-    trainer = TorchTrainer(
-        _worker,
-        train_loop_config={"reader": reader, "options": options},
-        scaling_config=ScalingConfig(num_workers=options.workers, use_gpu=False,
-                                     resources_per_worker={"CPU": options.cpus_per_worker}),
-        run_config=RunConfig(name=f"stream-{uuid.uuid4().hex[:8]}", storage_path=os.path.abspath(storage)),
-    )
-    start = time.perf_counter()
-    result = trainer.fit()
-    seconds = time.perf_counter() - start
-    with result.checkpoint.as_directory() as d, open(os.path.join(d, "summary.json")) as f:
-        workers = json.load(f)
+    with tempfile.TemporaryDirectory(prefix="augtrain-stream-") as scratch:  # Ray Train's run folder, unless given
+        storage = os.path.abspath(options.storage_path or scratch)
+        trainer = TorchTrainer(
+            _worker,
+            train_loop_config={"reader": reader, "options": options},
+            scaling_config=ScalingConfig(num_workers=options.workers, use_gpu=False,
+                                         resources_per_worker={"CPU": options.cpus_per_worker}),
+            run_config=RunConfig(name=f"stream-{uuid.uuid4().hex[:8]}", storage_path=storage),
+        )
+        start = time.perf_counter()
+        result = trainer.fit()
+        seconds = time.perf_counter() - start
+        with result.checkpoint.as_directory() as d, open(os.path.join(d, "summary.json")) as f:
+            workers = json.load(f)
     base = options.position or DataPosition(epoch=options.epoch, seed=reader.config.seed)
     position = base.merged([RankProgress.from_state_dict(w.pop("progress")) for w in workers])
     keys = {w["rank"]: w.pop("keys") for w in workers}
