@@ -119,7 +119,7 @@ def _worker(config: dict[str, Any]) -> None:
     latest = latest_checkpoint(loop.checkpoint_dir) if os.path.isdir(loop.checkpoint_dir) else None
     source = str(latest) if latest is not None else config["resume_from"]
     reader, make_views = config["reader"], None
-    experiment = ExperimentConfig.model_validate(config["config"])
+    experiment: ExperimentConfig = config["experiment"]
     cuda = torch.cuda.is_available() and experiment.augment.size is not None
     if choose_placement(experiment.augment.placement, cuda) == "worker":
         engine: EngineConfig = config["engine"]
@@ -148,7 +148,8 @@ def run_pretraining(plan: PretrainPlan) -> dict[str, Any]:
         _worker,
         train_loop_config={"objective": plan.objective_spec, "reader": plan.reader,
                            "encoded_reader": plan.encoded_reader, "num_views": plan.num_views, "engine": plan.engine,
-                           "loop": plan.loop, "resume_from": plan.resume_from, "config": plan.config.resolved(),
+                           "loop": plan.loop, "resume_from": plan.resume_from, "experiment": plan.config,
+                           "config": plan.config.resolved(),
                            "policy": plan.policy},
         scaling_config=ScalingConfig(num_workers=cluster.workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cluster.cpus_per_worker, **cluster.worker_resources},
