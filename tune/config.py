@@ -2,13 +2,15 @@
 fine-tune HPO (ASHA + Optuna), replay and resources. Checked before Ray starts.
 
     search:
-      pbt:       {population: 4, perturbation_interval: 3, quantile_fraction: 0.25}
+      pbt:       {population: 4, perturbation_interval: 3, quantile_fraction: 0.25, init: zeros, epochs: null}
       baselines: {policies: [none, basic, trivialaugment], randaugment_n: [1, 2, 3], randaugment_m: [2, 4, 6, 8]}
       hpo:       {when: before, num_samples: 8, policy: trivialaugment}
       resources: {cpus_per_trial: 1, reserve_cpus: 1}
 
-Epoch counts come from the ``finetune`` section (``finetune.epochs``): every baseline, every
-PBT trial and the replay train that many epochs, so trial-epochs compare like with like.
+Epoch counts come from the ``finetune`` section (``finetune.epochs``): every baseline and the
+replay train that many epochs, and so does every PBT member unless ``search.pbt.epochs`` makes
+the search shorter (the schedule is then stretched to ``finetune.epochs`` for the replay).
+Compute is counted in trial-epochs either way.
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ class PBTSection(_Section):
     copies: int = Field(2, ge=1)
     synch: bool = False  # True: every member waits at each perturbation point (PBA's PBT is asynchronous)
     seed: int = 0
+    # zeros: every member starts with no augmentation (PBA); random: each member starts from its
+    # own uniform draw of the encoding (seeded by search.pbt.seed and the member's seed)
+    init: Literal["zeros", "random"] = "zeros"
+    # epochs each member trains (its own warmup and cosine decay); the searched schedule is then
+    # stretched to finetune.epochs for the replay, as PBA stretches a schedule to a longer run.
+    # None: finetune.epochs (no stretch)
+    epochs: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> PBTSection:

@@ -112,11 +112,17 @@ def comparison_rows(results: dict[str, StageResult]) -> list[dict[str, Any]]:
             rows.append(_row(f"RandAugment best (N={n}, M={m:g}) of {len(grid)}-point grid", [best],
                              sum(t["epochs_trained"] for t in grid)))
     pbt, replay = results.get("pbt"), results.get("replay")
+    if pbt is not None:
+        population = f"population {len(pbt.trials)}"
+        stretch = float(pbt.extra.get("stretch", 1.0))
+        if stretch != 1.0:  # a shorter search, its schedule stretched for the replay
+            epochs = max(int(t["epoch"] or 0) for t in pbt.trials)
+            population += f", {epochs} epochs, schedule stretched x{stretch:g}"
     if pbt is not None and "pbt_best" in results:
-        rows.append(_row(f"PBT best member, as trained in the search (population {len(pbt.trials)})",
+        rows.append(_row(f"PBT best member, as trained in the search ({population})",
                          results["pbt_best"].trials, pbt.trial_epochs, search_epochs=pbt.trial_epochs))
     if pbt is not None and replay is not None:
-        rows.append(_row(f"PBA schedule (PBT population {len(pbt.trials)}, replayed)", replay.trials,
+        rows.append(_row(f"PBA schedule (PBT {population}, replayed)", replay.trials,
                          pbt.trial_epochs + replay.trial_epochs, search_epochs=pbt.trial_epochs))
     if "evaluate" in results:
         by_method: dict[str, list[dict[str, Any]]] = {}

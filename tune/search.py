@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from ray.tune import Callback
 
 from augtrain.augment import Schedule
@@ -38,7 +39,7 @@ from augtrain.pipelines.finetune import DataPaths, FinetuneConfig, evaluate_chec
 from augtrain.tune.config import SearchConfig
 from augtrain.tune.pba import PBAExplorer, PBASpace, config_changes, read_policy_log, schedule_from_changes
 from augtrain.tune.resources import max_concurrent_trials, trial_cpus
-from augtrain.tune.trainable import TrialContext, finetune_trial
+from augtrain.tune.trainable import HPARAMS, TrialContext, finetune_trial
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,13 @@ def plan_search(cfg: FinetuneConfig, search: SearchConfig, checkpoint: str | Non
     res = search.resources
     per_trial = trial_cpus(res.executor, res.cpus_per_trial, cfg.workers, cfg.cpus_per_worker)
     concurrent = max_concurrent_trials(_cluster_cpus(), per_trial, res.reserve_cpus, res.max_concurrent)
+    if (search.pbt.enabled and res.executor == "train" and search.pbt.population > concurrent
+            and not (out / "stages" / "pbt.json").is_file()):
+        raise ValueError(
+            f"search.pbt.population is {search.pbt.population} but only {concurrent} trials fit at once with "
+            "executor 'train' (each trial's TorchTrainer asks for its workers outside Tune, so Tune cannot "
+            "time-multiplex them, and members beyond that would start only after earlier ones finished): lower "
+            "the population, use search.resources.executor: local, or add CPUs")
     paths = prepare_data(cfg, str(out / "data"))
     log.info("search %s: %d trials at a time (%.2f CPUs each, %.0f reserved)", name, concurrent, per_trial,
              res.reserve_cpus)
@@ -170,8 +178,10 @@ def stage_history(out_dir: str | Path, stage: str) -> list[dict[str, Any]]:
     return read_history(Path(out_dir).absolute() / "stages" / f"{stage}.results.jsonl")
 
 
-def _tuner(run: SearchRun, stage: str, ctx: TrialContext, param_space: dict[str, Any], **tune_kwargs: Any):
-    """A new Tuner for ``stage``, or the interrupted one restored (``run.resume``)."""
+def _tuner(run: SearchRun, stage: str, ctx: TrialContext, param_space: dict[str, Any], *,
+           limit_concurrency: bool = True, **tune_kwargs: Any):
+    """A new Tuner for ``stage``, or the interrupted one restored (``run.resume``).
+    ``limit_concurrency=False``: no cap on live trials (trial resources alone decide what runs)."""
     from ray import tune
 
     res = run.search.resources
@@ -189,7 +199,8 @@ def _tuner(run: SearchRun, stage: str, ctx: TrialContext, param_space: dict[str,
             return tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
         log.warning("%s holds no restorable Tune state (stopped before its first save): starting it again", experiment)
         shutil.rmtree(experiment)
-    tune_config = tune.TuneConfig(metric=run.search.metric, mode="max", max_concurrent_trials=run.max_concurrent,
+    tune_config = tune.TuneConfig(metric=run.search.metric, mode="max",
+                                  max_concurrent_trials=run.max_concurrent if limit_concurrency else None,
                                   **tune_kwargs)
     history = _history_file(run, stage)
     history.parent.mkdir(parents=True, exist_ok=True)
@@ -293,16 +304,42 @@ def run_pbt(run: SearchRun, cfg: FinetuneConfig) -> StageResult:
     from ray import tune
 
     def finish(rows: list[dict[str, Any]], grid) -> dict[str, Any]:
-        return extract_schedule(run, rows, Path(grid.experiment_path))
+        return extract_schedule(run, cfg, rows, Path(grid.experiment_path))
 
-    # PBA's start: no augmentation; members differ by seed (head init, data order, augmentation draws)
-    seeds = [cfg.seed + i for i in range(run.search.pbt.population)]
-    space = {"seed": tune.grid_search(seeds), "pba": run.space.zeros()}
+    # members differ by seed (head init, data order, augmentation draws); PBA's start is no
+    # augmentation (init: zeros), or each member draws its own starting policy (init: random)
+    pbt = run.search.pbt
+    seeds = [cfg.seed + i for i in range(pbt.population)]
+    space: dict[str, Any] = {"seed": tune.grid_search(seeds)}
+    space["pba"] = run.space.zeros() if pbt.init == "zeros" else tune.sample_from(RandomStart(run.space, pbt.seed))
+    if pbt.epochs is not None:
+        space["epochs"] = pbt.epochs
+    # Tune's cap on live trials holds back trials not yet started, so a population larger than the
+    # cap would run in batches that never meet. Local trials hold their CPUs as Tune resources,
+    # so without the cap PBT time-multiplexes the whole population over the slots that fit
+    # (``plan_search`` refuses a larger population with the train executor).
     return _run_stage(run, "pbt", run.context(cfg, test=False), space, finish, scheduler=pbt_scheduler(run),
-                      reuse_actors=False)
+                      reuse_actors=False, limit_concurrency=run.search.resources.executor != "local")
 
 
-def extract_schedule(run: SearchRun, rows: list[dict[str, Any]], experiment: Path) -> dict[str, Any]:
+class RandomStart:
+    """A member's starting encoding: a uniform draw seeded by (search seed, member seed), so a
+    search's starting population depends on its seeds only (``tune.sample_from``)."""
+
+    def __init__(self, space: PBASpace, seed: int) -> None:
+        self.space, self.seed = space, seed
+
+    def __call__(self, spec: Any) -> list[int]:
+        return self.space.random(np.random.default_rng([self.seed, int(spec.config["seed"])]))
+
+
+def search_stretch(cfg: FinetuneConfig, search: SearchConfig) -> float:
+    """Factor from a PBT member's epochs to the replay's (1.0 unless ``search.pbt.epochs`` is set)."""
+    return cfg.epochs / search.pbt.epochs if search.pbt.epochs else 1.0
+
+
+def extract_schedule(run: SearchRun, cfg: FinetuneConfig, rows: list[dict[str, Any]], experiment: Path
+                     ) -> dict[str, Any]:
     """The best trial (last validation accuracy among members that reached the last epoch) and
     its schedule, from its PBT policy log. Tune's PBT occasionally terminates a member early
     without an error (ray-project/ray#11906); such members are listed, never chosen."""
@@ -316,7 +353,9 @@ def extract_schedule(run: SearchRun, rows: list[dict[str, Any]], experiment: Pat
     log_file = experiment / f"pbt_policy_{best['trial_id']}.txt"
     rows_log = read_policy_log(log_file) if log_file.is_file() else []
     initial, changes = config_changes(rows_log, initial=best["config"])
-    schedule = schedule_from_changes(initial, changes, run.space, "pba", run.search.resources.epochs_per_iteration)
+    stretch = search_stretch(cfg, run.search)
+    schedule = schedule_from_changes(initial, changes, run.space, "pba", run.search.resources.epochs_per_iteration,
+                                     stretch=stretch)
     global_log = experiment / "pbt_global.txt"
     history = read_policy_log(global_log) if global_log.is_file() else []
     return {
@@ -325,6 +364,7 @@ def extract_schedule(run: SearchRun, rows: list[dict[str, Any]], experiment: Pat
         "stopped_early": stopped,
         "policy_log": str(log_file) if log_file.is_file() else None,
         "schedule": schedule.to_dict(),
+        "stretch": stretch,
         "changes": [[step, conf["pba"]] for step, conf in changes],
         "exploits": [{"trial": r[0], "donor": r[1], "trial_iteration": r[2], "donor_iteration": r[3],
                       "explored": r[4].get("pba") != r[5].get("pba")} for r in history],
@@ -343,7 +383,7 @@ def test_best_member(run: SearchRun, cfg: FinetuneConfig) -> StageResult:
     if not checkpoints:
         raise FileNotFoundError(f"{best['path']}: the best PBT member left no checkpoint")
     start = time.perf_counter()
-    member_cfg = cfg.with_updates(seed=best["config"].get("seed", cfg.seed))
+    member_cfg = cfg.with_updates(**{k: best["config"][k] for k in HPARAMS if k in best["config"]})
     metrics = evaluate_checkpoint(member_cfg, run.paths, run.checkpoint, checkpoints[-1], "test")
     row = {**best, "test_acc": metrics["test_acc"], "epoch": metrics["epoch"], "epochs_trained": 0,
            "checkpoint": str(checkpoints[-1])}

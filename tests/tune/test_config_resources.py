@@ -20,6 +20,8 @@ def test_search_config_defaults_and_grid():
     ({"pbt": {"population": 1}}, "search.pbt.population"),
     ({"pbt": {"popluation": 4}}, "search.pbt.popluation"),
     ({"pbt": {"ops": ["rotate", "warp"]}}, "search.pbt"),
+    ({"pbt": {"init": "ones"}}, "search.pbt.init"),
+    ({"pbt": {"epochs": 0}}, "search.pbt.epochs"),
     ({"baselines": {"policies": ["none", "rand-nope"]}}, "search.baselines"),
     ({"hpo": {"lr": [0.1, 0.001]}}, "search.hpo"),
     ({"hpo": {"when": "during"}}, "search.hpo.when"),

@@ -113,3 +113,18 @@ def test_schedule_without_exploits_is_the_initial_config_and_table_shapes():
 
 def test_default_ops_are_pbas_fifteen():
     assert len(PBA_OPS) == 15 and len(set(PBA_OPS)) == 15
+
+
+def test_random_start_is_seeded_per_member_and_in_range():
+    from types import SimpleNamespace
+
+    from augtrain.tune.search import RandomStart
+
+    space = PBASpace()
+    start = RandomStart(space, seed=0)
+    member = SimpleNamespace(config={"seed": 1})
+    first = start(member)
+    assert first == RandomStart(space, seed=0)(member)  # the same seeds give the same start
+    assert first != start(SimpleNamespace(config={"seed": 2})) != RandomStart(space, seed=1)(member)
+    space.check(first)
+    assert space.decode(first).choices != space.decode(space.zeros()).choices

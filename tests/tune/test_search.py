@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -21,7 +22,7 @@ from augtrain.augment import Policy, Schedule, parse_policy
 from augtrain.tune.config import parse_search_config
 from augtrain.tune.pba import PBASpace
 from augtrain.tune.report import write_results
-from augtrain.tune.search import plan_search, run_hpo, run_search, stage_history
+from augtrain.tune.search import RandomStart, plan_search, run_hpo, run_search, stage_history
 from augtrain.tune.trainable import finetune_trial
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # trial processes cannot import tests/
@@ -90,6 +91,57 @@ def test_pbt_exploits_explores_and_its_schedule_replays(ray_local, tiny_checkpoi
     comparison = (out / "comparison.md").read_text()
     assert "PBA schedule (PBT population 4, replayed)" in comparison and "| none |" in comparison
     assert "PBT best member, as trained in the search (population 4)" in comparison
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_a_population_larger_than_the_slots_is_time_multiplexed_and_a_short_search_stretches(
+        ray_local, tiny_checkpoint, tiny_cfg, tmp_path):
+    # 6 members, 2 CPUs each on 4 CPUs: 2 run at a time. Every member must be live before any
+    # member finishes (a cap on live trials would run the population in batches that never meet).
+    cfg = tiny_cfg.with_updates(epochs=8)
+    search = parse_search_config({"pbt": {"population": 6, "perturbation_interval": 1, "synch": True,
+                                          "init": "random", "epochs": 4},
+                                  "baselines": NO_BASELINES,
+                                  "resources": {"executor": "local", "reserve_cpus": 0, "cpus_per_trial": 2}})
+    run = plan_search(cfg, search, tiny_checkpoint, tmp_path / "out", "pbt-mux")
+    results = run_search(run)
+    pbt = results["pbt"]
+    rows = pd.DataFrame(stage_history(tmp_path / "out", "pbt"))
+    assert rows["trial_id"].nunique() == 6 and pbt.trial_epochs == 6 * 4
+    first = rows.groupby("trial_id").apply(lambda r: r.index.min(), include_groups=False)
+    last = rows.groupby("trial_id").apply(lambda r: r.index.max(), include_groups=False)
+    assert first.max() < last.min(), "the population ran in batches"
+    assert any(e["trial"] != e["donor"] for e in pbt.extra["exploits"])
+
+    # random starts: each member's first epochs ran its own seeded draw, not PBA's zeros
+    space = PBASpace()
+    for trial in pbt.trials:
+        seed = trial["trial_id"]  # the member's seed is its grid index (tiny_cfg.seed 0 + i)
+        start = RandomStart(space, 0)(SimpleNamespace(config={"seed": int(seed.split("_")[1])}))
+        first_policy = _history(tmp_path / "out", "pbt", trial["trial_id"])["policy"].iloc[0]
+        assert any(start) and first_policy == space.decode(start).to_string()
+
+    # the 4-epoch schedule is stretched x2 to the 8-epoch replay: changes land on even epochs
+    assert pbt.extra["stretch"] == 2.0
+    schedule = Schedule.from_dict(pbt.extra["schedule"])
+    assert all(start % 2 == 0 for start, _ in schedule.entries)
+    replay = results["replay"].trials[0]
+    history = _history(tmp_path / "out", "replay", replay["trial_id"])
+    assert history["epoch"].tolist() == list(range(1, 9))
+    assert history["policy"].tolist() == [schedule.policy_at(e - 1).to_string() for e in history["epoch"]]
+    write_results(results, tmp_path / "out", cfg.epochs)
+    comparison = (tmp_path / "out" / "comparison.md").read_text()
+    assert "PBA schedule (PBT population 6, 4 epochs, schedule stretched x2, replayed)" in comparison
+    assert "| 32 |" in comparison  # 6 x 4 search + 8 replay trial-epochs
+
+
+def test_train_executor_refuses_a_population_larger_than_fits(ray_local, tiny_checkpoint, tiny_cfg, tmp_path):
+    cfg = tiny_cfg.with_updates(workers=2, cpus_per_worker=1.0)
+    search = parse_search_config({"pbt": {"population": 4}, "resources": {"executor": "train", "reserve_cpus": 1}})
+    with pytest.raises(ValueError, match=r"search.pbt.population is 4 but only 1 trials fit"):
+        plan_search(cfg, search, tiny_checkpoint, tmp_path / "out", "too-many")
+    assert not (tmp_path / "out" / "data").exists()  # refused before any work
 
 
 @pytest.mark.slow
