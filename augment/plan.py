@@ -37,23 +37,44 @@ def sample_plan(policy: Policy, rng: np.random.Generator, h: int, w: int, size: 
         steps.append(Step("resize", {"out_h": float(size), "out_w": float(size)}))
         h = w = size
 
-    def visit(op: Op) -> None:
+    def visit(op: Op) -> bool:
         nonlocal h, w
         if op.p >= 1.0 or rng.random() < op.p:
             step = sample_op(op, rng, h, w, size)
             steps.append(step)
             if OPS[op.name].sets_size:
                 h, w = int(step.params["out_h"]), int(step.params["out_w"])
+            return True
+        return False
 
     for op in policy.pre:
         visit(op)
     if policy.choices:
         k = int(rng.choice(len(policy.num_ops), p=np.asarray(policy.num_ops))) if len(policy.num_ops) > 1 else 0
-        if k:
+        if k and policy.until_applied:  # PBA: visit every entry once, in a random order, until k ran
+            for index in rng.permutation(len(policy.choices)):
+                ran = [visit(op) for op in policy.choices[int(index)]]
+                k -= any(ran)
+                if k == 0:
+                    break
+        elif k:
             for index in rng.choice(len(policy.choices), size=k, replace=policy.replace):
                 for op in policy.choices[int(index)]:
                     visit(op)
     return steps
+
+
+def op_rates(policy: Policy, draws: int = 20_000, seed: int = 0) -> dict[str, float]:
+    """Mean number of times each op of ``choices`` runs per sample, measured over ``draws``
+    sampled plans (the exact rules; for exports that must keep each op's rate)."""
+    inner = Policy(name=policy.name, choices=policy.choices, num_ops=policy.num_ops, replace=policy.replace,
+                   until_applied=policy.until_applied)  # choices only: no pre ops, no resize
+    rng = np.random.default_rng(seed)
+    counts = {op.name: 0 for entry in policy.choices for op in entry}
+    for _ in range(draws):
+        for step in sample_plan(inner, rng, 32, 32, None):
+            counts[step.name] += 1
+    return {name: n / draws for name, n in counts.items()}
 
 
 def augment_rng(base_seed: int, epoch: int, rank: int = 0, worker: int = 0) -> np.random.Generator:

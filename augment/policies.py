@@ -89,12 +89,14 @@ def trivialaugment_policy() -> Policy:
 
 
 def pba_policy() -> Policy:
-    """PBA-style: 0/1/2 ops (probabilities 0.2/0.3/0.5) without replacement, p 0.5, magnitude 5 each."""
+    """PBA-style: a count of 0/1/2 (probabilities 0.2/0.3/0.5), ops visited in a random order
+    until that many fired (PBA's rule), p 0.5 and magnitude 5 each."""
     return Policy(
         name="pba",
         choices=tuple((Op(name, p=0.5, magnitude=5.0),) for name in RANDAUGMENT_OPS + ("cutout", "invert")),
         num_ops=(0.2, 0.3, 0.5),
         replace=False,
+        until_applied=True,
     )
 
 

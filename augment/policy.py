@@ -7,7 +7,10 @@ Execution order for one sample (one view):
 2. ``choices``: draw ``k`` from ``num_ops`` (a distribution over 0, 1, 2, ...), pick ``k``
    entries of ``choices`` uniformly (with or without replacement), and run the ops of each
    entry in order, each with its own probability. An entry is one op (RandAugment, PBA) or
-   a sub-policy of several ops (AutoAugment).
+   a sub-policy of several ops (AutoAugment). With ``until_applied`` (PBA's rule) ``k``
+   counts entries that ran instead: every entry is visited once in a random order, its ops
+   each with their probability, until ``k`` entries had an op fire (or none are left), so
+   probabilities weigh which ops run rather than thin out how many.
 
 Magnitudes live on a fixed 0-10 scale; each op's table (``augtrain.augment.ops``) maps them
 to parameters. An op whose magnitude is a range (``magnitude_range``) draws it uniformly per
@@ -117,6 +120,7 @@ class Policy:
     choices: tuple[tuple[Op, ...], ...] = ()
     num_ops: tuple[float, ...] = (1.0,)
     replace: bool = True
+    until_applied: bool = False  # k counts entries that ran (PBA); needs replace=False
     views: int = 1
 
     def __post_init__(self) -> None:
@@ -141,6 +145,8 @@ class Policy:
             raise PolicyError(
                 f"policy {self.name!r}: {self.max_num_ops} ops without replacement from {len(self.choices)} choices"
             )
+        if self.until_applied and self.replace:
+            raise PolicyError(f"policy {self.name!r}: until_applied visits each entry once, so it needs replace=False")
         if self.views not in (1, 2):
             raise PolicyError(f"policy {self.name!r}: views must be 1 or 2, got {self.views}")
         from augtrain.augment.ops import OPS
@@ -177,6 +183,7 @@ class Policy:
             "choices": [[op.to_dict() for op in entry] for entry in self.choices],
             "num_ops": num_ops,
             "replace": self.replace,
+            **({"until_applied": True} if self.until_applied else {}),
             "views": self.views,
         }
 
@@ -185,7 +192,7 @@ class Policy:
         """Inverse of ``to_dict``; raises PolicyError naming the field or op at fault."""
         if not isinstance(data, dict):
             raise PolicyError(f"a policy must be a JSON object, got {type(data).__name__}")
-        unknown = set(data) - {"name", "pre", "choices", "num_ops", "replace", "views"}
+        unknown = set(data) - {"name", "pre", "choices", "num_ops", "replace", "until_applied", "views"}
         if unknown:
             raise PolicyError(f"policy: unknown field(s) {sorted(unknown)}")
         choices = []
@@ -198,6 +205,7 @@ class Policy:
             choices=tuple(choices),
             num_ops=num_ops_distribution(data.get("num_ops", 1 if choices else 0)),
             replace=bool(data.get("replace", True)),
+            until_applied=bool(data.get("until_applied", False)),
             views=int(data.get("views", 1)),
         )
 
@@ -214,7 +222,7 @@ class Policy:
         """Short form for logs; ``parse_policy`` reads it back.
 
         A standard policy prints its spec (``rand-n2-m9``); others print
-        ``pre=OP,OP|choices=OP+OP,OP|n=2|norepl|views=2`` with OP tokens as in ``Op.to_string``.
+        ``pre=OP,OP|choices=OP+OP,OP|n=2|norepl|untilapplied|views=2`` with OP tokens as in ``Op.to_string``.
         """
         from augtrain.augment.policies import standard_spec_of
 
@@ -233,6 +241,8 @@ class Policy:
             parts.append("n=" + "/".join(f"{i}:{_num(q)}" for i, q in enumerate(self.num_ops) if q > 0))
         if not self.replace:
             parts.append("norepl")
+        if self.until_applied:
+            parts.append("untilapplied")
         if self.views != 1:
             parts.append(f"views={self.views}")
         return "|".join(parts)
@@ -291,7 +301,8 @@ def parse_op_token(token: str) -> Op:
 
 def parse_custom(text: str) -> Policy:
     """Parse the ``pre=...|choices=...|n=...`` form written by ``Policy.to_string``."""
-    fields: dict[str, Any] = {"name": "custom", "pre": (), "choices": (), "num_ops": None, "replace": True, "views": 1}
+    fields: dict[str, Any] = {"name": "custom", "pre": (), "choices": (), "num_ops": None, "replace": True,
+                              "until_applied": False, "views": 1}
     for part in filter(None, text.split("|")):
         key, _, val = part.partition("=")
         if key == "name":
@@ -307,6 +318,8 @@ def parse_custom(text: str) -> Policy:
                 fields["num_ops"] = num_ops_distribution(int(val))
         elif key == "norepl":
             fields["replace"] = False
+        elif key == "untilapplied":
+            fields["until_applied"] = True
         elif key == "views":
             fields["views"] = int(val)
         else:

@@ -3,9 +3,10 @@ schedule that a PBT run leaves behind.
 
 Encoding (PBA's ``hp_policy``): for each of ``copies`` copies of the op list, for each op, two
 integers: probability 0-10 (p = value / 10) and magnitude 0-9 (m = value * 10 / 9 on augtrain's
-0-10 scale). Decoded, it is a policy that draws 0, 1 or 2 ops per sample (probabilities 0.2,
-0.3, 0.5) without replacement and applies each with its probability (``augtrain.augment``'s
-``choices``/``num_ops``; PBA's own apply loop differs only in redrawing an op that did not fire).
+0-10 scale). Decoded, it is a policy with PBA's apply rule: draw a count of 0, 1 or 2
+(probabilities 0.2, 0.3, 0.5), then visit every op in a random order, each firing with its
+probability, until that many fired (``Policy.until_applied``). Probabilities so decide which
+ops run, and the count how many, as in PBA's ``apply_policy``.
 
 Explore (PBA's ``explore``): every integer is resampled uniformly with probability 0.2, else
 shifted by 0, 1, 2 or 3 (equally likely) up or down (equally likely), clipped to its range.
@@ -87,7 +88,7 @@ class PBASpace:
             op = self.ops[(i // 2) % len(self.ops)]
             p, m = int(values[i]) / PROB_MAX, round(int(values[i + 1]) * 10.0 / MAG_MAX, 4)
             entries.append((Op(op, p=p, magnitude=m),))
-        return Policy(name=name, choices=tuple(entries), num_ops=NUM_OPS, replace=False)
+        return Policy(name=name, choices=tuple(entries), num_ops=NUM_OPS, replace=False, until_applied=True)
 
     def encode(self, policy: Policy) -> list[int]:
         """Inverse of ``decode`` for policies of this space's shape (ops in order, all copies)."""

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from augtrain.augment import Op, Policy, Schedule, to_dali_policy
+from augtrain.augment.plan import op_rates
 from augtrain.tune.pba import schedule_table
 from augtrain.tune.search import StageResult
 
@@ -34,35 +35,53 @@ def dali_export(policy: Policy) -> tuple[Any, dict[str, Any]]:
     """An ``nvidia.dali.auto_aug`` Policy for ``policy``'s ``choices``, and a description of it.
 
     auto_aug applies exactly one sub-policy per sample. A policy that already draws one entry per
-    sample exports entry for entry. A PBA policy (0/1/2 entries without replacement) exports as
-    every pair of its entries with each probability scaled by E[entries per sample] / 2, so that
-    every op fires as often per sample as in the searched policy (the count of ops per sample is
-    then up to 2 instead of 0/1/2 with PBA's weights). Ops DALI lacks (cutout) and entries with
-    probability 0 are left out and listed.
+    sample (and not PBA's ``until_applied`` rule) exports entry for entry. Any other (PBA's 0/1/2
+    ops) exports as every pair of its entries, each op's probability set so that it fires as often
+    per sample as in the searched policy: each entry's rate is p * E[k] / entries for uniform
+    draws, or measured from the policy's own rule (``op_rates``, copies of an op sharing their
+    op's rate by probability) under ``until_applied``; a pair of n entries then holds each entry
+    in 2 / n of the samples. The count of ops per sample becomes up to 2. Ops DALI lacks (cutout),
+    entries with probability 0 and rates a pair cannot carry (capped at probability 1) are listed.
     """
-    kept, dropped = [], sorted({op.name for e in policy.choices for op in e if op.name not in DALI_OPS})
-    for entry in policy.choices:
-        ops = tuple(op for op in entry if op.name in DALI_OPS and op.p > 0)
-        if ops:
-            kept.append(ops)
-    expected = float(sum(i * q for i, q in enumerate(policy.num_ops)))
-    if policy.num_ops == (0.0, 1.0) or not kept:
-        entries, scale = kept or [(Op("identity"),)], 1.0
-    elif len(kept) == 1:
-        entries, scale = kept, min(1.0, expected)
+    dropped = sorted({op.name for e in policy.choices for op in e if op.name not in DALI_OPS})
+    kept = [e for e in policy.choices if all(op.name in DALI_OPS for op in e) and any(op.p > 0 for op in e)]
+    rates, capped = None, []
+    if (policy.num_ops == (0.0, 1.0) and not policy.until_applied) or not kept:
+        entries = kept or [(Op("identity"),)]
     else:
-        entries, scale = [a + b for a, b in itertools.combinations(kept, 2)], expected / 2.0
-
-    def scaled(op: Op) -> Op:
-        return Op(op.name, p=round(min(1.0, op.p * scale), 4), magnitude=op.magnitude)
-
-    single = Policy(name=f"{policy.name}-dali", choices=tuple(tuple(scaled(op) for op in e) for e in entries),
-                    num_ops=(0.0, 1.0))
+        rates = _op_rates(policy, kept)
+        share = 1.0 if len(kept) == 1 else len(kept) / 2.0  # a pair of n entries holds each in 2 / n of samples
+        scaled = []
+        for entry, entry_rates in zip(kept, rates):
+            ops = []
+            for op, rate in zip(entry, entry_rates):
+                if rate * share > 1.0 + 1e-9:
+                    capped.append(op.name)
+                ops.append(Op(op.name, p=round(min(1.0, rate * share), 4), magnitude=op.magnitude))
+            scaled.append(tuple(ops))
+        entries = scaled if len(scaled) == 1 else [a + b for a, b in itertools.combinations(scaled, 2)]
+    single = Policy(name=f"{policy.name}-dali", choices=tuple(entries), num_ops=(0.0, 1.0))
     dali = to_dali_policy(single)
     info = {"sub_policies": [[[op.name, op.p, op.magnitude] for op in e] for e in single.choices],
-            "probability_scale": scale, "dropped_ops": dropped, "num_magnitude_bins": dali.num_magnitude_bins,
-            "source_num_ops": list(policy.num_ops)}
+            "op_rates": None if rates is None else [[round(r, 4) for r in e] for e in rates],
+            "capped_ops": sorted(set(capped)), "dropped_ops": dropped, "num_magnitude_bins": dali.num_magnitude_bins,
+            "source_num_ops": list(policy.num_ops), "source_until_applied": policy.until_applied}
     return dali, info
+
+
+def _op_rates(policy: Policy, kept: list[tuple[Op, ...]]) -> list[list[float]]:
+    """Per op of each kept entry: how often it runs per sample in ``policy``. Uniform draws:
+    p * E[k] / entries. ``until_applied``: measured (``op_rates``), copies of an op sharing
+    their op's rate in proportion to their probabilities."""
+    if not policy.until_applied:
+        expected = float(sum(i * q for i, q in enumerate(policy.num_ops)))
+        return [[expected / len(policy.choices) * op.p for op in e] for e in kept]
+    measured = op_rates(policy)
+    weight: dict[str, float] = {}
+    for entry in policy.choices:
+        for op in entry:
+            weight[op.name] = weight.get(op.name, 0.0) + op.p
+    return [[measured[op.name] * op.p / weight[op.name] for op in e] for e in kept]
 
 
 def plot_schedule(schedule: Schedule, epochs: int, path: str | Path) -> None:

@@ -135,3 +135,39 @@ def test_num_ops_distribution_is_followed() -> None:
     lengths = np.bincount([len(p) for p in plans], minlength=3)
     np.testing.assert_allclose(lengths / 3000, [0.2, 0.3, 0.5], atol=0.03)
     assert all(len(set(p)) == len(p) for p in plans), "without replacement: no op twice"
+
+
+def test_until_applied_counts_ops_that_fired() -> None:
+    """PBA's rule: entries are visited once in a random order until k of them fired, so low
+    probabilities pick which ops run, not how many (uniform draws would thin the count out)."""
+    rng = np.random.default_rng(0)
+    names = ("invert", "equalize", "hflip", "vflip", "solarize", "posterize")
+    weak = tuple((Op(n, p=0.3, magnitude=5),) for n in names)
+    pba = Policy(choices=weak, num_ops=(0.2, 0.3, 0.5), replace=False, until_applied=True)
+    uniform = Policy(choices=weak, num_ops=(0.2, 0.3, 0.5), replace=False)
+    counts = [len(sample_plan(pba, rng, 8, 8, None)) for _ in range(4000)]
+    thinned = [len(sample_plan(uniform, rng, 8, 8, None)) for _ in range(4000)]
+    # k = 1 falls short when none of the 6 entries fires, k = 2 when fewer than 2 do (Bin(6, 0.3))
+    p_short2, p_none1 = 0.7 ** 6 + 6 * 0.3 * 0.7 ** 5, 0.7 ** 6
+    expected = 0.3 * (1 - p_none1) + 0.5 * (2 * (1 - p_short2) + 1 * (6 * 0.3 * 0.7 ** 5))
+    assert np.mean(counts) == pytest.approx(expected, abs=0.04)
+    assert np.mean(thinned) == pytest.approx(1.3 * 0.3, abs=0.04)
+    plans = [[s.name for s in sample_plan(pba, rng, 8, 8, None)] for _ in range(500)]
+    assert all(len(set(p)) == len(p) <= 2 for p in plans)
+    # every probability 1: exactly k ops; every probability 0: none
+    sure = Policy(choices=tuple((Op(n),) for n in names), num_ops=(0.2, 0.3, 0.5), replace=False, until_applied=True)
+    lengths = np.bincount([len(sample_plan(sure, rng, 8, 8, None)) for _ in range(3000)], minlength=3)
+    np.testing.assert_allclose(lengths / 3000, [0.2, 0.3, 0.5], atol=0.03)
+    never = Policy(choices=tuple((Op(n, p=0.0),) for n in names), num_ops=(0.2, 0.3, 0.5), replace=False,
+                   until_applied=True)
+    assert all(not sample_plan(never, rng, 8, 8, None) for _ in range(200))
+
+
+def test_until_applied_round_trips_and_needs_no_replacement() -> None:
+    policy = Policy(choices=((Op("rotate", p=0.4, magnitude=3),), (Op("solarize", p=0.1, magnitude=9),)),
+                    num_ops=(0.2, 0.3, 0.5), replace=False, until_applied=True)
+    assert "untilapplied" in policy.to_string() and parse_policy(policy.to_string()) == policy
+    assert Policy.from_json(policy.to_json()) == policy and policy.to_dict()["until_applied"] is True
+    assert "until_applied" not in Policy(choices=policy.choices, replace=False).to_dict()
+    with pytest.raises(PolicyError, match="until_applied visits each entry once"):
+        Policy(choices=policy.choices, until_applied=True)

@@ -7,30 +7,53 @@ import itertools
 import numpy as np
 import pytest
 
-from augtrain.augment import Schedule, parse_policy
+from augtrain.augment import Op, Policy, Schedule, parse_policy, sample_plan
 from augtrain.tune.pba import PBASpace
 from augtrain.tune.report import comparison_markdown, comparison_rows, dali_export, plot_schedule
 from augtrain.tune.search import StageResult
 
 
 def test_dali_export_of_a_pba_policy_keeps_each_ops_rate():
-    space = PBASpace(ops=("rotate", "cutout", "solarize", "equalize"), copies=1)
-    policy = space.decode([8, 9, 10, 5, 4, 3, 0, 0])  # equalize has p = 0: it never fires
+    space = PBASpace(ops=("rotate", "cutout", "solarize", "equalize"), copies=2)
+    # equalize has p = 0 (never fires); cutout has no DALI counterpart; rotate's copies differ
+    policy = space.decode([8, 9, 10, 5, 4, 3, 0, 0, 2, 9, 0, 0, 0, 0, 0, 0])
     dali, info = dali_export(policy)
-    assert info["dropped_ops"] == ["cutout"]
-    assert len(dali.sub_policies) == 1 and len(info["sub_policies"]) == 1  # rotate + solarize: one pair
-    expected_ops = 0.3 * 1 + 0.5 * 2  # E[entries per sample] in the searched policy
-    assert info["probability_scale"] == pytest.approx(expected_ops / 2)
-    # the export's one pair fires each op with p * E[k] / 2 per sample
-    (rotate, solarize), = info["sub_policies"]
-    assert rotate[0] == "rotate" and rotate[1] == pytest.approx(0.8 * expected_ops / 2, abs=1e-4)
-    assert solarize[0] == "solarize" and solarize[1] == pytest.approx(0.4 * expected_ops / 2, abs=1e-4)
+    assert info["dropped_ops"] == ["cutout"] and info["source_until_applied"] is True
+    # kept: rotate (p .8), solarize (p .4), rotate (p .2): 3 pairs, each entry in 2 of 3 of them
+    assert len(dali.sub_policies) == 3 and [len(e) for e in info["sub_policies"]] == [2, 2, 2]
+    # rates measured under PBA's rule (every op visited until k fired), independently here
+    rng = np.random.default_rng(1)
+    runs = {"rotate": 0, "solarize": 0}
+    for _ in range(20_000):
+        for step in sample_plan(policy, rng, 32, 32, None):
+            runs[step.name] = runs.get(step.name, 0) + 1
+    rate = {k: v / 20_000 for k, v in runs.items()}
+    exported: dict[str, float] = {}
+    for entry in info["sub_policies"]:
+        for name, p, _m in entry:
+            exported[name] = exported.get(name, 0.0) + p / len(info["sub_policies"])  # each pair: 1 / 3 of samples
+    assert exported["rotate"] == pytest.approx(rate["rotate"], abs=0.02)
+    assert exported["solarize"] == pytest.approx(rate["solarize"], abs=0.02)
+    # rotate's rate is shared by its copies in proportion to their probabilities (.8 : .2)
+    (r1,), (s1,), (r2,) = info["op_rates"]
+    assert r1 / r2 == pytest.approx(4.0, rel=1e-2) and info["capped_ops"] == []
+
+
+def test_dali_export_of_uniform_draws_uses_the_closed_form():
+    policy = Policy(choices=((Op("rotate", p=0.8, magnitude=5),), (Op("solarize", p=0.4, magnitude=3),),
+                             (Op("equalize", p=0.0),), (Op("cutout", p=1.0, magnitude=5),)),
+                    num_ops=(0.2, 0.3, 0.5), replace=False)
+    _dali, info = dali_export(policy)
+    expected = 0.3 * 1 + 0.5 * 2  # E[k]; each entry is drawn in E[k] / 4 of samples, then fires with p
+    (rotate, solarize), = info["sub_policies"]  # one pair: it holds both entries in every sample
+    assert rotate[1] == pytest.approx(0.8 * expected / 4, abs=1e-4)
+    assert solarize[1] == pytest.approx(0.4 * expected / 4, abs=1e-4)
 
 
 def test_dali_export_entry_for_entry_when_one_entry_per_sample():
     policy = parse_policy("autoaugment-cifar10")
     dali, info = dali_export(policy)
-    assert info["probability_scale"] == 1.0 and len(dali.sub_policies) == len(policy.choices)
+    assert info["op_rates"] is None and len(dali.sub_policies) == len(policy.choices)
 
 
 def _trial(policy, val, test, epochs=10):
