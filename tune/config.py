@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from augtrain.augment import parse_policy
-from augtrain.tune.pba import PBA_OPS, PBASpace
+from augtrain.tune.pba import NUM_OPS, PBA_OPS, PBASpace
 
 
 class _Section(BaseModel):
@@ -35,6 +35,7 @@ class PBTSection(_Section):
     resample_probability: float = Field(0.2, ge=0, le=1)  # PBA's explore
     ops: tuple[str, ...] = PBA_OPS
     copies: int = Field(2, ge=1)
+    num_ops: tuple[float, ...] = NUM_OPS  # probabilities of a count of 0, 1, 2, ... ops fired per sample
     synch: bool = False  # True: every member waits at each perturbation point (PBA's PBT is asynchronous)
     seed: int = 0
     # zeros: every member starts with no augmentation (PBA); random: each member starts from its
@@ -47,7 +48,7 @@ class PBTSection(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> PBTSection:
-        PBASpace(tuple(self.ops), self.copies)  # unknown ops are named
+        PBASpace(tuple(self.ops), self.copies, tuple(self.num_ops))  # unknown ops are named
         return self
 
 

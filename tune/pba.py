@@ -4,7 +4,8 @@ schedule that a PBT run leaves behind.
 Encoding (PBA's ``hp_policy``): for each of ``copies`` copies of the op list, for each op, two
 integers: probability 0-10 (p = value / 10) and magnitude 0-9 (m = value * 10 / 9 on augtrain's
 0-10 scale). Decoded, it is a policy with PBA's apply rule: draw a count of 0, 1 or 2
-(probabilities 0.2, 0.3, 0.5), then visit every op in a random order, each firing with its
+(probabilities 0.2, 0.3, 0.5; PBA's code also lists a count of 3, at probability 0, and
+``num_ops`` sets these), then visit every op in a random order, each firing with its
 probability, until that many fired (``Policy.until_applied``). Probabilities so decide which
 ops run, and the count how many, as in PBA's ``apply_policy``.
 
@@ -45,6 +46,7 @@ class PBASpace:
 
     ops: tuple[str, ...] = PBA_OPS
     copies: int = 2
+    num_ops: tuple[float, ...] = NUM_OPS  # probabilities of a count of 0, 1, 2, ... ops that fire
 
     def __post_init__(self) -> None:
         from augtrain.augment import OPS
@@ -54,6 +56,10 @@ class PBASpace:
             raise PolicyError(f"search.pbt.ops: unknown op(s) {unknown}")
         if not self.ops or self.copies < 1:
             raise PolicyError("search.pbt: ops must be non-empty and copies >= 1")
+        if (not self.num_ops or any(q < 0 for q in self.num_ops) or abs(sum(self.num_ops) - 1.0) > 1e-6
+                or len(self.num_ops) - 1 > len(self.ops) * self.copies):
+            raise PolicyError(f"search.pbt.num_ops: {list(self.num_ops)} must be probabilities of 0, 1, 2, ... ops "
+                              f"summing to 1, for at most {len(self.ops) * self.copies} ops")
 
     @property
     def length(self) -> int:
@@ -88,7 +94,7 @@ class PBASpace:
             op = self.ops[(i // 2) % len(self.ops)]
             p, m = int(values[i]) / PROB_MAX, round(int(values[i + 1]) * 10.0 / MAG_MAX, 4)
             entries.append((Op(op, p=p, magnitude=m),))
-        return Policy(name=name, choices=tuple(entries), num_ops=NUM_OPS, replace=False, until_applied=True)
+        return Policy(name=name, choices=tuple(entries), num_ops=self.num_ops, replace=False, until_applied=True)
 
     def encode(self, policy: Policy) -> list[int]:
         """Inverse of ``decode`` for policies of this space's shape (ops in order, all copies)."""

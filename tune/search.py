@@ -81,7 +81,8 @@ class SearchRun:
 
     @property
     def space(self) -> PBASpace:
-        return PBASpace(tuple(self.search.pbt.ops), self.search.pbt.copies)
+        pbt = self.search.pbt
+        return PBASpace(tuple(pbt.ops), pbt.copies, tuple(pbt.num_ops))
 
     def context(self, cfg: FinetuneConfig, test: bool, source: Any = None) -> TrialContext:
         return TrialContext(cfg=cfg, paths=self.paths,

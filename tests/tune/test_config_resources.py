@@ -22,6 +22,7 @@ def test_search_config_defaults_and_grid():
     ({"pbt": {"ops": ["rotate", "warp"]}}, "search.pbt"),
     ({"pbt": {"init": "ones"}}, "search.pbt.init"),
     ({"pbt": {"epochs": 0}}, "search.pbt.epochs"),
+    ({"pbt": {"num_ops": [0.5, 0.6]}}, "search.pbt"),
     ({"baselines": {"policies": ["none", "rand-nope"]}}, "search.baselines"),
     ({"hpo": {"lr": [0.1, 0.001]}}, "search.hpo"),
     ({"hpo": {"when": "during"}}, "search.hpo.when"),

@@ -128,3 +128,12 @@ def test_random_start_is_seeded_per_member_and_in_range():
     assert first != start(SimpleNamespace(config={"seed": 2})) != RandomStart(space, seed=1)(member)
     space.check(first)
     assert space.decode(first).choices != space.decode(space.zeros()).choices
+
+
+def test_count_distribution_is_configurable():
+    space = PBASpace(ops=("rotate", "solarize"), copies=2, num_ops=(0.0, 0.2, 0.3, 0.5))
+    policy = space.decode([10, 2] * 4)
+    assert policy.num_ops == (0.0, 0.2, 0.3, 0.5) and policy.until_applied
+    assert space.encode(policy) == [10, 2] * 4
+    with pytest.raises(ValueError, match="search.pbt.num_ops"):
+        PBASpace(ops=("rotate",), copies=2, num_ops=(0.0, 0.0, 0.0, 1.0))  # 3 ops from 2 entries
