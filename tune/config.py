@@ -36,6 +36,8 @@ class PBTSection(_Section):
     ops: tuple[str, ...] = PBA_OPS
     copies: int = Field(2, ge=1)
     num_ops: tuple[float, ...] = NUM_OPS  # probabilities of a count of 0, 1, 2, ... ops fired per sample
+    # > 0: the count is searched too, as a level 0..count_max that moves num_ops (PBASpace)
+    count_max: int = Field(0, ge=0)
     synch: bool = False  # True: every member waits at each perturbation point (PBA's PBT is asynchronous)
     seed: int = 0
     # zeros: every member starts with no augmentation (PBA); random: each member starts from its
@@ -48,7 +50,7 @@ class PBTSection(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> PBTSection:
-        PBASpace(tuple(self.ops), self.copies, tuple(self.num_ops))  # unknown ops are named
+        PBASpace(tuple(self.ops), self.copies, tuple(self.num_ops), self.count_max)  # unknown ops are named
         return self
 
 

@@ -42,11 +42,16 @@ NUM_OPS = (0.2, 0.3, 0.5)
 
 @dataclass(frozen=True)
 class PBASpace:
-    """The op list and number of copies that fix the encoding's length (2 * len(ops) * copies)."""
+    """The op list and number of copies that fix the encoding's length (2 * len(ops) * copies,
+    plus one for a searched count level)."""
 
     ops: tuple[str, ...] = PBA_OPS
     copies: int = 2
     num_ops: tuple[float, ...] = NUM_OPS  # probabilities of a count of 0, 1, 2, ... ops that fire
+    # > 0: one more integer, the count level L in 0..count_max, is searched with the policy: the
+    # count distribution is num_ops moved so that its largest count is L (counts below 0 become
+    # 0); with PBA's 0.2/0.3/0.5, L = 2 is PBA's own and L = 3 gives 1/2/3 ops
+    count_max: int = 0
 
     def __post_init__(self) -> None:
         from augtrain.augment import OPS
@@ -60,18 +65,40 @@ class PBASpace:
                 or len(self.num_ops) - 1 > len(self.ops) * self.copies):
             raise PolicyError(f"search.pbt.num_ops: {list(self.num_ops)} must be probabilities of 0, 1, 2, ... ops "
                               f"summing to 1, for at most {len(self.ops) * self.copies} ops")
+        if not 0 <= self.count_max <= len(self.ops) * self.copies:
+            raise PolicyError(f"search.pbt.count_max: {self.count_max} must be 0 (count not searched) to "
+                              f"{len(self.ops) * self.copies} (every op)")
+
+    @property
+    def pairs(self) -> int:
+        """Number of (probability, magnitude) pairs: one per op copy."""
+        return len(self.ops) * self.copies
+
+    @property
+    def base_level(self) -> int:
+        """The count level at which the distribution is ``num_ops`` itself."""
+        return len(self.num_ops) - 1
+
+    def count_distribution(self, level: int) -> tuple[float, ...]:
+        """``num_ops`` moved so that its largest count is ``level`` (counts below 0 become 0)."""
+        out = [0.0] * (level + 1)
+        for count, q in enumerate(self.num_ops):
+            out[max(0, count + level - self.base_level)] += q
+        return tuple(out)
 
     @property
     def length(self) -> int:
-        return 2 * len(self.ops) * self.copies
+        return 2 * self.pairs + (1 if self.count_max else 0)
 
     def upper(self) -> np.ndarray:
-        """Largest value of each position: [10, 9, 10, 9, ...]."""
-        return np.tile([PROB_MAX, MAG_MAX], self.length // 2)
+        """Largest value of each position: [10, 9, 10, 9, ..., (count_max)]."""
+        pairs = np.tile([PROB_MAX, MAG_MAX], self.pairs)
+        return np.append(pairs, self.count_max) if self.count_max else pairs
 
     def zeros(self) -> list[int]:
-        """PBA's starting point: every probability and magnitude 0 (no augmentation)."""
-        return [0] * self.length
+        """PBA's starting point: every probability and magnitude 0 (no augmentation); a searched
+        count level starts where the distribution is ``num_ops`` itself (PBA's)."""
+        return [0] * (2 * self.pairs) + ([min(self.base_level, self.count_max)] if self.count_max else [])
 
     def random(self, rng: np.random.Generator) -> list[int]:
         """Uniform over every position's range."""
@@ -84,34 +111,51 @@ class PBASpace:
         if arr.dtype.kind not in "iu" and not np.all(arr == np.round(arr)):
             raise PolicyError(f"PBA encoding: values must be integers, got {list(values)[:6]}...")
         if (arr < 0).any() or (arr > self.upper()).any():
-            raise PolicyError("PBA encoding: a probability is outside 0-10 or a magnitude outside 0-9")
+            raise PolicyError("PBA encoding: a probability is outside 0-10, a magnitude outside 0-9 or the count "
+                              f"level outside 0-{self.count_max}")
 
     def decode(self, values: Sequence[int], name: str = "pba-searched") -> Policy:
         """Integers -> Policy (one ``choices`` entry per op copy; p = v / 10, m = v * 10 / 9)."""
         self.check(values)
         entries = []
-        for i in range(0, self.length, 2):
+        for i in range(0, 2 * self.pairs, 2):
             op = self.ops[(i // 2) % len(self.ops)]
             p, m = int(values[i]) / PROB_MAX, round(int(values[i + 1]) * 10.0 / MAG_MAX, 4)
             entries.append((Op(op, p=p, magnitude=m),))
-        return Policy(name=name, choices=tuple(entries), num_ops=self.num_ops, replace=False, until_applied=True)
+        num_ops = self.count_distribution(int(values[-1])) if self.count_max else self.num_ops
+        return Policy(name=name, choices=tuple(entries), num_ops=num_ops, replace=False, until_applied=True)
 
     def encode(self, policy: Policy) -> list[int]:
         """Inverse of ``decode`` for policies of this space's shape (ops in order, all copies)."""
-        if len(policy.choices) != self.length // 2:
-            raise PolicyError(f"policy {policy.name!r} has {len(policy.choices)} entries, the space {self.length // 2}")
+        if len(policy.choices) != self.pairs:
+            raise PolicyError(f"policy {policy.name!r} has {len(policy.choices)} entries, the space {self.pairs}")
         out = []
         for i, entry in enumerate(policy.choices):
             op = entry[0]
             if len(entry) != 1 or op.name != self.ops[i % len(self.ops)]:
                 raise PolicyError(f"policy {policy.name!r}: entry {i} is not {self.ops[i % len(self.ops)]!r}")
             out += [int(round(op.p * PROB_MAX)), int(round(op.magnitude * MAG_MAX / 10.0))]
+        if self.count_max:
+            levels = [lv for lv in range(self.count_max + 1) if _same_distribution(self.count_distribution(lv),
+                                                                                   policy.num_ops)]
+            if not levels:
+                raise PolicyError(f"policy {policy.name!r}: num_ops {policy.num_ops} is no count level of this space")
+            out.append(levels[0])
         return out
 
 
-def explore(values: Sequence[int], rng: np.random.Generator, resample_probability: float = 0.2) -> list[int]:
-    """PBA's perturbation of an encoding (see the module docstring)."""
-    upper = np.tile([PROB_MAX, MAG_MAX], len(values) // 2)
+def _same_distribution(a: Sequence[float], b: Sequence[float]) -> bool:
+    n = max(len(a), len(b))
+    return bool(np.allclose(list(a) + [0.0] * (n - len(a)), list(b) + [0.0] * (n - len(b)), atol=1e-9))
+
+
+def explore(values: Sequence[int], rng: np.random.Generator, resample_probability: float = 0.2,
+            upper: Sequence[int] | None = None) -> list[int]:
+    """PBA's perturbation of an encoding (see the module docstring); ``upper``: each position's
+    largest value (default: probability and magnitude pairs)."""
+    upper = np.tile([PROB_MAX, MAG_MAX], len(values) // 2) if upper is None else np.asarray(upper)
+    if len(upper) != len(values):
+        raise ValueError(f"explore: {len(values)} values but {len(upper)} upper bounds")
     out = []
     for value, top in zip(values, upper):
         if rng.random() < resample_probability:
@@ -128,14 +172,16 @@ class PBAExplorer:
     Owns its generator (seeded), so a search's explore steps depend only on the seed and the
     order of calls. Counts its calls, for reports."""
 
-    def __init__(self, key: str = "pba", seed: int = 0, resample_probability: float = 0.2) -> None:
+    def __init__(self, key: str = "pba", seed: int = 0, resample_probability: float = 0.2,
+                 space: PBASpace | None = None) -> None:
         self.key, self.resample_probability = key, resample_probability
+        self.upper = None if space is None else [int(v) for v in space.upper()]
         self.rng = np.random.default_rng(seed)
         self.calls = 0
 
     def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
         self.calls += 1
-        config[self.key] = explore(config[self.key], self.rng, self.resample_probability)
+        config[self.key] = explore(config[self.key], self.rng, self.resample_probability, self.upper)
         return config
 
 
@@ -193,11 +239,12 @@ def _same_ops(a: Policy, b: Policy) -> bool:
 
 
 def schedule_table(schedule: Schedule, epochs: int) -> dict[str, np.ndarray]:
-    """Per-op probability and magnitude at every epoch (copies summed for p, p-weighted mean m):
-    ``{"epochs": [E], "<op>.p": [E], "<op>.m": [E]}`` for plots and tables."""
-    out: dict[str, list[float]] = {"epochs": list(range(epochs))}
+    """Per-op probability and magnitude at every epoch (copies summed for p, p-weighted mean m),
+    and the mean count drawn: ``{"epochs": [E], "count": [E], "<op>.p": [E], "<op>.m": [E]}``."""
+    out: dict[str, list[float]] = {"epochs": list(range(epochs)), "count": []}
     for epoch in range(epochs):
         policy = schedule.policy_at(epoch)
+        out["count"].append(sum(i * q for i, q in enumerate(policy.num_ops)))
         by_op: dict[str, list[tuple[float, float]]] = {}
         for entry in policy.choices:
             for op in entry:

@@ -92,12 +92,14 @@ def plot_schedule(schedule: Schedule, epochs: int, path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     table = schedule_table(schedule, epochs)
-    names = sorted({k.rsplit(".", 1)[0] for k in table if k != "epochs"})
+    names = sorted({k.rsplit(".", 1)[0] for k in table if "." in k})
     fig, axes = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
     cmap = plt.get_cmap("tab20")
     for i, name in enumerate(names):
         axes[0].plot(table["epochs"], table[f"{name}.p"], label=name, color=cmap(i % 20), drawstyle="steps-post")
         axes[1].plot(table["epochs"], table[f"{name}.m"], color=cmap(i % 20), drawstyle="steps-post")
+    axes[0].plot(table["epochs"], table["count"], label="count drawn (mean)", color="black", linestyle="--",
+                 drawstyle="steps-post")
     axes[0].set_ylabel("probability (copies summed)")
     axes[1].set_ylabel("magnitude (0-10)")
     axes[1].set_xlabel("epoch")

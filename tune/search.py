@@ -82,7 +82,7 @@ class SearchRun:
     @property
     def space(self) -> PBASpace:
         pbt = self.search.pbt
-        return PBASpace(tuple(pbt.ops), pbt.copies, tuple(pbt.num_ops))
+        return PBASpace(tuple(pbt.ops), pbt.copies, tuple(pbt.num_ops), pbt.count_max)
 
     def context(self, cfg: FinetuneConfig, test: bool, source: Any = None) -> TrialContext:
         return TrialContext(cfg=cfg, paths=self.paths,
@@ -295,7 +295,7 @@ def pbt_scheduler(run: SearchRun):
     return PopulationBasedTraining(
         time_attr="training_iteration", perturbation_interval=pbt.perturbation_interval,
         quantile_fraction=pbt.quantile_fraction, hyperparam_mutations={},
-        custom_explore_fn=PBAExplorer("pba", pbt.seed, pbt.resample_probability), log_config=True,
+        custom_explore_fn=PBAExplorer("pba", pbt.seed, pbt.resample_probability, run.space), log_config=True,
         synch=pbt.synch,
     )
 

@@ -137,3 +137,24 @@ def test_count_distribution_is_configurable():
     assert space.encode(policy) == [10, 2] * 4
     with pytest.raises(ValueError, match="search.pbt.num_ops"):
         PBASpace(ops=("rotate",), copies=2, num_ops=(0.0, 0.0, 0.0, 1.0))  # 3 ops from 2 entries
+
+
+def test_searched_count_level_moves_pbas_distribution_and_is_explored_in_range():
+    space = PBASpace(ops=("rotate", "solarize"), copies=2, count_max=3)
+    assert space.length == 9 and space.upper().tolist() == [10, 9] * 4 + [3]
+    assert space.count_distribution(2) == (0.2, 0.3, 0.5)  # PBA's own
+    assert space.count_distribution(3) == (0.0, 0.2, 0.3, 0.5)
+    assert space.count_distribution(1) == (0.5, 0.5) and space.count_distribution(0) == (1.0,)
+    assert space.zeros() == [0] * 8 + [2]  # no augmentation, PBA's count
+    values = [10, 2] * 4 + [3]
+    policy = space.decode(values)
+    assert policy.num_ops == (0.0, 0.2, 0.3, 0.5) and space.encode(policy) == values
+    with pytest.raises(PolicyError, match="count level outside 0-3"):
+        space.decode([10, 2] * 4 + [4])
+    explorer = PBAExplorer(seed=0, space=space)
+    levels = {explorer({"pba": list(values)})["pba"][-1] for _ in range(200)}
+    assert levels == {0, 1, 2, 3}  # resampled and shifted, clipped to 0..count_max
+    table = schedule_table(schedule_from_changes({"pba": values}, [(2, {"pba": [0] * 8 + [1]})], space), 4)
+    assert table["count"].tolist() == pytest.approx([2.3, 2.3, 0.5, 0.5])
+    with pytest.raises(ValueError, match="count_max"):
+        PBASpace(ops=("rotate",), copies=1, num_ops=(0.5, 0.5), count_max=2)  # 2 ops from 1 entry
