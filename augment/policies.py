@@ -206,6 +206,7 @@ def combine(policies: list[Policy], name: str) -> Policy:
         choices=chosen.choices if chosen else (),
         num_ops=chosen.num_ops if chosen else (1.0,),
         replace=chosen.replace if chosen else True,
+        until_applied=chosen.until_applied if chosen else False,
         views=max(p.views for p in policies),
     )
 

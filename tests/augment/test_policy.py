@@ -50,7 +50,8 @@ def test_standard_policy_plans(name: str) -> None:
         assert optional in seen, f"{name}: {optional} never drawn in 200 plans"
 
 
-@pytest.mark.parametrize("spec", list_policies() + ["rand-n3-m5", "rand-m7", "mae+rand-n1-m4", "simclr+trivialaugment"])
+@pytest.mark.parametrize("spec", list_policies() + ["rand-n3-m5", "rand-m7", "mae+rand-n1-m4", "simclr+trivialaugment",
+                                                   "basic+pba"])
 def test_json_and_string_round_trip(spec: str) -> None:
     policy = parse_policy(spec)
     assert Policy.from_json(policy.to_json()) == policy
@@ -171,3 +172,8 @@ def test_until_applied_round_trips_and_needs_no_replacement() -> None:
     assert "until_applied" not in Policy(choices=policy.choices, replace=False).to_dict()
     with pytest.raises(PolicyError, match="until_applied visits each entry once"):
         Policy(choices=policy.choices, until_applied=True)
+
+
+def test_combined_policy_keeps_the_choices_rule() -> None:
+    combined = parse_policy("basic+pba")
+    assert combined.until_applied and not combined.replace and combined.num_ops == parse_policy("pba").num_ops
