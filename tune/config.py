@@ -38,6 +38,9 @@ class PBTSection(_Section):
     num_ops: tuple[float, ...] = NUM_OPS  # probabilities of a count of 0, 1, 2, ... ops fired per sample
     # > 0: the count is searched too, as a level 0..count_max that moves num_ops (PBASpace)
     count_max: int = Field(0, ge=0)
+    # iterations before the first exploit (Tune's burn_in_period): members train with their
+    # starting policies first, so that early rankings, which favour weak augmentation, do not decide
+    burn_in: int = Field(0, ge=0)
     synch: bool = False  # True: every member waits at each perturbation point (PBA's PBT is asynchronous)
     seed: int = 0
     # zeros: every member starts with no augmentation (PBA); random: each member starts from its

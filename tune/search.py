@@ -293,7 +293,7 @@ def pbt_scheduler(run: SearchRun):
 
     pbt = run.search.pbt
     return PopulationBasedTraining(
-        time_attr="training_iteration", perturbation_interval=pbt.perturbation_interval,
+        time_attr="training_iteration", perturbation_interval=pbt.perturbation_interval, burn_in_period=pbt.burn_in,
         quantile_fraction=pbt.quantile_fraction, hyperparam_mutations={},
         custom_explore_fn=PBAExplorer("pba", pbt.seed, pbt.resample_probability, run.space), log_config=True,
         synch=pbt.synch,

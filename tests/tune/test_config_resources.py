@@ -64,3 +64,15 @@ def test_trial_cpus_and_max_concurrent():
         max_concurrent_trials(2, 2.01, reserve_cpus=1)
     with pytest.raises(ValueError, match="executor"):
         trial_cpus("threads", 1, 1, 1)
+
+
+def test_pbt_scheduler_takes_the_burn_in_and_the_space_bounds(tmp_path):
+    from augtrain.tune.search import SearchRun, pbt_scheduler
+
+    search = parse_search_config({"pbt": {"burn_in": 30, "perturbation_interval": 5, "count_max": 3,
+                                          "ops": ["rotate", "solarize"]}})
+    run = SearchRun(parse_finetune_config({"epochs": 90}), search, None, tmp_path, "t", None, 1)
+    scheduler = pbt_scheduler(run)
+    assert scheduler._burn_in_period == 30 and scheduler._perturbation_interval == 5
+    explorer = scheduler._custom_explore_fn
+    assert explorer.upper == [10, 9] * 4 + [3] and run.space.length == 9
