@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 import numpy as np
 from ray.tune import Callback
+from ray.tune.schedulers import PopulationBasedTraining
 
 from augtrain.augment import Schedule
 from augtrain.pipelines.finetune import DataPaths, FinetuneConfig, evaluate_checkpoint, prepare_data
@@ -287,12 +288,30 @@ def run_baselines(run: SearchRun, cfg: FinetuneConfig) -> StageResult:
     return _run_stage(run, "baselines", run.context(cfg, test=True), {"policy": tune.grid_search(specs)})
 
 
-def pbt_scheduler(run: SearchRun):
-    """Tune's PBT with PBA's explore as ``custom_explore_fn``."""
-    from ray.tune.schedulers import PopulationBasedTraining
+class SynchPBT(PopulationBasedTraining):
+    """Tune's PBT, plus a way out of one synchronous-mode stall: a paused member is resumed only
+    while its last perturbation time is below the next sync point, and that point only moves when
+    a result arrives. When members drift out of step (a restored search restarts a member whose
+    checkpoint was not saved in time) and the others have finished, the last member can wait for
+    a sync point that never comes. Then, with nothing running, the least advanced waiting member runs."""
 
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        from ray.tune.experiment import Trial
+
+        trial = super().choose_trial_to_run(tune_controller)
+        if trial is not None or not self._synch:
+            return trial
+        trials = tune_controller.get_trials()
+        if any(t.status == Trial.RUNNING for t in trials):
+            return None
+        waiting = [t for t in trials if t.status in (Trial.PENDING, Trial.PAUSED)]
+        return min(waiting, key=lambda t: self._trial_state[t].last_train_time) if waiting else None
+
+
+def pbt_scheduler(run: SearchRun):
+    """Tune's PBT (``SynchPBT``) with PBA's explore as ``custom_explore_fn``."""
     pbt = run.search.pbt
-    return PopulationBasedTraining(
+    return SynchPBT(
         time_attr="training_iteration", perturbation_interval=pbt.perturbation_interval, burn_in_period=pbt.burn_in,
         quantile_fraction=pbt.quantile_fraction, hyperparam_mutations={},
         custom_explore_fn=PBAExplorer("pba", pbt.seed, pbt.resample_probability, run.space), log_config=True,

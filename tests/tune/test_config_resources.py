@@ -76,3 +76,25 @@ def test_pbt_scheduler_takes_the_burn_in_and_the_space_bounds(tmp_path):
     assert scheduler._burn_in_period == 30 and scheduler._perturbation_interval == 5
     explorer = scheduler._custom_explore_fn
     assert explorer.upper == [10, 9] * 4 + [3] and run.space.length == 9
+
+
+def test_synch_pbt_resumes_a_member_stalled_behind_a_sync_point_that_never_comes(tmp_path):
+    """Scheduler logic only: stand-ins for Tune's controller and trials (a real stall needs a
+    restored search whose members drifted out of step, which cannot be timed reliably)."""
+    from types import SimpleNamespace
+
+    from augtrain.tune.search import SearchRun, pbt_scheduler
+
+    search = parse_search_config({"pbt": {"synch": True, "ops": ["rotate"]}})
+    scheduler = pbt_scheduler(SearchRun(parse_finetune_config({}), search, None, tmp_path, "t", None, 1))
+    class Member:  # hashable, as Tune's Trial
+        def __init__(self, status: str) -> None:
+            self.status = status
+
+    stalled, done = Member("PAUSED"), Member("TERMINATED")
+    scheduler._trial_state = {stalled: SimpleNamespace(last_train_time=5), done: SimpleNamespace(last_train_time=5)}
+    scheduler._next_perturbation_sync = 5
+    controller = SimpleNamespace(get_trials=lambda: [stalled, done])
+    assert scheduler.choose_trial_to_run(controller) is stalled  # Tune's own rule returns None here
+    done.status = "RUNNING"  # someone is still running: wait for its result, as Tune does
+    assert scheduler.choose_trial_to_run(controller) is None

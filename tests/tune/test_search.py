@@ -246,9 +246,8 @@ def test_a_killed_search_resumes_and_finishes(ray_local, tiny_checkpoint, tiny_c
     assert set(trials_before) <= {p.name for p in pbt_dir.iterdir() if p.is_dir()}  # restored, not started anew
     pbt = results["pbt"]
     assert [t["epoch"] for t in pbt.trials] == [6, 6] and not any(t["error"] for t in pbt.trials)
-    first = pbt.trials[0]["trial_id"]
-    rows = _history(out, "pbt", first)
-    assert rows["restored_from"].eq(first).any()  # after the kill it went on from its own checkpoint
+    # after the kill a member went on from its own checkpoint (members also restore donors' after exploits)
+    assert any(_history(out, "pbt", t["trial_id"])["restored_from"].eq(t["trial_id"]).any() for t in pbt.trials)
     assert results["replay"].trials[0]["test_acc"] is not None
 
 
