@@ -290,7 +290,7 @@ def run_baselines(run: SearchRun, cfg: FinetuneConfig) -> StageResult:
 
 class SynchPBT(PopulationBasedTraining):
     """Tune's PBT, plus a way out of one synchronous-mode stall: a paused member is resumed only
-    while its last perturbation time is below the next sync point, and that point only moves when
+    while its last recorded train time is below the next sync point, and that point only moves when
     a result arrives. When members drift out of step (a restored search restarts a member whose
     checkpoint was not saved in time) and the others have finished, the last member can wait for
     a sync point that never comes. Then, with nothing running, the least advanced waiting member runs."""
