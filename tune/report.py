@@ -81,7 +81,7 @@ def _op_rates(policy: Policy, kept: list[tuple[Op, ...]]) -> list[list[float]]:
     for entry in policy.choices:
         for op in entry:
             weight[op.name] = weight.get(op.name, 0.0) + op.p
-    return [[measured[op.name] * op.p / weight[op.name] for op in e] for e in kept]
+    return [[measured[op.name] * op.p / weight[op.name] if weight[op.name] else 0.0 for op in e] for e in kept]
 
 
 def plot_schedule(schedule: Schedule, epochs: int, path: str | Path) -> None:
