@@ -365,13 +365,15 @@ class FinetuneSession:
             correct += int((logits.argmax(1) == y).sum())
         return {f"{split}_acc": correct / len(labels), f"{split}_loss": loss_sum / len(labels)}
 
-    def run_epoch(self, source: PolicySource, test: bool = False) -> dict[str, float]:
-        """Train one epoch with the policy in force, validate (and test when asked); the metrics
-        row also goes to ``history``."""
+    def run_epoch(self, source: PolicySource, test: bool = False, validate: bool = True) -> dict[str, float]:
+        """Train one epoch with the policy in force, validate (unless ``validate`` is False: a
+        search that reads the validation split only when it reports) and test when asked; the
+        metrics row also goes to ``history``."""
         start = time.perf_counter()
         policy = policy_at(source, self.epoch)
         metrics: dict[str, Any] = {"epoch": self.epoch + 1, **self.train_epoch(policy)}
-        metrics.update(self.evaluate("val"))
+        if validate:
+            metrics.update(self.evaluate("val"))
         if test:
             metrics.update(self.evaluate("test"))
         metrics["epoch_s"] = time.perf_counter() - start
@@ -492,8 +494,11 @@ def finetune_worker(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as d:
             session.restore(d)
     until = int(config.get("until_epoch") or cfg.epochs)
+    every_epoch = bool(config.get("validate_every_epoch", True))
     while session.epoch < until:
-        metrics = session.run_epoch(config["source"], test=bool(config.get("test")) and session.epoch + 1 == until)
+        last = session.epoch + 1 == until
+        metrics = session.run_epoch(config["source"], test=bool(config.get("test")) and last,
+                                    validate=every_epoch or last)
         if rank == 0:
             with tempfile.TemporaryDirectory() as d:
                 session.save(Path(d) / "ckpt", extra={"source": policy_source_to_json(config["source"]),
@@ -506,12 +511,13 @@ def finetune_worker(config: dict[str, Any]) -> None:
 def run_finetune(cfg: FinetuneConfig, paths: DataPaths, checkpoint: str | None, source: PolicySource, *,
                  storage_path: str, name: str | None = None, resume_from: Any = None,
                  until_epoch: int | None = None, test: bool = True, max_failures: int = 0,
-                 extra_state: dict[str, Any] | None = None) -> FinetuneResult:
+                 extra_state: dict[str, Any] | None = None, validate_every_epoch: bool = True) -> FinetuneResult:
     """Fine-tune on ``cfg.workers`` Ray Train workers (a ``TorchTrainer``) up to ``until_epoch``
     (default ``cfg.epochs``), from ``resume_from`` (a fine-tune checkpoint: directory or Ray
     ``Checkpoint``) when given. Returns the last epoch's metrics, the history and the last
     checkpoint (in ``storage_path``; the Ray ``Checkpoint`` is ``extra["checkpoint"]``).
-    ``extra_state`` (JSON values) is stored in every checkpoint's ``finetune.json``."""
+    ``extra_state`` (JSON values) is stored in every checkpoint's ``finetune.json``.
+    ``validate_every_epoch=False``: the validation split is evaluated at ``until_epoch`` only."""
     from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -525,7 +531,8 @@ def run_finetune(cfg: FinetuneConfig, paths: DataPaths, checkpoint: str | None, 
         finetune_worker,
         train_loop_config={"cfg": cfg, "paths": paths, "checkpoint": str(checkpoint) if checkpoint else None,
                            "source": policy_source_to_json(source), "until_epoch": until_epoch, "test": test,
-                           "resume_from": resume_from, "extra_state": dict(extra_state or {})},
+                           "resume_from": resume_from, "extra_state": dict(extra_state or {}),
+                           "validate_every_epoch": validate_every_epoch},
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker}),
         run_config=RunConfig(name=name or f"finetune-{uuid.uuid4().hex[:8]}", storage_path=os.path.abspath(storage_path),

@@ -16,6 +16,9 @@ Two executors run the same ``FinetuneSession``:
   only, so the function reports the Train result's checkpoint to Tune itself (PBT's exploit
   needs Tune checkpoints).
 - ``local``: the trial process trains itself (one worker): no Train start-up per iteration.
+
+Either way the validation split is evaluated only at the epochs Tune gets a report for (every
+``epochs_per_iteration``-th and the last), so a large validation split costs one pass per report.
 """
 
 from __future__ import annotations
@@ -96,8 +99,9 @@ def _run_local(cfg: FinetuneConfig, source: PolicySource, ctx: TrialContext) -> 
     while session.epoch < cfg.epochs:
         start_epoch = session.epoch
         target = min(cfg.epochs, start_epoch + ctx.epochs_per_iteration)
-        while session.epoch < target:
-            metrics = session.run_epoch(source, test=ctx.test and session.epoch + 1 == cfg.epochs)
+        while session.epoch < target:  # validated only where Tune gets a report
+            metrics = session.run_epoch(source, test=ctx.test and session.epoch + 1 == cfg.epochs,
+                                        validate=session.epoch + 1 == target)
         metrics.update(epochs_run=target - start_epoch, restored_from=restored_from)
         restored_from = ""
         with tempfile.TemporaryDirectory() as d:
@@ -118,7 +122,8 @@ def _run_train(cfg: FinetuneConfig, source: PolicySource, ctx: TrialContext) -> 
         result = run_finetune(cfg, ctx.paths, ctx.checkpoint, source, storage_path=storage,
                               name=f"trial-{trial_id}-{uuid.uuid4().hex[:6]}-e{target}", resume_from=resume,
                               until_epoch=target, test=ctx.test and target == cfg.epochs,
-                              max_failures=ctx.max_failures, extra_state={"trial_id": trial_id})
+                              max_failures=ctx.max_failures, extra_state={"trial_id": trial_id},
+                              validate_every_epoch=False)
         _report(dict(result.metrics, epochs_run=target - epoch, restored_from=restored_from),
                 result.extra["checkpoint"])
         resume, epoch, restored_from = result.extra["checkpoint"], target, ""

@@ -194,6 +194,21 @@ def test_a_trial_that_raises_once_is_retried_from_its_checkpoint(ray_local, tiny
     assert rows["restored_from"].fillna("").tolist() == [""] * 3 + [trial["trial_id"], "", ""]
 
 
+@pytest.mark.timeout(300)
+def test_trials_validate_only_at_the_epochs_they_report(ray_local, tiny_checkpoint, tiny_cfg, tmp_path):
+    search = parse_search_config({"pbt": {"enabled": False}, "baselines": NO_BASELINES,
+                                  "resources": {**LOCAL, "epochs_per_iteration": 2}})
+    run = plan_search(tiny_cfg, search, tiny_checkpoint, tmp_path / "out", "validate-test")
+    trial = run_search(run)["baselines"].trials[0]
+    rows = _history(tmp_path / "out", "baselines", trial["trial_id"])
+    assert rows["epoch"].tolist() == [2, 4, 6] and rows["val_acc"].notna().all()
+    assert trial["test_acc"] is not None
+    checkpoint = sorted(Path(trial["path"]).glob("checkpoint_*"))[-1]
+    history = json.loads((checkpoint / "finetune.json").read_text())["history"]
+    assert [row["epoch"] for row in history if "val_acc" in row] == [2, 4, 6]  # epochs 1, 3, 5: not validated
+    assert len(history) == 6
+
+
 RESUME_SCRIPT = """
 import json, sys
 from augtrain.cluster.connect import connect
