@@ -53,8 +53,12 @@ class PBTSection(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> PBTSection:
-        PBASpace(tuple(self.ops), self.copies, tuple(self.num_ops), self.count_max)  # unknown ops are named
+        self.space()  # unknown ops and impossible counts are named
         return self
+
+    def space(self) -> PBASpace:
+        """The encoding these settings define."""
+        return PBASpace(tuple(self.ops), self.copies, tuple(self.num_ops), self.count_max)
 
 
 class BaselineSection(_Section):

@@ -82,8 +82,7 @@ class SearchRun:
 
     @property
     def space(self) -> PBASpace:
-        pbt = self.search.pbt
-        return PBASpace(tuple(pbt.ops), pbt.copies, tuple(pbt.num_ops), pbt.count_max)
+        return self.search.pbt.space()
 
     def context(self, cfg: FinetuneConfig, test: bool, source: Any = None) -> TrialContext:
         return TrialContext(cfg=cfg, paths=self.paths,
