@@ -163,6 +163,11 @@ class Policy:
         return max(i for i, q in enumerate(self.num_ops) if q > 0)
 
     @property
+    def mean_num_ops(self) -> float:
+        """Expected number of ``choices`` entries drawn per sample (the mean of ``num_ops``)."""
+        return float(sum(i * q for i, q in enumerate(self.num_ops)))
+
+    @property
     def has_crop(self) -> bool:
         """True when an op of the policy sets the output size (random resized crop)."""
         from augtrain.augment.ops import OPS

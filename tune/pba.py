@@ -244,7 +244,7 @@ def schedule_table(schedule: Schedule, epochs: int) -> dict[str, np.ndarray]:
     out: dict[str, list[float]] = {"epochs": list(range(epochs)), "count": []}
     for epoch in range(epochs):
         policy = schedule.policy_at(epoch)
-        out["count"].append(sum(i * q for i, q in enumerate(policy.num_ops)))
+        out["count"].append(policy.mean_num_ops)
         by_op: dict[str, list[tuple[float, float]]] = {}
         for entry in policy.choices:
             for op in entry:

@@ -74,8 +74,7 @@ def _op_rates(policy: Policy, kept: list[tuple[Op, ...]]) -> list[list[float]]:
     p * E[k] / entries. ``until_applied``: measured (``op_rates``), copies of an op sharing
     their op's rate in proportion to their probabilities."""
     if not policy.until_applied:
-        expected = float(sum(i * q for i, q in enumerate(policy.num_ops)))
-        return [[expected / len(policy.choices) * op.p for op in e] for e in kept]
+        return [[policy.mean_num_ops / len(policy.choices) * op.p for op in e] for e in kept]
     measured = op_rates(policy)
     weight: dict[str, float] = {}
     for entry in policy.choices:
