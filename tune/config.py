@@ -38,6 +38,8 @@ class PBTSection(_Section):
     num_ops: tuple[float, ...] = NUM_OPS  # probabilities of a count of 0, 1, 2, ... ops fired per sample
     # > 0: the count is searched too, as a level 0..count_max that moves num_ops (PBASpace)
     count_max: int = Field(0, ge=0)
+    # true: one magnitude shared by every op (RandAugment's global magnitude), searched as one integer
+    shared_magnitude: bool = False
     # iterations before the first exploit (Tune's burn_in_period): members train with their
     # starting policies first, so that early rankings, which favour weak augmentation, do not decide
     burn_in: int = Field(0, ge=0)
@@ -58,7 +60,7 @@ class PBTSection(_Section):
 
     def space(self) -> PBASpace:
         """The encoding these settings define."""
-        return PBASpace(tuple(self.ops), self.copies, tuple(self.num_ops), self.count_max)
+        return PBASpace(tuple(self.ops), self.copies, tuple(self.num_ops), self.count_max, self.shared_magnitude)
 
 
 class BaselineSection(_Section):

@@ -7,7 +7,9 @@ integers: probability 0-10 (p = value / 10) and magnitude 0-9 (m = value * 10 / 
 (probabilities 0.2, 0.3, 0.5; PBA's code also lists a count of 3, at probability 0, and
 ``num_ops`` sets these), then visit every op in a random order, each firing with its
 probability, until that many fired (``Policy.until_applied``). Probabilities so decide which
-ops run, and the count how many, as in PBA's ``apply_policy``.
+ops run, and the count how many, as in PBA's ``apply_policy``. With ``shared_magnitude`` one
+magnitude serves every op (RandAugment's global magnitude): a probability per op copy, then
+the magnitude.
 
 Explore (PBA's ``explore``): every integer is resampled uniformly with probability 0.2, else
 shifted by 0, 1, 2 or 3 (equally likely) up or down (equally likely), clipped to its range.
@@ -52,6 +54,9 @@ class PBASpace:
     # count distribution is num_ops moved so that its largest count is L (counts below 0 become
     # 0); with PBA's 0.2/0.3/0.5, L = 2 is PBA's own and L = 3 gives 1/2/3 ops
     count_max: int = 0
+    # True: one magnitude for every op (RandAugment's single global magnitude) instead of one per
+    # op copy; the encoding is then the probabilities, the magnitude, and the count level if any
+    shared_magnitude: bool = False
 
     def __post_init__(self) -> None:
         from augtrain.augment import OPS
@@ -87,18 +92,28 @@ class PBASpace:
         return tuple(out)
 
     @property
+    def policy_length(self) -> int:
+        """Integers that encode the ops: a pair per op copy, or a probability per op copy and
+        the shared magnitude."""
+        return self.pairs + 1 if self.shared_magnitude else 2 * self.pairs
+
+    @property
     def length(self) -> int:
-        return 2 * self.pairs + (1 if self.count_max else 0)
+        return self.policy_length + (1 if self.count_max else 0)
 
     def upper(self) -> np.ndarray:
-        """Largest value of each position: [10, 9, 10, 9, ..., (count_max)]."""
-        pairs = np.tile([PROB_MAX, MAG_MAX], self.pairs)
-        return np.append(pairs, self.count_max) if self.count_max else pairs
+        """Largest value of each position: [10, 9, 10, 9, ..., (count_max)], or with a shared
+        magnitude [10, 10, ..., 9, (count_max)]."""
+        if self.shared_magnitude:
+            ops = np.append(np.full(self.pairs, PROB_MAX), MAG_MAX)
+        else:
+            ops = np.tile([PROB_MAX, MAG_MAX], self.pairs)
+        return np.append(ops, self.count_max) if self.count_max else ops
 
     def zeros(self) -> list[int]:
         """PBA's starting point: every probability and magnitude 0 (no augmentation); a searched
         count level starts where the distribution is ``num_ops`` itself (PBA's)."""
-        return [0] * (2 * self.pairs) + ([min(self.base_level, self.count_max)] if self.count_max else [])
+        return [0] * self.policy_length + ([min(self.base_level, self.count_max)] if self.count_max else [])
 
     def random(self, rng: np.random.Generator) -> list[int]:
         """Uniform over every position's range."""
@@ -118,9 +133,11 @@ class PBASpace:
         """Integers -> Policy (one ``choices`` entry per op copy; p = v / 10, m = v * 10 / 9)."""
         self.check(values)
         entries = []
-        for i in range(0, 2 * self.pairs, 2):
-            op = self.ops[(i // 2) % len(self.ops)]
-            p, m = int(values[i]) / PROB_MAX, round(int(values[i + 1]) * 10.0 / MAG_MAX, 4)
+        for k in range(self.pairs):
+            op = self.ops[k % len(self.ops)]
+            p_value, m_value = ((values[k], values[self.pairs]) if self.shared_magnitude
+                                else (values[2 * k], values[2 * k + 1]))
+            p, m = int(p_value) / PROB_MAX, round(int(m_value) * 10.0 / MAG_MAX, 4)
             entries.append((Op(op, p=p, magnitude=m),))
         num_ops = self.count_distribution(int(values[-1])) if self.count_max else self.num_ops
         return Policy(name=name, choices=tuple(entries), num_ops=num_ops, replace=False, until_applied=True)
@@ -129,12 +146,19 @@ class PBASpace:
         """Inverse of ``decode`` for policies of this space's shape (ops in order, all copies)."""
         if len(policy.choices) != self.pairs:
             raise PolicyError(f"policy {policy.name!r} has {len(policy.choices)} entries, the space {self.pairs}")
-        out = []
+        probabilities, magnitudes = [], []
         for i, entry in enumerate(policy.choices):
             op = entry[0]
             if len(entry) != 1 or op.name != self.ops[i % len(self.ops)]:
                 raise PolicyError(f"policy {policy.name!r}: entry {i} is not {self.ops[i % len(self.ops)]!r}")
-            out += [int(round(op.p * PROB_MAX)), int(round(op.magnitude * MAG_MAX / 10.0))]
+            probabilities.append(int(round(op.p * PROB_MAX)))
+            magnitudes.append(int(round(op.magnitude * MAG_MAX / 10.0)))
+        if self.shared_magnitude:
+            if len(set(magnitudes)) > 1:
+                raise PolicyError(f"policy {policy.name!r}: magnitudes differ, the space shares one")
+            out = probabilities + magnitudes[:1]
+        else:
+            out = [v for pair in zip(probabilities, magnitudes) for v in pair]
         if self.count_max:
             levels = [lv for lv in range(self.count_max + 1) if _same_distribution(self.count_distribution(lv),
                                                                                    policy.num_ops)]

@@ -158,3 +158,23 @@ def test_searched_count_level_moves_pbas_distribution_and_is_explored_in_range()
     assert table["count"].tolist() == pytest.approx([2.3, 2.3, 0.5, 0.5])
     with pytest.raises(ValueError, match="count_max"):
         PBASpace(ops=("rotate",), copies=1, num_ops=(0.5, 0.5), count_max=2)  # 2 ops from 1 entry
+
+
+def test_shared_magnitude_is_one_integer_for_every_op():
+    space = PBASpace(ops=("rotate", "solarize"), copies=2, count_max=3, shared_magnitude=True)
+    assert space.length == 6 and space.upper().tolist() == [10, 10, 10, 10, 9, 3]
+    assert space.zeros() == [0, 0, 0, 0, 0, 2]
+    values = [3, 0, 10, 7, 4, 3]
+    policy = space.decode(values)
+    assert [(op.name, op.p) for (op,) in policy.choices] == [("rotate", 0.3), ("solarize", 0.0), ("rotate", 1.0),
+                                                            ("solarize", 0.7)]
+    assert [op.magnitude for (op,) in policy.choices] == [pytest.approx(40 / 9, abs=1e-4)] * 4
+    assert policy.num_ops == (0.0, 0.2, 0.3, 0.5) and space.encode(policy) == values
+    with pytest.raises(PolicyError, match="magnitude outside 0-9"):
+        space.decode([0, 0, 0, 0, 10, 0])
+    mixed = PBASpace(ops=("rotate", "solarize"), copies=2).decode([1, 2, 1, 3, 1, 2, 1, 2])
+    with pytest.raises(PolicyError, match="magnitudes differ"):
+        PBASpace(ops=("rotate", "solarize"), copies=2, shared_magnitude=True).encode(mixed)
+    explorer = PBAExplorer(seed=0, space=space)
+    for _ in range(200):
+        space.check(explorer({"pba": list(values)})["pba"])  # explored within each position's range
