@@ -45,7 +45,7 @@ NUM_OPS = (0.2, 0.3, 0.5)
 @dataclass(frozen=True)
 class PBASpace:
     """The op list and number of copies that fix the encoding's length (2 * len(ops) * copies,
-    plus one for a searched count level)."""
+    or len(ops) * copies + 1 with a shared magnitude, plus one for a searched count level)."""
 
     ops: tuple[str, ...] = PBA_OPS
     copies: int = 2
