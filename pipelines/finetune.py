@@ -30,6 +30,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -349,21 +350,31 @@ class FinetuneSession:
         return {"train_loss": loss_sum / max(len(order), 1), "train_acc": correct / max(len(order), 1), "lr": lr}
 
     @torch.no_grad()
-    def evaluate(self, split: Literal["val", "test"]) -> dict[str, float]:
-        """Accuracy and loss on a whole held-out split (every rank computes it; it is small)."""
-        arrays = getattr(self.data, split)
-        if arrays is None:
-            return {}
-        images, labels = arrays
+    def _held_out_logits(self, split: Literal["val", "test"]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(logits, labels) per evaluation batch of a held-out split, in the split's order."""
+        images, labels = getattr(self.data, split)
         self.module.eval()
-        correct, loss_sum = 0, 0.0
         for lo in range(0, len(labels), self.cfg.eval_batch_size):
             x = self._inputs(images[lo:lo + self.cfg.eval_batch_size])
             y = torch.as_tensor(labels[lo:lo + self.cfg.eval_batch_size], device=self.device)
-            logits = self.module(x)
+            yield self.module(x), y
+
+    def evaluate(self, split: Literal["val", "test"]) -> dict[str, float]:
+        """Accuracy and loss on a whole held-out split (every rank computes it; it is small)."""
+        if getattr(self.data, split) is None:
+            return {}
+        correct, loss_sum, n = 0, 0.0, 0
+        for logits, y in self._held_out_logits(split):
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
-        return {f"{split}_acc": correct / len(labels), f"{split}_loss": loss_sum / len(labels)}
+            n += len(y)
+        return {f"{split}_acc": correct / n, f"{split}_loss": loss_sum / n}
+
+    def predict(self, split: Literal["val", "test"]) -> np.ndarray:
+        """The predicted class of every sample of a held-out split, in the split's order."""
+        if getattr(self.data, split) is None:
+            raise ValueError(f"no {split} split was loaded")
+        return np.concatenate([logits.argmax(1).cpu().numpy() for logits, _ in self._held_out_logits(split)])
 
     def run_epoch(self, source: PolicySource, test: bool = False, validate: bool = True) -> dict[str, float]:
         """Train one epoch with the policy in force, validate (unless ``validate`` is False: a
@@ -467,6 +478,19 @@ def evaluate_checkpoint(cfg: FinetuneConfig, paths: DataPaths, pretrained: str |
     session = FinetuneSession(cfg, load_data(paths, cfg, ("train", split)), pretrained)
     state = session.restore(directory)
     return {"epoch": state["epoch"], **session.evaluate(split)}
+
+
+def predict_checkpoints(cfg: FinetuneConfig, paths: DataPaths, pretrained: str | None,
+                        directories: list[str | os.PathLike], split: Literal["val", "test"] = "test"
+                        ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """The labels of ``split`` and, per fine-tune checkpoint, its epoch and predicted classes
+    (the data is read once; every checkpoint must share ``cfg``'s architecture)."""
+    session = FinetuneSession(cfg, load_data(paths, cfg, ("train", split)), pretrained)
+    out = []
+    for directory in directories:
+        state = session.restore(directory)
+        out.append({"checkpoint": str(directory), "epoch": state["epoch"], "predictions": session.predict(split)})
+    return getattr(session.data, split)[1], out
 
 
 def finetune_worker(config: dict[str, Any]) -> None:

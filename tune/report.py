@@ -4,7 +4,8 @@
     best_policy.dali.json / .txt         the same as an ``nvidia.dali.auto_aug`` Policy (see ``dali_export``)
     schedule.json, schedule.png          the searched schedule; probability and magnitude per op over epochs
     trials.csv                           every trial of every stage
-    comparison.csv, comparison.md        accuracy and compute (trial-epochs) per baseline and the searched schedule
+    comparison.csv, comparison.md        accuracy and compute (trial-epochs) per baseline and the searched schedule,
+                                         each model against the RandAugment grid's best on the same test samples
     search.json                          all of the above in one file, with the resolved config
 """
 
@@ -24,6 +25,7 @@ from augtrain.augment import Op, Policy, Schedule, to_dali_policy
 from augtrain.augment.plan import op_rates
 from augtrain.tune.pba import schedule_table
 from augtrain.tune.search import StageResult
+from augtrain.tune.significance import compare
 
 DALI_OPS = {
     "shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "contrast", "color",
@@ -124,12 +126,12 @@ def comparison_rows(results: dict[str, StageResult]) -> list[dict[str, Any]]:
         by_spec = {t["config"].get("policy"): t for t in base.trials}
         for spec, trial in by_spec.items():
             if _rand_nm(spec) is None:
-                rows.append(_row(spec, [trial], trial["epochs_trained"]))
+                rows.append(_row(spec, "baselines", [trial], trial["epochs_trained"]))
         grid = [t for s, t in by_spec.items() if _rand_nm(s) is not None and t["val_acc"] is not None]
         if grid:
             best = max(grid, key=lambda t: t["val_acc"])
             n, m = _rand_nm(best["config"]["policy"])
-            rows.append(_row(f"RandAugment best (N={n}, M={m:g}) of {len(grid)}-point grid", [best],
+            rows.append(_row(f"RandAugment best (N={n}, M={m:g}) of {len(grid)}-point grid", "baselines", [best],
                              sum(t["epochs_trained"] for t in grid)))
     pbt, replay = results.get("pbt"), results.get("replay")
     if pbt is not None:
@@ -139,10 +141,10 @@ def comparison_rows(results: dict[str, StageResult]) -> list[dict[str, Any]]:
             epochs = max(int(t["epoch"] or 0) for t in pbt.trials)
             population += f", {epochs} epochs, schedule stretched x{stretch:g}"
     if pbt is not None and "pbt_best" in results:
-        rows.append(_row(f"PBT best member, as trained in the search ({population})",
+        rows.append(_row(f"PBT best member, as trained in the search ({population})", "pbt_best",
                          results["pbt_best"].trials, pbt.trial_epochs, search_epochs=pbt.trial_epochs))
     if pbt is not None and replay is not None:
-        rows.append(_row(f"PBA schedule (PBT {population}, replayed)", replay.trials,
+        rows.append(_row(f"PBA schedule (PBT {population}, replayed)", "replay", replay.trials,
                          pbt.trial_epochs + replay.trial_epochs, search_epochs=pbt.trial_epochs))
     if "evaluate" in results:
         by_method: dict[str, list[dict[str, Any]]] = {}
@@ -150,7 +152,7 @@ def comparison_rows(results: dict[str, StageResult]) -> list[dict[str, Any]]:
             by_method.setdefault(t["config"]["method"], []).append(t)
         for method, trials in by_method.items():
             name = "searched schedule" if method == "searched" else method
-            row = _row(f"evaluation: {name}, {len(trials)} seeds (not search compute)", trials,
+            row = _row(f"evaluation: {name}, {len(trials)} seeds (not search compute)", "evaluate", trials,
                        sum(t["epochs_trained"] for t in trials))
             rows.append(row)
     for stage in ("hpo", "hpo_after"):
@@ -160,17 +162,40 @@ def comparison_rows(results: dict[str, StageResult]) -> list[dict[str, Any]]:
                                    f"{json.dumps(hpo.extra.get('best_hparams', {}), default=float)})",
                          "val_acc": hpo.extra.get("best_val_acc"), "test_acc": None, "test_acc_sd": None,
                          "trial_epochs": hpo.trial_epochs, "runs": len(hpo.trials)})
+    _add_paired(rows, results.get("predictions"))
     return rows
 
 
-def _row(method: str, trials: list[dict[str, Any]], trial_epochs: int, search_epochs: int | None = None) -> dict:
+def _row(method: str, stage: str, trials: list[dict[str, Any]], trial_epochs: int,
+         search_epochs: int | None = None) -> dict:
     tests = [t["test_acc"] for t in trials if t.get("test_acc") is not None]
     vals = [t["val_acc"] for t in trials if t.get("val_acc") is not None]
     return {"method": method, "val_acc": float(np.mean(vals)) if vals else None,
             "test_acc": float(np.mean(tests)) if tests else None,
             "test_acc_sd": float(np.std(tests)) if len(tests) > 1 else None,
             "trial_epochs": int(trial_epochs), "runs": len(trials),
+            "models": [f"{stage}/{t['trial_id']}" for t in trials],
             **({"search_epochs": search_epochs} if search_epochs is not None else {})}
+
+
+def _add_paired(rows: list[dict[str, Any]], predictions: StageResult | None) -> None:
+    """Each single-model row against the RandAugment grid's best on the same test samples
+    (``significance.compare``: difference, its 95 % interval, McNemar's p), as ``row["paired"]``."""
+    if predictions is None or not predictions.extra.get("labels"):
+        return
+    files = {f"{p['stage']}/{p['trial_id']}": p["predictions"] for p in predictions.trials if p["matches"]}
+    reference = next((r for r in rows if r["method"].startswith("RandAugment best")), None)
+    if reference is None or len(reference["models"]) != 1 or reference["models"][0] not in files:
+        return
+    labels = np.load(predictions.extra["labels"])
+    against = np.load(files[reference["models"][0]])
+    for row in rows:
+        models = row.get("models", [])
+        if row is reference:
+            row["paired"] = {"reference": True}
+        elif len(models) == 1 and models[0] in files:
+            row["paired"] = {"against": reference["method"],
+                             **compare(labels, np.load(files[models[0]]), against).to_dict()}
 
 
 def _fmt(value: Any, pct: bool = True) -> str:
@@ -179,11 +204,29 @@ def _fmt(value: Any, pct: bool = True) -> str:
     return f"{100 * value:.2f}" if pct else str(value)
 
 
+def _fmt_paired(paired: dict[str, Any] | None) -> str:
+    if not paired:
+        return "-"
+    if paired.get("reference"):
+        return "reference"
+    low, high = paired["ci95"]
+    return f"{100 * paired['difference']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}], p = {paired['p_value']:.2g}"
+
+
 def comparison_markdown(rows: list[dict[str, Any]], title: str) -> str:
-    lines = [f"# {title}", "", "| method | val acc (%) | test acc (%) | trial-epochs |", "|---|---|---|---|"]
+    paired = any(r.get("paired") for r in rows)
+    header = "| method | val acc (%) | test acc (%) | trial-epochs |"
+    if paired:
+        header += " test vs RandAugment best: difference (points) [95 % CI], McNemar p |"
+    lines = [f"# {title}", "", header, "|---|---|---|---|" + ("---|" if paired else "")]
     for r in rows:
         test = _fmt(r["test_acc"]) + (f" ± {100 * r['test_acc_sd']:.2f}" if r.get("test_acc_sd") else "")
-        lines.append(f"| {r['method']} | {_fmt(r['val_acc'])} | {test} | {r['trial_epochs']} |")
+        line = f"| {r['method']} | {_fmt(r['val_acc'])} | {test} | {r['trial_epochs']} |"
+        lines.append(line + (f" {_fmt_paired(r.get('paired'))} |" if paired else ""))
+    if paired:
+        lines += ["", "The last column compares each model with the RandAugment grid's best on the same test images "
+                      "(test-set noise only; a model trained again with another seed moves by more: the evaluation "
+                      "rows measure that)."]
     return "\n".join(lines) + "\n"
 
 
@@ -194,6 +237,8 @@ def write_trials_csv(results: dict[str, StageResult], path: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for stage, result in results.items():
+            if stage == "predictions":  # models predicting again, not trials
+                continue
             for t in result.trials:
                 config = dict(t["config"])
                 policy = config.pop("policy", None) or config.pop("method", None) or (
@@ -233,9 +278,15 @@ def write_results(results: dict[str, StageResult], out_dir: str | Path, epochs: 
     rows = comparison_rows(results)
     with open(out / "comparison.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["method", "val_acc", "test_acc", "test_acc_sd", "trial_epochs", "runs",
-                                               "search_epochs"], extrasaction="ignore")
+                                               "search_epochs", "diff_vs_reference", "diff_ci95_low",
+                                               "diff_ci95_high", "p_vs_reference"], extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        for row in rows:
+            paired = row.get("paired") or {}
+            if "difference" in paired:
+                row = {**row, "diff_vs_reference": paired["difference"], "diff_ci95_low": paired["ci95"][0],
+                       "diff_ci95_high": paired["ci95"][1], "p_vs_reference": paired["p_value"]}
+            writer.writerow(row)
     _write(out / "comparison.md", comparison_markdown(rows, title))
     summary["comparison"] = rows
     summary["config"] = resolved

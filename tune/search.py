@@ -10,6 +10,9 @@
    population) tested as it is; then ``replay``: the best PBT trial's schedule, extracted from the PBT log, trained from the
    pretrained checkpoint again (one trial per ``search.replay_seeds``) and tested.
 5. ``hpo_after`` (when ``"after"``): the same HPO, with the searched schedule as the policy.
+6. ``predictions``: every tested final model of the baselines, ``pbt_best`` and ``replay``
+   predicts the test split again from its last checkpoint, so that the report can compare any two
+   of them sample by sample (``significance``); no training.
 
 Every stage writes ``stages/<stage>.json`` when done, and every report of every trial to
 ``stages/<stage>.results.jsonl`` as it arrives (compute is counted from these rows: Tune's own
@@ -36,7 +39,7 @@ from ray.tune import Callback
 from ray.tune.schedulers import PopulationBasedTraining
 
 from augtrain.augment import Schedule
-from augtrain.pipelines.finetune import DataPaths, FinetuneConfig, evaluate_checkpoint, prepare_data
+from augtrain.pipelines.finetune import DataPaths, FinetuneConfig, evaluate_checkpoint, predict_checkpoints, prepare_data
 from augtrain.tune.config import SearchConfig
 from augtrain.tune.pba import PBAExplorer, PBASpace, config_changes, read_policy_log, schedule_from_changes
 from augtrain.tune.resources import max_concurrent_trials, trial_cpus
@@ -134,6 +137,7 @@ def run_search(run: SearchRun) -> dict[str, StageResult]:
             run_evaluation(run, cfg, schedule)
         if search.hpo.when == "after":
             run_hpo(run, cfg, run.context(cfg, test=False, source=schedule.to_dict()), stage="hpo_after")
+    predict_final_models(run, cfg)
     return run.results
 
 
@@ -409,6 +413,56 @@ def test_best_member(run: SearchRun, cfg: FinetuneConfig) -> StageResult:
     result = StageResult("pbt_best", [row], time.perf_counter() - start)
     done.write_text(json.dumps(result.to_dict(), indent=1, default=str) + "\n")
     run.results["pbt_best"] = result
+    return result
+
+
+def _final_checkpoint(trial: dict[str, Any]) -> Path | None:
+    """The checkpoint a tested trial's test accuracy was measured on: its last one."""
+    if trial.get("checkpoint"):
+        return Path(trial["checkpoint"])
+    checkpoints = sorted(Path(trial["path"]).glob("checkpoint_*")) if trial.get("path") else []
+    return checkpoints[-1] if checkpoints else None
+
+
+def predict_final_models(run: SearchRun, cfg: FinetuneConfig) -> StageResult:
+    """Test-split predictions of every tested final model of the baselines, ``pbt_best`` and
+    ``replay`` stages (``<out>/predictions/<stage>-<trial>.npy``, the labels in ``labels.npy``),
+    for paired comparisons in the report. A model whose recomputed accuracy differs from the one
+    its trial reported is recorded as such and left out of the comparisons (``matches``)."""
+    done = _stage_file(run, "predictions")
+    if done.is_file():
+        run.results["predictions"] = StageResult.from_dict(json.loads(done.read_text()))
+        return run.results["predictions"]
+    start = time.perf_counter()
+    tested = [(stage, t, _final_checkpoint(t)) for stage in ("baselines", "pbt_best", "replay")
+              if stage in run.results for t in run.results[stage].trials if t.get("test_acc") is not None]
+    missing = [f"{stage} trial {t['trial_id']}" for stage, t, ckpt in tested if ckpt is None]
+    if missing:
+        log.warning("no checkpoint left to predict the test split with for %s", ", ".join(missing))
+    tested = [(stage, t, ckpt) for stage, t, ckpt in tested if ckpt is not None]
+    if not tested:
+        result = StageResult("predictions", [], time.perf_counter() - start, {"labels": None})
+        run.results["predictions"] = result
+        return result
+    folder = run.out_dir / "predictions"
+    folder.mkdir(parents=True, exist_ok=True)
+    labels, predicted = predict_checkpoints(cfg, run.paths, run.checkpoint, [ckpt for *_, ckpt in tested])
+    np.save(folder / "labels.npy", labels.astype(np.int16))
+    rows = []
+    for (stage, trial, ckpt), pred in zip(tested, predicted):
+        file = folder / f"{stage}-{trial['trial_id']}.npy"
+        np.save(file, pred["predictions"].astype(np.int16))
+        acc = float(np.mean(pred["predictions"] == labels))
+        matches = abs(acc - float(trial["test_acc"])) < 0.5 / len(labels)
+        if not matches:
+            log.warning("%s trial %s: %s predicts %.4f on test, the trial reported %.4f; left out of the paired "
+                        "comparisons", stage, trial["trial_id"], ckpt, acc, trial["test_acc"])
+        rows.append({"stage": stage, "trial_id": trial["trial_id"], "checkpoint": str(ckpt), "epoch": pred["epoch"],
+                     "test_acc": acc, "reported_test_acc": trial["test_acc"], "matches": matches,
+                     "predictions": str(file), "epochs_trained": 0})
+    result = StageResult("predictions", rows, time.perf_counter() - start, {"labels": str(folder / "labels.npy")})
+    done.write_text(json.dumps(result.to_dict(), indent=1, default=str) + "\n")
+    run.results["predictions"] = result
     return result
 
 

@@ -1,5 +1,6 @@
 """Fine-tuning: stratified seeded subsets, the three modes, layer-wise LR decay, exact resume from
-a fine-tune checkpoint, and the Ray Train driver with two DDP workers."""
+a fine-tune checkpoint, checkpoints predicting the test split again, and the Ray Train driver with two
+DDP workers."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from augtrain.pipelines.finetune import (
     load_data,
     load_encoder,
     param_groups,
+    predict_checkpoints,
     prepare_data,
     run_finetune,
 )
@@ -174,3 +176,19 @@ def test_run_finetune_on_two_ray_train_workers(ray_local, cfg, pretrained, tmp_p
                         resume_from=result.checkpoint)
     assert [h["epoch"] for h in rest.history] == [1, 2, 3]
     assert rest.history[:2] == result.history and 0.0 <= rest.metrics["test_acc"] <= 1.0
+
+
+def test_checkpoints_predict_the_test_split_as_their_session_evaluated_it(cfg, pretrained, tmp_path):
+    paths = prepare_data(cfg, str(tmp_path / "data"))
+    session = FinetuneSession(cfg, load_data(paths, cfg), pretrained)
+    saved, accuracies = [], []
+    for epoch in range(2):
+        session.run_epoch(cfg.policy)
+        accuracies.append(session.evaluate("test")["test_acc"])
+        saved.append(session.save(tmp_path / f"ckpt-{epoch}"))
+    labels, predicted = predict_checkpoints(cfg, paths, pretrained, saved)
+    assert np.array_equal(labels, session.data.test[1])
+    assert [p["epoch"] for p in predicted] == [1, 2]
+    for p, accuracy in zip(predicted, accuracies):
+        assert p["predictions"].shape == labels.shape
+        assert np.mean(p["predictions"] == labels) == pytest.approx(accuracy, abs=1e-12)

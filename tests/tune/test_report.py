@@ -1,4 +1,4 @@
-"""Result files: DALI export of a searched policy, comparison rows, the schedule plot."""
+"""Result files: DALI export of a searched policy, comparison rows (paired against the grid's best), the schedule plot."""
 
 from __future__ import annotations
 
@@ -77,6 +77,38 @@ def test_comparison_rows_charge_the_whole_grid_and_the_search():
     assert searched["test_acc"] == pytest.approx(0.61) and searched["test_acc_sd"] == pytest.approx(0.01)
     text = comparison_markdown(list(rows.values()), "t")
     assert "| none | 50.00 | 49.00 | 10 |" in text and "61.00 ± 1.00" in text
+
+
+def test_comparison_compares_each_model_with_the_grids_best_on_the_same_samples(tmp_path):
+    base = StageResult("baselines", [_trial("none", 0.5, 0.5), _trial("rand-n1-m2", 0.7, 0.6),
+                                     _trial("rand-n2-m2", 0.6, 0.7)], 1.0)
+    replay = StageResult("replay", [_trial("s0", 0.61, 0.65)], 1.0)
+    labels = np.arange(1000) % 10
+    wrong = (labels + 1) % 10
+
+    def saved(name: str, right: np.ndarray) -> str:
+        np.save(tmp_path / f"{name}.npy", np.where(right, labels, wrong))
+        return str(tmp_path / f"{name}.npy")
+
+    index = np.arange(1000)
+    np.save(tmp_path / "labels.npy", labels)
+    files = {("baselines", "none"): saved("none", index < 500), ("baselines", "rand-n1-m2"): saved("ra", index < 600),
+             ("replay", "s0"): saved("replay", (index >= 50) & (index < 700))}
+    predictions = StageResult("predictions", [
+        {"stage": stage, "trial_id": trial, "predictions": file, "matches": trial != "none"}
+        for (stage, trial), file in files.items()], 0.0, {"labels": str(tmp_path / "labels.npy")})
+    pbt = StageResult("pbt", [{"trial_id": "m0", "config": {"pba": [0]}, "epochs_trained": 10, "val_acc": 0.6,
+                               "test_acc": None}], 1.0)
+    rows = comparison_rows({"baselines": base, "pbt": pbt, "replay": replay, "predictions": predictions})
+    by_method = {r["method"].split(" (")[0]: r for r in rows}
+    assert by_method["RandAugment best"]["paired"] == {"reference": True}  # (N=1, M=2): best by validation
+    assert "paired" not in by_method["none"]  # its predictions did not reproduce its reported accuracy
+    paired = by_method["PBA schedule"]["paired"]
+    # the replay gets 100 samples right that the reference misses and misses 50 it gets right
+    assert (paired["only_a"], paired["only_b"], paired["difference"]) == (100, 50, pytest.approx(0.05))
+    assert paired["ci95"][0] < 0.05 < paired["ci95"][1] and paired["p_value"] < 1e-4
+    text = comparison_markdown(rows, "t")
+    assert "McNemar p |" in text and "| reference |" in text and "+5.00 [" in text
 
 
 def test_schedule_plot_is_written(tmp_path):

@@ -1,6 +1,6 @@
 """Searches on a real local Ray (Tune), tiny data and a tiny pretrained checkpoint: PBT exploits and
 explores and its schedule replays; ASHA stops poor trials early; a failing trial is retried; a
-killed search resumes and finishes."""
+killed search resumes and finishes; final models predict the test split again for paired comparisons."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 from ray import cloudpickle
@@ -207,6 +208,11 @@ def test_trials_validate_only_at_the_epochs_they_report(ray_local, tiny_checkpoi
     history = json.loads((checkpoint / "finetune.json").read_text())["history"]
     assert [row["epoch"] for row in history if "val_acc" in row] == [2, 4, 6]  # epochs 1, 3, 5: not validated
     assert len(history) == 6
+    # the final model predicts the test split again from that last checkpoint, as its trial scored it
+    (predicted,) = run.results["predictions"].trials
+    assert predicted["checkpoint"] == str(checkpoint) and predicted["epoch"] == 6 and predicted["matches"]
+    labels = np.load(run.results["predictions"].extra["labels"])
+    assert np.mean(np.load(predicted["predictions"]) == labels) == pytest.approx(trial["test_acc"])
 
 
 RESUME_SCRIPT = """
