@@ -225,8 +225,8 @@ def comparison_markdown(rows: list[dict[str, Any]], title: str) -> str:
         lines.append(line + (f" {_fmt_paired(r.get('paired'))} |" if paired else ""))
     if paired:
         lines += ["", "The last column compares each model with the RandAugment grid's best on the same test images "
-                      "(test-set noise only; a model trained again with another seed moves by more: the evaluation "
-                      "rows measure that)."]
+                      "(test-set noise only, not training noise: a model trained again with another seed moves too, "
+                      "which the evaluation rows measure)."]
     return "\n".join(lines) + "\n"
 
 

@@ -7,8 +7,8 @@ right, carry information. ``compare`` gives McNemar's exact two-sided p-value (a
 the discordant counts against 1/2) and a 95 % interval for the difference in accuracy from the
 per-sample differences (normal approximation; n is thousands here).
 
-Both measure the noise of drawing the test set only. A model trained again with another seed moves
-by more than that; the search's evaluation stage (``search.evaluate_seeds``) measures that part.
+Both measure the noise of drawing the test set only, not training noise: a model trained again
+with another seed moves too, which the search's evaluation stage (``search.evaluate_seeds``) measures.
 
     labels = np.array([...]); a = model_a_predictions; b = model_b_predictions
     result = compare(labels, a, b)      # result.difference, result.ci95, result.p_value
