@@ -226,7 +226,7 @@ def comparison_markdown(rows: list[dict[str, Any]], title: str) -> str:
     if paired:
         lines += ["", "The last column compares each model with the RandAugment grid's best on the same test images "
                       "(test-set noise only, not training noise: a model trained again with another seed moves too, "
-                      "which the evaluation rows measure)."]
+                      "which search.evaluate_seeds measures)."]
     return "\n".join(lines) + "\n"
 
 
