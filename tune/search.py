@@ -394,6 +394,14 @@ def extract_schedule(run: SearchRun, cfg: FinetuneConfig, rows: list[dict[str, A
     }
 
 
+def _final_checkpoint(trial: dict[str, Any]) -> Path | None:
+    """The checkpoint a tested trial's test accuracy was measured on: its last one."""
+    if trial.get("checkpoint"):
+        return Path(trial["checkpoint"])
+    checkpoints = sorted(Path(trial["path"]).glob("checkpoint_*")) if trial.get("path") else []
+    return checkpoints[-1] if checkpoints else None
+
+
 def test_best_member(run: SearchRun, cfg: FinetuneConfig) -> StageResult:
     """The best PBT member's final model (a product of the search, no training) on the test split."""
     done = _stage_file(run, "pbt_best")
@@ -402,26 +410,18 @@ def test_best_member(run: SearchRun, cfg: FinetuneConfig) -> StageResult:
         return run.results["pbt_best"]
     pbt = run.results["pbt"]
     best = next(t for t in pbt.trials if t["trial_id"] == pbt.extra["best_trial"])
-    checkpoints = sorted(Path(best["path"]).glob("checkpoint_*"))
-    if not checkpoints:
+    final = _final_checkpoint(best)
+    if final is None:
         raise FileNotFoundError(f"{best['path']}: the best PBT member left no checkpoint")
     start = time.perf_counter()
     member_cfg = cfg.with_updates(**{k: best["config"][k] for k in HPARAMS if k in best["config"]})
-    metrics = evaluate_checkpoint(member_cfg, run.paths, run.checkpoint, checkpoints[-1], "test")
+    metrics = evaluate_checkpoint(member_cfg, run.paths, run.checkpoint, final, "test")
     row = {**best, "test_acc": metrics["test_acc"], "epoch": metrics["epoch"], "epochs_trained": 0,
-           "checkpoint": str(checkpoints[-1])}
+           "checkpoint": str(final)}
     result = StageResult("pbt_best", [row], time.perf_counter() - start)
     done.write_text(json.dumps(result.to_dict(), indent=1, default=str) + "\n")
     run.results["pbt_best"] = result
     return result
-
-
-def _final_checkpoint(trial: dict[str, Any]) -> Path | None:
-    """The checkpoint a tested trial's test accuracy was measured on: its last one."""
-    if trial.get("checkpoint"):
-        return Path(trial["checkpoint"])
-    checkpoints = sorted(Path(trial["path"]).glob("checkpoint_*")) if trial.get("path") else []
-    return checkpoints[-1] if checkpoints else None
 
 
 def predict_final_models(run: SearchRun, cfg: FinetuneConfig) -> StageResult:
