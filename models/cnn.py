@@ -1,4 +1,5 @@
-"""Convolutional encoders: a tiny CNN for tests and a ResNet (BasicBlock) family.
+"""Convolutional encoders: a tiny CNN for tests, a VGG-style CNN for small images and a ResNet
+(BasicBlock) family.
 
 Every encoder maps images `x: [B, C, H, W]` to embeddings `[B, num_features]` with
 `forward_features`; `forward` is the same call, so the encoder drops into any head.
@@ -28,6 +29,33 @@ class CNNEncoder(nn.Module):
         stages, c_in = [], in_chans
         for width in widths:
             stages.append(conv_bn_relu(c_in, width, stride=2))
+            c_in = width
+        self.stages = nn.Sequential(*stages)
+        self.num_features = c_in
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, C, H, W] -> [B, D]."""
+        return self.stages(x).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+
+class VGGEncoder(nn.Module):
+    """Stages of `convs` stride-1 conv-BN-ReLU layers, each stage but the last followed by a 2x2
+    max-pool, global average pooled (Simonyan and Zisserman 2015, with BatchNorm). Full resolution
+    in the first stage suits 28-64 px images."""
+
+    def __init__(self, in_chans: int = 3, widths: tuple[int, ...] = (64, 128, 256), convs: int = 2) -> None:
+        super().__init__()
+        if convs < 1:
+            raise ValueError(f"convs must be >= 1, got {convs}")
+        stages, c_in = [], in_chans
+        for i, width in enumerate(widths):
+            layers = [conv_bn_relu(c_in if j == 0 else width, width) for j in range(convs)]
+            if i < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2))
+            stages.append(nn.Sequential(*layers))
             c_in = width
         self.stages = nn.Sequential(*stages)
         self.num_features = c_in
@@ -109,6 +137,13 @@ class ResNet(nn.Module):
 def cnn_tiny(in_chans: int = 3, widths: tuple[int, ...] = (16, 32, 64)) -> CNNEncoder:
     """Three conv stages, ~25k parameters: CPU tests and smoke runs."""
     return CNNEncoder(in_chans=in_chans, widths=tuple(widths))
+
+
+@register_model("cnn-small")
+def cnn_small(in_chans: int = 3, widths: tuple[int, ...] = (64, 128, 256), convs: int = 2) -> VGGEncoder:
+    """Three VGG-style stages of two convs (64, 128, 256 channels), 1.15 M parameters at one input
+    channel: the default encoder for 28-32 px images (Fashion-MNIST, CIFAR-sized data)."""
+    return VGGEncoder(in_chans=in_chans, widths=tuple(widths), convs=convs)
 
 
 @register_model("resnet-tiny")

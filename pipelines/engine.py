@@ -18,7 +18,7 @@ import math
 import os
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -44,6 +44,9 @@ class EngineConfig:
     lr_base_batch_size: int = 256
     min_lr_ratio: float = 0.0  # cosine floor, as a fraction of the peak LR
     warmup_steps: int = 0  # optimizer steps
+    # warmup as a fraction of the run's optimizer steps (one config fits a corpus of any size);
+    # when set it decides the warmup and warmup_steps is left at 0
+    warmup_fraction: float | None = None
     total_steps: int = 1000  # optimizer steps of the whole run
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
@@ -61,7 +64,12 @@ class EngineConfig:
             (0 <= self.min_lr_ratio <= 1, "engine.min_lr_ratio must be in [0, 1]"),
             (self.total_steps >= 1, "engine.total_steps must be >= 1"),
             (0 <= self.warmup_steps <= self.total_steps,
-             f"engine.warmup_steps ({self.warmup_steps}) must be in [0, total_steps={self.total_steps}]"),
+             f"engine.warmup_steps ({self.warmup_steps}) must be in [0, total_steps={self.total_steps}]; "
+             "engine.warmup_fraction sets it as a fraction of the run instead"),
+            (self.warmup_fraction is None or 0 <= self.warmup_fraction < 1,
+             f"engine.warmup_fraction must be in [0, 1), got {self.warmup_fraction}"),
+            (self.warmup_fraction is None or self.warmup_steps == 0,
+             "engine.warmup_steps and engine.warmup_fraction both set: keep one"),
         ]
         errors = [message for ok, message in checks if not ok]
         if errors:
@@ -70,6 +78,15 @@ class EngineConfig:
 
 
 # ---------------------------------------------------------------- pure arithmetic
+
+
+def resolve_schedule(cfg: EngineConfig, total_steps: int) -> EngineConfig:
+    """``cfg`` with ``total_steps`` and, when ``warmup_fraction`` is set, ``warmup_steps`` filled
+    in (and the fraction cleared) for a run of ``total_steps`` optimizer steps."""
+    if cfg.warmup_fraction is None:
+        return replace(cfg, total_steps=total_steps).validate()
+    warmup = round(cfg.warmup_fraction * total_steps)
+    return replace(cfg, total_steps=total_steps, warmup_steps=warmup, warmup_fraction=None).validate()
 
 
 def effective_batch_size(cfg: EngineConfig, world_size: int) -> int:

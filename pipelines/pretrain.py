@@ -22,7 +22,7 @@ import torch
 from augtrain.pipelines.checkpoint import latest_checkpoint, list_checkpoints
 from augtrain.pipelines.config import ExperimentConfig, save_resolved
 from augtrain.pipelines.decode import DecodeSpec
-from augtrain.pipelines.engine import EngineConfig
+from augtrain.pipelines.engine import EngineConfig, resolve_schedule
 from augtrain.pipelines.reader import ReaderConfig, ShardReader
 from augtrain.pipelines.shard_set import open_shards
 from augtrain.pipelines.train_loop import LoopConfig, pretrain
@@ -79,8 +79,11 @@ def plan_pretraining(config: ExperimentConfig, resume: str | None = None) -> Pre
     steps_per_epoch = max(1, per_worker // engine.micro_batch_size // engine.grad_accum_steps)
     epochs = int(config.loop.get("epochs", LoopConfig.epochs))
     if "total_steps" not in config.engine:  # the LR schedule spans the whole run
-        engine = config.engine_config(total_steps=steps_per_epoch * epochs,
-                                      warmup_steps=min(engine.warmup_steps, steps_per_epoch * epochs))
+        try:
+            engine = resolve_schedule(engine, steps_per_epoch * epochs)
+        except ValueError as exc:
+            raise ValueError(f"{exc} ({shards.num_samples} samples, {config.cluster.workers} workers: "
+                             f"{steps_per_epoch} steps/epoch x {epochs} epochs)") from None
     out = config.output_dir
     loop = config.loop_config(checkpoint_dir=os.path.abspath(os.path.join(out, "checkpoints")),
                               metrics_dir=os.path.abspath(os.path.join(out, "metrics")))

@@ -10,6 +10,7 @@ from augtrain.models import build_from_spec, create_model, list_models
 # name -> (kwargs, input shape, parameter-count range)
 MODEL_CASES: dict[str, tuple[dict, tuple[int, ...], tuple[float, float]]] = {
     "cnn-tiny": ({"in_chans": 1}, (2, 1, 28, 28), (2e4, 3e4)),
+    "cnn-small": ({"in_chans": 1}, (2, 1, 28, 28), (1.1e6, 1.2e6)),
     "resnet-tiny": ({"in_chans": 1}, (2, 1, 28, 28), (1.5e4, 2.5e4)),
     "resnet18": ({"small_input": True}, (2, 3, 32, 32), (11.0e6, 11.3e6)),
     "vit-micro": ({"in_chans": 1, "image_size": 28, "patch_size": 7}, (2, 1, 28, 28), (5e4, 1e5)),

@@ -41,6 +41,21 @@ def test_plan_checks_inputs_before_any_cluster_work(tmp_path, digits_shards):
         plan_pretraining(load_config(experiment(tmp_path, digits_shards, augment={"policy": "sparkle"})))
 
 
+def test_warmup_as_a_fraction_fits_any_corpus_size(tmp_path, digits_shards):
+    # 12 optimizer steps in all: a fraction adapts, an absolute count larger than the run is refused by name
+    plan = plan_pretraining(load_config(experiment(tmp_path, digits_shards, engine={"warmup_fraction": 0.25})))
+    assert plan.engine.total_steps == 12 and plan.engine.warmup_steps == 3 and plan.engine.warmup_fraction is None
+    with pytest.raises(ValueError, match=r"engine.warmup_steps \(40\) must be in \[0, total_steps=12\].*"
+                                         r"warmup_fraction.*600 samples, 2 workers"):
+        plan_pretraining(load_config(experiment(tmp_path, digits_shards, engine={"warmup_steps": 40})))
+    with pytest.raises(Exception, match="keep one"):
+        load_config(experiment(tmp_path, digits_shards, engine={"warmup_steps": 2, "warmup_fraction": 0.1}))
+    # the quickstart's own config on a corpus of 600 images (the 4,200-image case, smaller)
+    quick = load_config("configs/quickstart-simclr.yaml", [f"data.train={digits_shards}", "augment.size=8",
+                                                            f"output={tmp_path / 'q'}", "model.encoder_kwargs.widths=[8]"])
+    assert plan_pretraining(quick).engine.warmup_steps == 0  # 5 % of 1 step: no warmup, and no refusal
+
+
 @pytest.mark.timeout(420)
 def test_pretrain_command_trains_checkpoints_and_resumes(ray_local, tmp_path, digits_shards):
     config = experiment(tmp_path, digits_shards)
