@@ -80,9 +80,34 @@ class SimCLR(nn.Module):
         offset = distributed.rank() * q.shape[0]
         return nt_xent_loss(q, k, offset, self.temperature)
 
-    def export_encoder(self) -> nn.Module:
-        """The encoder alone (`forward_features: [B, C, H, W] -> [B, D]`), for fine-tuning."""
-        return self.encoder
+    def export_encoder(self, head_layers: int = 0) -> nn.Module:
+        """The encoder (`forward_features: [B, C, H, W] -> [B, D]`) for fine-tuning; with
+        `head_layers` = k, followed by the first k layers of the projection head (SimCLRv2, Chen
+        et al. 2020b: fine-tuning from the head's middle layer helps most with 1 % of the labels)."""
+        if head_layers == 0:
+            return self.encoder
+        return EncoderWithHead(self.encoder, self.head.net, head_layers)
+
+
+class EncoderWithHead(nn.Module):
+    """An encoder followed by the first `layers` linear layers (each with its activation) of a
+    projection head: `forward_features: x -> [B, hidden]`."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Sequential, layers: int) -> None:
+        super().__init__()
+        linear = [i for i, m in enumerate(head) if isinstance(m, nn.Linear)]
+        if not 1 <= layers < len(linear):
+            raise ValueError(f"head_layers must be in [0, {len(linear) - 1}] for this head, got {layers}")
+        end = linear[layers]  # up to the next linear layer: the kept layers' activations included
+        self.encoder = encoder
+        self.head = nn.Sequential(*list(head)[:end])
+        self.num_features = head[linear[layers - 1]].out_features
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder.forward_features(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
 
 
 @register_objective("simclr")

@@ -23,6 +23,7 @@ unpickling anything.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -67,20 +68,27 @@ class FinetuneConfig(BaseModel):
     encoder: str | None = None  # registered encoder when no checkpoint is given (scratch)
     encoder_kwargs: dict[str, Any] = Field(default_factory=dict)
     probe_batch_norm: bool = False  # linear mode: BatchNorm (no affine) before the linear layer, as MAE
+    # keep the first k layers of the pretrained projection head on the encoder (SimCLRv2's
+    # fine-tuning from the head's middle layer; objectives with a projection head only)
+    head_layers: int = Field(0, ge=0)
     channels: Literal[1, 3] = 3
     size: int | None = Field(None, ge=1)  # input side; None keeps the stored size
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.5,)
     policy: str = "basic"  # augmentation of the labelled subset (any parse_policy spec)
     backend: Literal["auto", "albumentations", "numpy", "dali"] = "auto"
-    epochs: int = Field(30, ge=1)
+    # the schedule's length: ``epochs`` when given, else ``steps`` optimizer steps rounded up to
+    # whole epochs; ``steps: auto`` scales them with the labelled-set size (``auto_steps``)
+    epochs: int | None = Field(None, ge=1)
+    steps: int | Literal["auto"] = "auto"
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(512, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     layer_decay: float = Field(1.0, gt=0, le=1)  # LR of block i = lr * layer_decay ** (blocks - i)
-    warmup_epochs: float = Field(0.0, ge=0)
+    warmup_epochs: float | None = Field(None, ge=0)  # absolute; when None, warmup_fraction of the run
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
     seed: int = 0
     workers: int = Field(1, ge=1)
     cpus_per_worker: float = Field(1.0, gt=0)
@@ -103,7 +111,9 @@ class FinetuneConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> FinetuneConfig:
-        if self.warmup_epochs > self.epochs:
+        if isinstance(self.steps, int) and self.steps < 1:
+            raise ValueError(f"steps must be >= 1 or 'auto', got {self.steps}")
+        if self.epochs is not None and self.warmup_epochs is not None and self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be <= epochs ({self.epochs})")
         if len(self.mean) != len(self.std):
             raise ValueError(f"mean {self.mean} and std {self.std} need the same number of entries")
@@ -112,6 +122,44 @@ class FinetuneConfig(BaseModel):
     def with_updates(self, **values: Any) -> FinetuneConfig:
         """A validated copy with ``values`` replaced."""
         return FinetuneConfig.model_validate({**self.model_dump(), **values})
+
+    def for_labelled(self, n: int) -> FinetuneConfig:
+        """This config with its length fixed for ``n`` labelled samples: ``epochs`` from
+        ``steps`` unless ``epochs`` is given."""
+        return self if self.epochs is not None else self.with_updates(
+            epochs=budget_epochs(self.steps, n, self.batch_size))
+
+    @property
+    def resolved_epochs(self) -> int:
+        """``epochs`` of a config that ``for_labelled`` has fixed."""
+        if self.epochs is None:
+            raise ValueError("finetune: the schedule is not fixed yet (call for_labelled with the labelled count)")
+        return self.epochs
+
+    @property
+    def resolved_warmup_epochs(self) -> float:
+        """Warmup in epochs: ``warmup_epochs`` when given, else ``warmup_fraction`` of the run."""
+        if self.warmup_epochs is not None:
+            return min(self.warmup_epochs, self.resolved_epochs)
+        return self.warmup_fraction * self.resolved_epochs
+
+
+def auto_steps(n: int, batch_size: int) -> int:
+    """Optimizer steps for ``n`` labelled samples: 30 passes over the data, at least 500 steps
+    and at most 10,000 (the idea of BiT-HyperRule, Kolesnikov et al. 2020: the schedule's length
+    from the dataset's size, 500 steps below 20k examples and 10k above, so that 100 labels
+    and 60,000 both get a sensible run without tuning). 100 or 600 labels at batch 64: 500
+    steps; 10,000: 4,688; 60,000: 10,000."""
+    return int(min(10_000, max(500, round(30 * n / batch_size))))
+
+
+def budget_epochs(steps: int | str, n: int, batch_size: int) -> int:
+    """Whole epochs that hold ``steps`` optimizer steps (``auto``: ``auto_steps``) over ``n``
+    labelled samples at ``batch_size`` (the last batch of an epoch may be short)."""
+    if n < 1:
+        raise ValueError(f"finetune: no labelled samples to plan a schedule for (n={n})")
+    steps = auto_steps(n, batch_size) if steps == "auto" else int(steps)
+    return max(1, math.ceil(steps / math.ceil(n / batch_size)))
 
 
 def parse_finetune_config(data: dict[str, Any] | None, where: str = "<config>", **defaults: Any) -> FinetuneConfig:
@@ -138,6 +186,7 @@ class DataPaths:
     test: str | list[str] | None
     num_classes: int
     class_names: list[str] | None = None
+    num_labelled: int | None = None  # samples in the labelled subset
 
 
 @dataclass
@@ -157,7 +206,8 @@ def prepare_data(cfg: FinetuneConfig, out_dir: str) -> DataPaths:
     subsets: SubsetPaths = prepare_subsets(cfg.train, os.path.abspath(out_dir), cfg.labels, cfg.label_seed,
                                            cfg.val_labels, cfg.label_key)
     names = subsets.record["class_names"]
-    return DataPaths(subsets.labelled, subsets.val, _absolute(cfg.test), len(names), names)
+    return DataPaths(subsets.labelled, subsets.val, _absolute(cfg.test), len(names), names,
+                     int(subsets.record["labelled"]))
 
 
 def _absolute(spec: str | list[str] | None) -> str | list[str] | None:
@@ -197,26 +247,34 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return found
 
 
-def load_encoder(checkpoint: str | os.PathLike, pretrained: bool = True) -> nn.Module:
-    """The encoder of a pretraining checkpoint (``forward_features: [B, C, H, W] -> [B, D]``);
-    ``pretrained=False`` rebuilds the same architecture with fresh weights."""
+def load_encoder(checkpoint: str | os.PathLike, pretrained: bool = True, head_layers: int = 0) -> nn.Module:
+    """The encoder of a pretraining checkpoint (``forward_features: [B, C, H, W] -> [B, D]``), with
+    the first ``head_layers`` layers of its projection head; ``pretrained=False`` rebuilds the
+    same architecture with fresh weights."""
     path = resolve_checkpoint(checkpoint)
     if pretrained:
         model = load_model(path)
-        return model.export_encoder() if hasattr(model, "export_encoder") else model
-    spec = read_metadata(path)["model"]
-    if spec is None:
-        raise ValueError(f"{path}: no model spec saved, so the architecture cannot be rebuilt")
-    if "objective" in spec:
-        return create_model(spec["encoder"], **spec.get("encoder_kwargs", {}))
-    return build_from_spec(spec)
+    else:
+        spec = read_metadata(path)["model"]
+        if spec is None:
+            raise ValueError(f"{path}: no model spec saved, so the architecture cannot be rebuilt")
+        if "objective" in spec and not head_layers:
+            return create_model(spec["encoder"], **spec.get("encoder_kwargs", {}))
+        model = build_from_spec(spec)
+    export = getattr(model, "export_encoder", None)
+    if head_layers and (export is None or "head_layers" not in inspect.signature(export).parameters):
+        raise ValueError(f"{path}: finetune.head_layers needs an objective with a projection head (SimCLR), "
+                         f"not {type(model).__name__}")
+    if export is None:
+        return model
+    return export(head_layers=head_layers) if head_layers else export()
 
 
 def build_classifier(cfg: FinetuneConfig, checkpoint: str | None, num_classes: int) -> Classifier:
     """Encoder (pretrained, or fresh for ``scratch``) + linear head, seeded by ``cfg.seed``."""
     torch.manual_seed(cfg.seed)
     if checkpoint is not None:
-        encoder = load_encoder(checkpoint, pretrained=cfg.mode != "scratch")
+        encoder = load_encoder(checkpoint, pretrained=cfg.mode != "scratch", head_layers=cfg.head_layers)
     elif cfg.mode == "scratch" and cfg.encoder:
         encoder = create_model(cfg.encoder, **cfg.encoder_kwargs)
     else:
@@ -259,9 +317,10 @@ def param_groups(model: Classifier, cfg: FinetuneConfig) -> list[dict[str, Any]]
 
 
 def lr_at(cfg: FinetuneConfig, progress: float) -> float:
-    """Peak-relative LR at ``progress`` epochs: linear warmup, then cosine to 0 at ``cfg.epochs``."""
+    """Peak-relative LR at ``progress`` epochs: linear warmup, then cosine to 0 at ``cfg.epochs``
+    (a config fixed by ``for_labelled``)."""
     steps = 1000  # resolution of the epoch-continuous schedule
-    return lr_factor(int(progress * steps), int(cfg.warmup_epochs * steps), cfg.epochs * steps)
+    return lr_factor(int(progress * steps), int(cfg.resolved_warmup_epochs * steps), cfg.resolved_epochs * steps)
 
 
 # ---------------------------------------------------------------- policies per epoch
@@ -301,6 +360,7 @@ class FinetuneSession:
 
     def __init__(self, cfg: FinetuneConfig, data: FinetuneData, checkpoint: str | None, *,
                  rank: int = 0, world_size: int = 1, wrap: Any = None, device: str | torch.device = "cpu") -> None:
+        cfg = cfg.for_labelled(len(data.train[1]))
         self.cfg, self.data, self.rank, self.world_size = cfg, data, rank, world_size
         self.device = torch.device(device)
         self.model = build_classifier(cfg, checkpoint, data.num_classes).to(self.device)
@@ -412,13 +472,16 @@ class FinetuneSession:
         os.rename(tmp, directory)
         return directory
 
-    def restore(self, directory: str | os.PathLike) -> dict[str, Any]:
-        """Load what ``save`` wrote; returns the state (epoch, history, extras)."""
+    def restore(self, directory: str | os.PathLike, optimizer: bool = True) -> dict[str, Any]:
+        """Load what ``save`` wrote; returns the state (epoch, history, extras). ``optimizer=False``
+        loads the weights only (to evaluate a checkpoint of another mode: a linear probe's
+        optimizer holds the head alone)."""
         directory = Path(directory)
         self.module.load_state_dict(load_file(str(directory / "model.safetensors")), strict=True)
         state = json.loads((directory / STATE_FILE).read_text())
-        tensors = load_file(str(directory / "optimizer.safetensors"))
-        self.optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+        if optimizer:
+            tensors = load_file(str(directory / "optimizer.safetensors"))
+            self.optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
         return state
 
@@ -466,8 +529,9 @@ def finetune_local(cfg: FinetuneConfig, paths: DataPaths, checkpoint: str | None
     start = time.perf_counter()
     session = FinetuneSession(cfg, load_data(paths, cfg, ("train", "val", "test") if test else ("train", "val")),
                               checkpoint)
-    for epoch in range(cfg.epochs):
-        session.run_epoch(source, test=test and epoch == cfg.epochs - 1)
+    epochs = session.cfg.resolved_epochs
+    for epoch in range(epochs):
+        session.run_epoch(source, test=test and epoch == epochs - 1)
     saved = str(session.save(Path(out_dir) / "final")) if out_dir else None
     return FinetuneResult(session.history[-1], session.history, saved, time.perf_counter() - start)
 
@@ -476,7 +540,7 @@ def evaluate_checkpoint(cfg: FinetuneConfig, paths: DataPaths, pretrained: str |
                         split: Literal["val", "test"] = "test") -> dict[str, Any]:
     """Accuracy and loss of a fine-tune checkpoint on ``split``, with its epoch."""
     session = FinetuneSession(cfg, load_data(paths, cfg, ("train", split)), pretrained)
-    state = session.restore(directory)
+    state = session.restore(directory, optimizer=False)
     return {"epoch": state["epoch"], **session.evaluate(split)}
 
 
@@ -484,11 +548,11 @@ def predict_checkpoints(cfg: FinetuneConfig, paths: DataPaths, pretrained: str |
                         directories: list[str | os.PathLike], split: Literal["val", "test"] = "test"
                         ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """The labels of ``split`` and, per fine-tune checkpoint, its epoch and predicted classes
-    (the data is read once; every checkpoint must share ``cfg``'s architecture)."""
+    (the data is read once; every checkpoint must share ``cfg``'s architecture, in any mode)."""
     session = FinetuneSession(cfg, load_data(paths, cfg, ("train", split)), pretrained)
     out = []
     for directory in directories:
-        state = session.restore(directory)
+        state = session.restore(directory, optimizer=False)
         out.append({"checkpoint": str(directory), "epoch": state["epoch"], "predictions": session.predict(split)})
     return getattr(session.data, split)[1], out
 
@@ -517,7 +581,7 @@ def finetune_worker(config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             session.restore(d)
-    until = int(config.get("until_epoch") or cfg.epochs)
+    until = int(config.get("until_epoch") or session.cfg.resolved_epochs)
     every_epoch = bool(config.get("validate_every_epoch", True))
     while session.epoch < until:
         last = session.epoch + 1 == until

@@ -3,9 +3,11 @@
     augtrain finetune -c configs/finetune-fmnist.yaml --checkpoint runs/fmnist-simclr \\
         [--policy trivialaugment] [--labels 600|0.01] [--mode full|linear|scratch]
 
-The labelled (and validation) subsets are written once under ``<out>/data``; training runs on
-``finetune.workers`` Ray Train workers; the last epoch is tested on the held-out split.
-``<out>/finetune.json`` holds the metrics per epoch and the resolved config.
+The labelled (and validation) subsets are written once under ``<out>/data``; the schedule's length
+follows the labelled count (``finetune.steps: auto``) unless ``finetune.epochs`` is given; training
+runs on ``finetune.workers`` Ray Train workers; the last epoch is tested on the held-out split,
+beside the control every fine-tune must clear: logistic regression on the raw pixels of the same
+labels. ``<out>/finetune.json`` holds the metrics per epoch, the control and the resolved config.
 """
 
 from __future__ import annotations
@@ -63,16 +65,30 @@ def _finetune(args: argparse.Namespace) -> int:
     os.makedirs(out, exist_ok=True)
     save_resolved(experiment, os.path.join(out, "config.yaml"))
     paths = prepare_data(cfg, os.path.join(out, "data"))
-    print(f"labelled subset: {paths.labelled} ({cfg.labels} of {cfg.train}); validation: {paths.val}; "
-          f"test: {paths.test}")
+    cfg = cfg.for_labelled(paths.num_labelled)
+    print(f"labelled subset: {paths.labelled} ({paths.num_labelled} of {cfg.train}); validation: {paths.val}; "
+          f"test: {paths.test}; {cfg.epochs} epochs of batch {cfg.batch_size}"
+          + (f" (steps: {cfg.steps})" if experiment.finetune is None or "epochs" not in experiment.finetune else ""))
     connect(args.address or experiment.cluster.address)
     result = run_finetune(cfg, paths, checkpoint, cfg.policy, storage_path=os.path.join(out, "train"),
                           test=paths.test is not None)
+    control = None
+    if paths.test is not None:  # the floor every fine-tune must clear, on the same labels and test split
+        from augtrain.pipelines.controls import raw_logistic_regression
+        from augtrain.pipelines.finetune import load_data
+
+        logreg = raw_logistic_regression(load_data(paths, cfg))
+        control = {"method": logreg.name, "test_acc": logreg.test_acc, "val_acc": logreg.val_acc, **logreg.params}
     record = {"checkpoint": checkpoint, "finetune": cfg.model_dump(mode="json"), "metrics": result.metrics,
-              "history": result.history, "model": result.checkpoint, "seconds": result.seconds}
+              "history": result.history, "model": result.checkpoint, "seconds": result.seconds, "control": control}
     with open(os.path.join(out, "finetune.json"), "w") as f:
         json.dump(record, f, indent=1, default=str)
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.metrics.items()
              if k in ("epoch", "train_loss", "val_acc", "test_acc")}
-    print(f"{cfg.mode} fine-tune, policy {cfg.policy}: {shown} in {result.seconds:.0f} s\nresults: {out}/finetune.json")
+    print(f"{cfg.mode} fine-tune, policy {cfg.policy}: {shown} in {result.seconds:.0f} s")
+    if control is not None and "test_acc" in result.metrics:
+        gap = 100 * (result.metrics["test_acc"] - control["test_acc"])
+        print(f"control: {control['method']} (C={control['C']:g}) on the same labels: test_acc "
+              f"{control['test_acc']:.4f}; the fine-tune is {gap:+.2f} points from it")
+    print(f"results: {out}/finetune.json")
     return 0

@@ -192,3 +192,50 @@ def test_checkpoints_predict_the_test_split_as_their_session_evaluated_it(cfg, p
     for p, accuracy in zip(predicted, accuracies):
         assert p["predictions"].shape == labels.shape
         assert np.mean(p["predictions"] == labels) == pytest.approx(accuracy, abs=1e-12)
+
+
+def test_the_schedule_length_scales_with_the_labelled_set():
+    from augtrain.pipelines.finetune import auto_steps, budget_epochs
+
+    # BiT-HyperRule's idea: at least 500 steps for small sets, about 30 passes in between, 10k at most
+    assert auto_steps(100, 64) == 500 and auto_steps(600, 64) == 500
+    assert auto_steps(10_000, 64) == 4688 and auto_steps(60_000, 64) == 10_000
+    assert budget_epochs("auto", 100, 64) == 250  # 2 steps per epoch (64 + 36)
+    assert budget_epochs("auto", 600, 64) == 50  # 10 steps per epoch
+    assert budget_epochs("auto", 10_000, 64) == 30
+    assert budget_epochs(1000, 600, 64) == 100 and budget_epochs(7, 600, 64) == 1
+    # an explicit epoch count wins; the warmup is a fraction of the run unless given in epochs
+    auto = FinetuneConfig(batch_size=64).for_labelled(600)
+    assert auto.epochs == 50 and auto.resolved_warmup_epochs == pytest.approx(2.5)
+    assert FinetuneConfig(epochs=7).for_labelled(600).epochs == 7
+    assert FinetuneConfig(epochs=7, warmup_epochs=1).for_labelled(600).resolved_warmup_epochs == 1
+    assert FinetuneConfig(steps=100, batch_size=50).for_labelled(1000).epochs == 5
+    with pytest.raises(ValueError, match="not fixed yet"):
+        FinetuneConfig().resolved_epochs
+
+
+def test_a_session_fixes_its_schedule_from_the_labelled_subset(cfg, pretrained, tmp_path):
+    paths = prepare_data(cfg, str(tmp_path / "data"))
+    assert paths.num_labelled == 150
+    session = FinetuneSession(cfg.with_updates(epochs=None, steps=12, batch_size=50), load_data(paths, cfg),
+                              pretrained)
+    assert session.cfg.epochs == 4  # 3 steps per epoch
+
+
+def test_fine_tuning_from_a_projection_head_layer(cfg, pretrained):
+    from augtrain.pipelines.checkpoint import load_model
+
+    objective = load_model(pretrained)
+    encoder = load_encoder(pretrained, head_layers=1)
+    assert encoder.num_features == 16  # the head's hidden width (proj_hidden_dim)
+    assert torch.equal(encoder.head[0].weight, objective.head.net[0].weight)  # the pretrained layer itself
+    x = torch.randn(2, 1, 8, 8)
+    objective.eval(), encoder.eval()
+    expected = torch.relu(objective.head.net[0](objective.encoder.forward_features(x)))
+    assert torch.allclose(encoder.forward_features(x), expected)
+    model = build_classifier(cfg.with_updates(head_layers=1), pretrained, num_classes=10)
+    assert model.fc.in_features == 16
+    scratch = load_encoder(pretrained, pretrained=False, head_layers=1)
+    assert scratch.num_features == 16 and not torch.equal(scratch.head[0].weight, objective.head.net[0].weight)
+    with pytest.raises(ValueError, match="head_layers must be in"):
+        load_encoder(pretrained, head_layers=2)
