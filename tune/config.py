@@ -1,9 +1,15 @@
-"""The ``search`` section of an experiment file: policy search (PBT in PBA's encoding), baselines,
-fine-tune HPO (ASHA + Optuna), replay and resources. Checked before Ray starts.
+"""The ``search`` section of an experiment file: the search method over the joint space of policy
+and fine-tune hyperparameters, the controls, baselines, seeds and resources. Checked before Ray starts.
 
     search:
-      pbt:       {population: 4, perturbation_interval: 3, quantile_fraction: 0.25, init: zeros, epochs: null}
+      method:    halving            # halving | tpe | random | pbt | none
+      space:     {lr: [3.0e-4, 1.0e-2], crop: [0, 0.5, 0.7, 0.85], n: [0, 1, 2, 3], ...}   # tune.space.JointSpace
+      halving:   {candidates: 16, eta: 4, min_fraction: 0.125}
+      random:    {num_samples: auto}  # the control: random points at full length, at the method's compute
+      controls:  {enabled: true, knn_k: 20}
       baselines: {policies: [none, basic, trivialaugment], randaugment_n: [1, 2, 3], randaugment_m: [2, 4, 6, 8]}
+      evaluate_seeds: [1, 2]          # every row of the table trained again with these seeds
+      pbt:       {population: 4, perturbation_interval: 3, quantile_fraction: 0.25, init: zeros, epochs: null}
       hpo:       {when: before, num_samples: 8, policy: trivialaugment}
       resources: {cpus_per_trial: 1, reserve_cpus: 1}
 
@@ -21,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from augtrain.augment import parse_policy
 from augtrain.tune.pba import NUM_OPS, PBA_OPS, PBASpace
+from augtrain.tune.space import JointSpace
 
 
 class _Section(BaseModel):
@@ -28,7 +35,6 @@ class _Section(BaseModel):
 
 
 class PBTSection(_Section):
-    enabled: bool = True
     population: int = Field(4, ge=2)
     perturbation_interval: int = Field(3, ge=1)  # iterations (epochs_per_iteration epochs each) between exploits
     quantile_fraction: float = Field(0.25, gt=0, le=0.5)
@@ -109,6 +115,75 @@ class HPOSection(_Section):
         return self
 
 
+class SpaceSection(_Section):
+    """Ranges of the joint space (``tune.space.JointSpace`` has their meaning)."""
+
+    lr: tuple[float, float] = JointSpace.lr
+    weight_decay: tuple[float, float] = JointSpace.weight_decay
+    label_smoothing: tuple[float, float] = JointSpace.label_smoothing
+    crop: tuple[float, ...] = JointSpace.crop
+    hflip: tuple[float, ...] = JointSpace.hflip
+    ops: tuple[str, ...] = JointSpace.ops
+    n: tuple[int, ...] = JointSpace.n
+    m: tuple[int, int] = JointSpace.m
+    cutout: tuple[float, ...] = JointSpace.cutout
+
+    @model_validator(mode="after")
+    def _check(self) -> SpaceSection:
+        self.build()
+        return self
+
+    def build(self) -> JointSpace:
+        return JointSpace(**self.model_dump())
+
+
+class HalvingSection(_Section):
+    """Successive halving (Jamieson and Talwalkar 2016) in which every rung trains its survivors
+    again from the checkpoint with a complete schedule (warmup and decay) at the rung's length,
+    rather than continuing truncated runs: rung r trains ``ceil(candidates / eta**r)`` points for
+    ``min_fraction * eta**r`` of the full length, until a rung at the full length."""
+
+    candidates: int = Field(16, ge=1)
+    eta: int = Field(4, ge=2)
+    min_fraction: float = Field(0.125, gt=0, le=1)
+
+    def rungs(self) -> list[tuple[int, float]]:
+        """(points, fraction of the full length) per rung; the last rung is at the full length."""
+        rungs, count, fraction = [], self.candidates, self.min_fraction
+        while True:
+            rungs.append((count, min(1.0, fraction)))
+            if fraction >= 1.0:
+                return rungs
+            count, fraction = max(1, -(-count // self.eta)), fraction * self.eta
+
+
+class TPESection(_Section):
+    """Optuna's TPE over complete short runs (``fraction`` of the full length); the best point is
+    trained again at the full length."""
+
+    num_samples: int = Field(10, ge=1)
+    fraction: float = Field(0.5, gt=0, le=1)
+
+
+class RandomSection(_Section):
+    """Random search over the same space, every point at the full length: the search's control.
+    ``auto``: as many points as the method's compute buys (its trial-epochs / full length)."""
+
+    enabled: bool = True
+    num_samples: int | Literal["auto"] = "auto"
+    seed_offset: int = 1000  # its draws differ from the method's candidates
+
+
+class ControlSection(_Section):
+    """Rows that say whether the method helped: logistic regression on raw features and a kNN of
+    the checkpoint (no training loop), a linear probe and the same network from scratch
+    (without augmentation and with the searched policy), each with every evaluation seed."""
+
+    enabled: bool = True
+    knn_k: int = Field(20, ge=1)
+    probe_lr: float = Field(1e-2, gt=0)  # the linear probe's LR (a frozen encoder takes a larger one)
+
+
 class ResourceSection(_Section):
     executor: Literal["train", "local"] = "train"  # train: each trial fits a TorchTrainer; local: in the trial process
     cpus_per_trial: float = Field(1.0, gt=0)  # local executor; the train executor uses finetune.workers x cpus_per_worker
@@ -120,14 +195,24 @@ class ResourceSection(_Section):
 class SearchConfig(_Section):
     name: str | None = None  # Tune experiment prefix; default: the experiment's name
     metric: Literal["val_acc"] = "val_acc"
+    # halving (the default: it measured best, docs/tune/README.md), tpe, random, pbt (PBA), or none
+    # (baselines and controls only)
+    method: Literal["halving", "tpe", "random", "pbt", "none"] = "halving"
+    seed: int = 0  # the search's own draws (candidates, TPE)
+    space: SpaceSection = Field(default_factory=SpaceSection)
+    halving: HalvingSection = Field(default_factory=HalvingSection)
+    tpe: TPESection = Field(default_factory=TPESection)
+    random: RandomSection = Field(default_factory=RandomSection)
+    controls: ControlSection = Field(default_factory=ControlSection)
     pbt: PBTSection = Field(default_factory=PBTSection)
     baselines: BaselineSection = Field(default_factory=BaselineSection)
     hpo: HPOSection = Field(default_factory=HPOSection)
     resources: ResourceSection = Field(default_factory=ResourceSection)
     max_failures: int = Field(2, ge=0)  # retries of a failed trial (from its last checkpoint)
-    replay_seeds: tuple[int, ...] = (0,)  # fine-tune seeds the searched schedule is replayed with
-    # after the search: no augmentation, TrivialAugment, the best RandAugment point and the searched
-    # schedule trained again with these seeds (test accuracy mean and spread; not search compute)
+    replay_seeds: tuple[int, ...] = (0,)  # fine-tune seeds the searched PBT schedule is replayed with
+    # after the search, every row of the comparison (no augmentation, TrivialAugment, the grid's
+    # best, the searched and random-search points, the controls) trained again with these seeds
+    # beside finetune.seed (test accuracy mean and spread; not search compute)
     evaluate_seeds: tuple[int, ...] = ()
 
 

@@ -2,8 +2,9 @@
 checkpointing) every ``epochs_per_iteration`` epochs, resuming from Tune's checkpoint.
 
 A trial's config holds only what is searched: a policy (``policy``: a spec; ``pba``: PBA's
-integers; ``schedule``: a schedule dict; ``method``: a spec, or ``searched`` for the context's
-schedule) and fine-tune hyperparameters (``lr``,
+integers; ``schedule``: a schedule dict; ``point``, or its keys at the top level: a point of the
+joint space, policy and hyperparameters together, ``tune.space``; ``method``: a row of the
+evaluation, looked up in the context's ``methods``) and fine-tune hyperparameters (``lr``,
 ``weight_decay``, ``label_smoothing``, ``layer_decay``, ``epochs``, ``seed``). Everything else
 comes in a ``TrialContext`` bound with ``tune.with_parameters`` (so PBT's logs hold only the
 searched values).
@@ -38,6 +39,7 @@ from augtrain.pipelines.finetune import (
     run_finetune,
 )
 from augtrain.tune.pba import PBASpace
+from augtrain.tune.space import JointSpace
 
 HPARAMS = ("lr", "weight_decay", "label_smoothing", "layer_decay", "epochs", "seed")
 
@@ -56,10 +58,25 @@ class TrialContext:
     space: PBASpace | None = None
     max_failures: int = 0
     source: Any = None  # policy source when trial configs carry none (a replayed schedule)
+    # evaluation rows by name: {"overrides": fine-tune fields (mode, lr, ...), "source": policy}
+    methods: dict[str, dict[str, Any]] | None = None
 
 
 def trial_setup(config: dict[str, Any], ctx: TrialContext) -> tuple[FinetuneConfig, PolicySource]:
     """The fine-tune config (context's, with the trial's hyperparameters) and the policy source."""
+    if "case" in config:  # an evaluation trial: {"case": {"method": ..., "seed": ...}}
+        config = {**config["case"], **{k: v for k, v in config.items() if k != "case"}}
+    if "point" in config:
+        config = {**config["point"], **{k: v for k, v in config.items() if k != "point"}}
+    if ctx.methods is not None and config.get("method") in ctx.methods:
+        method = ctx.methods[config["method"]]
+        cfg = ctx.cfg.with_updates(**method.get("overrides", {}))
+        cfg = cfg.with_updates(**{k: config[k] for k in HPARAMS if k in config})
+        return cfg, method["source"]
+    if JointSpace.is_point(config):
+        policy, hparams = JointSpace.decode(config)
+        cfg = ctx.cfg.with_updates(**{k: v for k, v in {**hparams, **config}.items() if k in HPARAMS})
+        return cfg, policy
     cfg = ctx.cfg.with_updates(**{k: config[k] for k in HPARAMS if k in config})
     if "pba" in config:
         if ctx.space is None:
@@ -90,6 +107,7 @@ def _run_local(cfg: FinetuneConfig, source: PolicySource, ctx: TrialContext) -> 
 
     splits = ("train", "val", "test") if ctx.test else ("train", "val")
     session = FinetuneSession(cfg, load_data(ctx.paths, cfg, splits), ctx.checkpoint)
+    cfg = session.cfg  # its schedule fixed for the labelled count
     trial_id = tune.get_context().get_trial_id()
     restored_from = ""  # the trial that wrote the checkpoint this run started from (a PBT donor, or itself)
     checkpoint = tune.get_checkpoint()
@@ -112,6 +130,7 @@ def _run_local(cfg: FinetuneConfig, source: PolicySource, ctx: TrialContext) -> 
 def _run_train(cfg: FinetuneConfig, source: PolicySource, ctx: TrialContext) -> None:
     from ray import tune
 
+    cfg = cfg.for_labelled(ctx.paths.num_labelled or 0) if cfg.epochs is None else cfg
     trial_id = tune.get_context().get_trial_id()
     resume = tune.get_checkpoint()
     state = _state_of(resume)

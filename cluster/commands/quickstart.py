@@ -5,9 +5,12 @@
    per-worker summary);
 3. SimCLR pretraining under Ray Train + DeepSpeed (``configs/quickstart-simclr.yaml``): a
    checkpoint, metrics and a loss curve;
-4. the augmentation-policy search on that checkpoint with 1% of the labels
-   (``configs/quickstart-search.yaml``): baselines, PBT over PBA-encoded policies, the replayed
-   schedule fine-tuned and tested, and a report (comparison table, schedule plot, best policy).
+4. the search on that checkpoint with 1% of the labels (``configs/quickstart-search.yaml``):
+   successive halving over policy and fine-tune hyperparameters together, beside the baselines
+   (no augmentation, TrivialAugment, a small RandAugment grid), random search at the same compute
+   and the controls (logistic regression on raw pixels, kNN and linear probe of the checkpoint,
+   the same network from scratch), every row with 3 seeds, and a report (``comparison.md`` with
+   its verdict: did pretraining, augmentation and the search help; ``best_policy.json``).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_quickstart)
 
 
-def _ensure_shards(root: str, split: str) -> str:
+def ensure_shards(root: str, split: str) -> str:
+    """Fashion-MNIST's ``split`` as shards under ``root`` (written once, then reused); their folder."""
     from augtrain.pipelines.manifest import MANIFEST_NAME
     from augtrain.pipelines.shard_writer import WriteOptions, write_shards
     from augtrain.pipelines.sources import open_source
@@ -53,8 +57,8 @@ def _quickstart(args: argparse.Namespace) -> int:
     from augtrain.pipelines.pretrain import plan_pretraining, run_pretraining
     from augtrain.pipelines.stream_epoch import StreamOptions, stream_epoch
 
-    train = _ensure_shards(args.data, "train")
-    test = _ensure_shards(args.data, "test")
+    train = ensure_shards(args.data, "train")
+    test = ensure_shards(args.data, "test")
     overrides = [f"data.train={train}", f"data.test={test}", f"cluster.workers={args.workers}", *args.overrides]
     config = load_config(args.config, overrides)
     plan = None if args.skip_pretrain else plan_pretraining(config, resume="latest")  # checked before Ray starts

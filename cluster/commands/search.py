@@ -1,5 +1,6 @@
-"""``augtrain search``: augmentation-policy search (PBT, PBA's encoding) with baselines and
-fine-tune HPO on a pretraining checkpoint, under Ray Tune.
+"""``augtrain search``: a search over augmentation policy and fine-tune hyperparameters together
+(successive halving by default; TPE, random, PBT) on a pretraining checkpoint under Ray Tune,
+with baselines, controls and every row trained with several seeds.
 
     augtrain search -c configs/search-fmnist.yaml --checkpoint runs/fmnist-simclr [--resume]
 
@@ -17,9 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     from augtrain.cluster.commands.finetune import add_experiment_args
 
     parser = sub.add_parser("search", help="search augmentation policies and fine-tune hyperparameters",
-                            description="PBT over PBA-encoded policies (exploit copies weights; the schedule is "
-                                        "replayed), baselines (none, basic, TrivialAugment, RandAugment grid) and "
-                                        "ASHA + Optuna HPO, all fine-tuning the given checkpoint under Ray Tune.")
+                            description="Search policy and fine-tune hyperparameters together (search.method: "
+                                        "halving, tpe, random or pbt), beside the baselines (none, basic, "
+                                        "TrivialAugment, RandAugment grid), random search at the same compute and "
+                                        "the controls (logistic regression on raw pixels, kNN and linear probe of "
+                                        "the checkpoint, the same network from scratch), all under Ray Tune.")
     add_experiment_args(parser)
     parser.add_argument("--resume", action="store_true", help="continue an interrupted search in the output folder")
     parser.set_defaults(func=_search)
@@ -52,7 +55,7 @@ def _search(args: argparse.Namespace) -> int:
     run = plan_search(cfg, search, checkpoint, out, search.name or experiment.name, resume=args.resume)
     print(f"search {run.name}: {run.max_concurrent} trials at a time; labelled subset {run.paths.labelled}")
     results = run_search(run)
-    write_results(results, out, cfg.epochs, resolved, title=f"{experiment.name}: augmentation search")
+    write_results(results, out, run.cfg.epochs, resolved, title=f"{experiment.name}: augmentation search")
     print(open(os.path.join(out, "comparison.md")).read())
-    print(f"results: {out} (best_policy.json, schedule.png, trials.csv, comparison.md)")
+    print(f"results: {out} (comparison.md, best_policy.json, trials.csv)")
     return 0

@@ -37,7 +37,7 @@ def test_errors_name_the_key_before_ray_starts(tmp_path, digits_splits, capsys):
 @pytest.mark.timeout(600)
 def test_finetune_and_search_commands(ray_local, tmp_path, digits_splits, tiny_checkpoint, capsys):
     path = _experiment(tmp_path, digits_splits, search={
-        "pbt": {"population": 2, "perturbation_interval": 1, "synch": True},
+        "halving": {"candidates": 2, "eta": 2, "min_fraction": 0.5}, "space": {"crop": [0]},
         "baselines": {"policies": ["none", "trivialaugment"], "randaugment_n": [1], "randaugment_m": [5]},
         "resources": {"executor": "local", "reserve_cpus": 0, "max_concurrent": 2}, "evaluate_seeds": [1]})
     assert main(["finetune", "-c", path, "--checkpoint", tiny_checkpoint, "--policy", "rand-n1-m5",
@@ -46,14 +46,18 @@ def test_finetune_and_search_commands(ray_local, tmp_path, digits_splits, tiny_c
     assert record["finetune"]["labels"] == 0.1 and record["finetune"]["mode"] == "linear"
     assert [h["epoch"] for h in record["history"]] == [1, 2] and 0 <= record["metrics"]["test_acc"] <= 1
     assert json.loads((tmp_path / "run" / "finetune" / "data" / "subset.json").read_text())["labelled"] == 144
+    assert record["control"]["method"] == "logistic regression on raw pixels" and record["control"]["test_acc"] > 0.5
+    assert "control: logistic regression on raw pixels" in capsys.readouterr().out
 
     assert main(["search", "-c", path, "--checkpoint", tiny_checkpoint]) == 0
     out = tmp_path / "run" / "search"
-    for name in ("best_policy.json", "best_policy.txt", "best_policy.dali.json", "schedule.png", "trials.csv",
+    for name in ("best_policy.json", "best_policy.txt", "best_point.json", "best_policy.dali.json", "trials.csv",
                  "comparison.md", "search.json", "config.yaml"):
         assert (out / name).is_file(), name
     printed = capsys.readouterr().out
-    assert "RandAugment best (N=1, M=5) of 1-point grid" in printed and "PBA schedule" in printed
-    for method in ("none", "trivialaugment", "rand-n1-m5", "searched schedule"):
-        assert f"evaluation: {method}, 1 seeds" in printed
-    assert yaml.safe_load((out / "config.yaml").read_text())["search"]["pbt"]["population"] == 2
+    assert "pretrained: RandAugment best (N=1, M=5) of 1-point grid" in printed
+    assert "pretrained: searched (halving, 2 -> 1)" in printed and "pretrained: random search (2 points)" in printed
+    for row in ("raw pixels: logistic regression", "checkpoint: linear probe", "scratch: none", "pretrained: none",
+                "pretrained: trivialaugment"):
+        assert f"| {row} |" in printed, row
+    assert yaml.safe_load((out / "config.yaml").read_text())["search"]["halving"]["candidates"] == 2

@@ -67,7 +67,7 @@ def test_trial_cpus_and_max_concurrent():
 
 
 def test_pbt_scheduler_takes_the_burn_in_and_the_space_bounds(tmp_path):
-    from augtrain.tune.search import SearchRun, pbt_scheduler
+    from augtrain.tune.pbt import SearchRun, pbt_scheduler
 
     search = parse_search_config({"pbt": {"burn_in": 30, "perturbation_interval": 5, "count_max": 3,
                                           "ops": ["rotate", "solarize"]}})
@@ -83,7 +83,7 @@ def test_synch_pbt_resumes_a_member_stalled_behind_a_sync_point_that_never_comes
     restored search whose members drifted out of step, which cannot be timed reliably)."""
     from types import SimpleNamespace
 
-    from augtrain.tune.search import SearchRun, pbt_scheduler
+    from augtrain.tune.pbt import SearchRun, pbt_scheduler
 
     search = parse_search_config({"pbt": {"synch": True, "ops": ["rotate"]}})
     scheduler = pbt_scheduler(SearchRun(parse_finetune_config({}), search, None, tmp_path, "t", None, 1))

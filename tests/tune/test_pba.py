@@ -118,7 +118,7 @@ def test_default_ops_are_pbas_fifteen():
 def test_random_start_is_seeded_per_member_and_in_range():
     from types import SimpleNamespace
 
-    from augtrain.tune.search import RandomStart
+    from augtrain.tune.pbt import RandomStart
 
     space = PBASpace()
     start = RandomStart(space, seed=0)

@@ -10,7 +10,7 @@ import pytest
 from augtrain.augment import Op, Policy, Schedule, parse_policy, sample_plan
 from augtrain.tune.pba import PBASpace
 from augtrain.tune.report import comparison_markdown, comparison_rows, dali_export, plot_schedule
-from augtrain.tune.search import StageResult
+from augtrain.tune.stages import StageResult
 
 
 def test_dali_export_of_a_pba_policy_keeps_each_ops_rate():
@@ -69,14 +69,14 @@ def test_comparison_rows_charge_the_whole_grid_and_the_search():
                                "test_acc": None} for i in range(4)], 1.0)
     replay = StageResult("replay", [_trial("s0", 0.61, 0.62), _trial("s1", 0.63, 0.60)], 1.0)
     rows = {r["method"].split(" (")[0]: r for r in comparison_rows({"baselines": base, "pbt": pbt, "replay": replay})}
-    ra = rows["RandAugment best"]
+    ra = rows["pretrained: RandAugment best"]
     assert "(N=2, M=4) of 4-point grid" in [r["method"] for r in comparison_rows({"baselines": base})][-1]
     assert ra["trial_epochs"] == 40 and ra["test_acc"] == 0.4 and ra["val_acc"] == pytest.approx(0.58)
-    searched = rows["PBA schedule"]
+    searched = rows["pretrained: PBA schedule"]
     assert searched["trial_epochs"] == 44 + 20 and searched["search_epochs"] == 44
     assert searched["test_acc"] == pytest.approx(0.61) and searched["test_acc_sd"] == pytest.approx(0.01)
     text = comparison_markdown(list(rows.values()), "t")
-    assert "| none | 50.00 | 49.00 | 10 |" in text and "61.00 ± 1.00" in text
+    assert "| pretrained: none | 50.00 | 49.00 | 10 |" in text and "61.00 ± 1.00" in text
 
 
 def test_comparison_compares_each_model_with_the_grids_best_on_the_same_samples(tmp_path):
@@ -101,9 +101,9 @@ def test_comparison_compares_each_model_with_the_grids_best_on_the_same_samples(
                                "test_acc": None}], 1.0)
     rows = comparison_rows({"baselines": base, "pbt": pbt, "replay": replay, "predictions": predictions})
     by_method = {r["method"].split(" (")[0]: r for r in rows}
-    assert by_method["RandAugment best"]["paired"] == {"reference": True}  # (N=1, M=2): best by validation
-    assert "paired" not in by_method["none"]  # its predictions did not reproduce its reported accuracy
-    paired = by_method["PBA schedule"]["paired"]
+    assert by_method["pretrained: RandAugment best"]["paired"] == {"reference": True}  # (N=1, M=2): best by validation
+    assert "paired" not in by_method["pretrained: none"]  # its predictions did not reproduce its reported accuracy
+    paired = by_method["pretrained: PBA schedule"]["paired"]
     # the replay gets 100 samples right that the reference misses and misses 50 it gets right
     assert (paired["only_a"], paired["only_b"], paired["difference"]) == (100, 50, pytest.approx(0.05))
     assert paired["ci95"][0] < 0.05 < paired["ci95"][1] and paired["p_value"] < 1e-4

@@ -23,7 +23,10 @@ from augtrain.augment import Policy, Schedule, parse_policy
 from augtrain.tune.config import parse_search_config
 from augtrain.tune.pba import PBASpace
 from augtrain.tune.report import write_results
-from augtrain.tune.search import RandomStart, plan_search, run_hpo, run_search, stage_history
+from augtrain.tune.hpo import run_hpo
+from augtrain.tune.pbt import RandomStart
+from augtrain.tune.search import plan_search, run_search
+from augtrain.tune.stages import stage_history
 from augtrain.tune.trainable import finetune_trial
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # trial processes cannot import tests/
@@ -43,7 +46,7 @@ def _history(out: Path, stage: str, trial_id: str) -> pd.DataFrame:
 def test_pbt_exploits_explores_and_its_schedule_replays(ray_local, tiny_checkpoint, tiny_cfg, tmp_path):
     cfg = tiny_cfg.with_updates(epochs=8)
     # synchronous PBT: tiny trials would otherwise finish before their peers start, with nobody to exploit
-    search = parse_search_config({"pbt": {"population": 4, "perturbation_interval": 2, "quantile_fraction": 0.25,
+    search = parse_search_config({"method": "pbt", "pbt": {"population": 4, "perturbation_interval": 2, "quantile_fraction": 0.25,
                                           "synch": True},
                                   "baselines": NO_BASELINES, "resources": LOCAL})
     run = plan_search(cfg, search, tiny_checkpoint, tmp_path / "out", "pbt-test")
@@ -101,7 +104,7 @@ def test_a_population_larger_than_the_slots_is_time_multiplexed_and_a_short_sear
     # 6 members, 2 CPUs each on 4 CPUs: 2 run at a time. Every member must be live before any
     # member finishes (a cap on live trials would run the population in batches that never meet).
     cfg = tiny_cfg.with_updates(epochs=8)
-    search = parse_search_config({"pbt": {"population": 6, "perturbation_interval": 1, "synch": True,
+    search = parse_search_config({"method": "pbt", "pbt": {"population": 6, "perturbation_interval": 1, "synch": True,
                                           "init": "random", "epochs": 4},
                                   "baselines": NO_BASELINES,
                                   "resources": {"executor": "local", "reserve_cpus": 0, "cpus_per_trial": 2}})
@@ -139,7 +142,8 @@ def test_a_population_larger_than_the_slots_is_time_multiplexed_and_a_short_sear
 
 def test_train_executor_refuses_a_population_larger_than_fits(ray_local, tiny_checkpoint, tiny_cfg, tmp_path):
     cfg = tiny_cfg.with_updates(workers=2, cpus_per_worker=1.0)
-    search = parse_search_config({"pbt": {"population": 4}, "resources": {"executor": "train", "reserve_cpus": 1}})
+    search = parse_search_config({"method": "pbt", "pbt": {"population": 4},
+                                  "resources": {"executor": "train", "reserve_cpus": 1}})
     with pytest.raises(ValueError, match=r"search.pbt.population is 4 but only 1 trials fit"):
         plan_search(cfg, search, tiny_checkpoint, tmp_path / "out", "too-many")
     assert not (tmp_path / "out" / "data").exists()  # refused before any work
@@ -184,7 +188,7 @@ def flaky_trial(config, ctx):
 
 @pytest.mark.timeout(300)
 def test_a_trial_that_raises_once_is_retried_from_its_checkpoint(ray_local, tiny_checkpoint, tiny_cfg, tmp_path):
-    search = parse_search_config({"pbt": {"enabled": False}, "baselines": NO_BASELINES, "resources": LOCAL,
+    search = parse_search_config({"method": "none", "baselines": NO_BASELINES, "resources": LOCAL,
                                   "max_failures": 2})
     run = plan_search(tiny_cfg, search, tiny_checkpoint, tmp_path / "out", "retry-test", trainable=flaky_trial)
     trial = run_search(run)["baselines"].trials[0]
@@ -197,7 +201,7 @@ def test_a_trial_that_raises_once_is_retried_from_its_checkpoint(ray_local, tiny
 
 @pytest.mark.timeout(300)
 def test_trials_validate_only_at_the_epochs_they_report(ray_local, tiny_checkpoint, tiny_cfg, tmp_path):
-    search = parse_search_config({"pbt": {"enabled": False}, "baselines": NO_BASELINES,
+    search = parse_search_config({"method": "none", "baselines": NO_BASELINES, "controls": {"enabled": False},
                                   "resources": {**LOCAL, "epochs_per_iteration": 2}})
     run = plan_search(tiny_cfg, search, tiny_checkpoint, tmp_path / "out", "validate-test")
     trial = run_search(run)["baselines"].trials[0]
@@ -233,7 +237,7 @@ run_search(plan_search(cfg, search, sys.argv[3], sys.argv[4], "resume-test"))
 @pytest.mark.timeout(600)
 def test_a_killed_search_resumes_and_finishes(ray_local, tiny_checkpoint, tiny_cfg, tmp_path):
     cfg = tiny_cfg.with_updates(epochs=6)
-    search_dict = {"pbt": {"population": 2, "perturbation_interval": 2, "quantile_fraction": 0.5, "synch": True},
+    search_dict = {"method": "pbt", "pbt": {"population": 2, "perturbation_interval": 2, "quantile_fraction": 0.5, "synch": True},
                    "baselines": {"policies": ["none", "basic"], "randaugment_n": [], "randaugment_m": []},
                    "resources": {**LOCAL, "max_concurrent": 1}}
     out = tmp_path / "out"
@@ -276,7 +280,7 @@ def test_a_killed_search_resumes_and_finishes(ray_local, tiny_checkpoint, tiny_c
 @pytest.mark.timeout(600)
 def test_train_executor_fits_a_torchtrainer_per_iteration(ray_local, tiny_checkpoint, tiny_cfg, tmp_path):
     cfg = tiny_cfg.with_updates(epochs=2)
-    search = parse_search_config({"pbt": {"enabled": False}, "baselines": NO_BASELINES,
+    search = parse_search_config({"method": "none", "baselines": NO_BASELINES,
                                   "resources": {"executor": "train", "reserve_cpus": 1, "max_concurrent": 1}})
     run = plan_search(cfg, search, tiny_checkpoint, tmp_path / "out", "train-exec")
     trial = run_search(run)["baselines"].trials[0]

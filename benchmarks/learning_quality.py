@@ -1,0 +1,126 @@
+"""Learning quality on Fashion-MNIST with 600 labels: the whole comparison in one run, resumable.
+
+Stages (each reused when its output is complete, so a killed run continues where it stopped):
+
+1. shards of Fashion-MNIST's train and test splits (Debian's dataset-fashion-mnist);
+2. SimCLR pretraining (``configs/pretrain-fmnist.yaml``: cnn-small, 10 epochs, Ray Train + DeepSpeed);
+3. the search with its table (``configs/search-fmnist.yaml``): controls, baselines, the RandAugment
+   grid, successive halving over policy and hyperparameters, random search at the same compute,
+   every row with 3 seeds, each model paired against the grid's best;
+4. the search again with other search seeds (``--search-seeds``), halving against random search
+   only (the grid and the controls do not depend on the search seed), so that "the searched model
+   at least matches random search" is a mean over search seeds.
+
+It prints the headline table and, per search seed, the searched and the random-search model, with
+their mean and the ratios of compute to the grid's. ``--quick`` runs the same on the quickstart's
+sizes (cnn-tiny, one epoch of pretraining) in minutes.
+
+    python benchmarks/learning_quality.py [--quick] [--search-seeds 0 1 2] [--out runs/learning-quality]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+FULL = {"pretrain": "configs/pretrain-fmnist.yaml", "search": "configs/search-fmnist.yaml"}
+QUICK = {"pretrain": "configs/quickstart-simclr.yaml", "search": "configs/quickstart-search.yaml"}
+
+
+def _shards(data: str) -> tuple[str, str]:
+    from augtrain.cluster.commands.quickstart import ensure_shards
+
+    return ensure_shards(data, "train"), ensure_shards(data, "test")
+
+
+def _pretrain(config_path: str, out: Path, train: str, test: str) -> tuple[str, float]:
+    """The pretraining checkpoint (trained, or finished and reused) and the seconds spent now."""
+    from augtrain.pipelines.checkpoint import latest_checkpoint, read_metadata
+    from augtrain.pipelines.config import load_config
+    from augtrain.pipelines.pretrain import plan_pretraining, run_pretraining
+
+    config = load_config(config_path, [f"data.train={train}", f"data.test={test}", f"output={out / 'pretrain'}"])
+    plan = plan_pretraining(config, resume="latest")
+    latest = latest_checkpoint(plan.loop.checkpoint_dir) if os.path.isdir(plan.loop.checkpoint_dir) else None
+    total = plan.steps_per_epoch * plan.loop.epochs
+    if latest is not None and read_metadata(latest)["optimizer_steps"] >= total:
+        print(f"pretraining: reusing {latest} ({total} steps)")
+        return str(latest), 0.0
+    print(f"pretraining: {plan.describe()}")
+    start = time.perf_counter()
+    result = run_pretraining(plan)
+    return result["checkpoint"], time.perf_counter() - start
+
+
+def _search(config_path: str, checkpoint: str, out: Path, train: str, test: str, extra: list[str]) -> dict:
+    from augtrain.cluster.cli import main
+
+    args = ["search", "-c", config_path, "--checkpoint", checkpoint, "--out", str(out), "--resume",
+            "--set", f"data.train={train}", "--set", f"data.test={test}"]
+    for item in extra:
+        args += ["--set", item]
+    if main(args) != 0:
+        raise SystemExit(f"the search in {out} failed")
+    return json.loads((out / "search.json").read_text())
+
+
+def _row(summary: dict, prefix: str) -> dict | None:
+    return next((r for r in summary["comparison"] if r["method"].startswith(prefix)), None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the quickstart's sizes (minutes, not hours)")
+    parser.add_argument("--out", default=None, help="default: runs/learning-quality[-quick]")
+    parser.add_argument("--data", default="data")
+    parser.add_argument("--search-seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args(argv)
+    configs = QUICK if args.quick else FULL
+    out = Path(args.out or ("runs/learning-quality-quick" if args.quick else "runs/learning-quality")).absolute()
+
+    from augtrain.cluster.connect import connect
+
+    train, test = _shards(args.data)
+    connect()
+    checkpoint, pretrain_s = _pretrain(configs["pretrain"], out, train, test)
+    seeds = list(dict.fromkeys(args.search_seeds))
+    summaries, seconds = {}, {}
+    for i, seed in enumerate(seeds):
+        start = time.perf_counter()
+        extra = [f"search.seed={seed}"]
+        if i > 0:  # the grid and the controls are the first search's; only the method and its control differ
+            extra += ["search.baselines.policies=[none]", "search.baselines.randaugment_n=[]",
+                      "search.controls.enabled=false", "search.evaluate_seeds=[]"]
+        summaries[seed] = _search(configs["search"], checkpoint, out / f"search-seed{seed}", train, test, extra)
+        seconds[seed] = time.perf_counter() - start
+
+    first = summaries[seeds[0]]
+    print((out / f"search-seed{seeds[0]}" / "comparison.md").read_text())
+    grid = _row(first, "pretrained: RandAugment best")
+    print("| search seed | searched test % | random search test % | searched trial-epochs | grid trial-epochs | "
+          "wall (min) |")
+    print("|---|---|---|---|---|---|")
+    searched_all, random_all = [], []
+    for seed in seeds:
+        searched, random = _row(summaries[seed], "pretrained: searched"), _row(summaries[seed],
+                                                                                 "pretrained: random search")
+        s_first, r_first = searched["tests"][0], random["tests"][0]  # finetune.seed's model of each search
+        searched_all.append(s_first)
+        random_all.append(r_first)
+        print(f"| {seed} | {100 * s_first:.2f} | {100 * r_first:.2f} | {searched['trial_epochs']} | "
+              f"{grid['trial_epochs'] if grid else '-'} | {seconds[seed] / 60:.1f} |")
+    mean = lambda xs: 100 * sum(xs) / len(xs)  # noqa: E731
+    print(f"\nover {len(seeds)} search seeds: searched {mean(searched_all):.2f} %, random search "
+          f"{mean(random_all):.2f} %; pretraining {pretrain_s / 60:.1f} min now (0: reused)")
+    if grid:
+        ratio = _row(first, "pretrained: searched")["trial_epochs"] / grid["trial_epochs"]
+        print(f"searched compute / grid compute: {ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
