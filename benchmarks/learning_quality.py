@@ -3,7 +3,8 @@
 Stages (each reused when its output is complete, so a killed run continues where it stopped):
 
 1. shards of Fashion-MNIST's train and test splits (Debian's dataset-fashion-mnist);
-2. SimCLR pretraining (``configs/pretrain-fmnist.yaml``: cnn-small, 10 epochs, Ray Train + DeepSpeed);
+2. SimCLR pretraining (``configs/pretrain-fmnist.yaml``: cnn-small, 10 epochs, Ray Train + DeepSpeed),
+   in the config's own output folder, so that a finished ``augtrain pretrain`` run is reused;
 3. the search with its table (``configs/search-fmnist.yaml``): controls, baselines, the RandAugment
    grid, successive halving over policy and hyperparameters, random search at the same compute,
    every row with 3 seeds, each model paired against the grid's best;
@@ -37,13 +38,14 @@ def _shards(data: str) -> tuple[str, str]:
     return ensure_shards(data, "train"), ensure_shards(data, "test")
 
 
-def _pretrain(config_path: str, out: Path, train: str, test: str) -> tuple[str, float]:
+def _pretrain(config_path: str, train: str, test: str) -> tuple[str, float]:
     """The pretraining checkpoint (trained, or finished and reused) and the seconds spent now."""
     from augtrain.pipelines.checkpoint import latest_checkpoint, read_metadata
     from augtrain.pipelines.config import load_config
     from augtrain.pipelines.pretrain import plan_pretraining, run_pretraining
 
-    config = load_config(config_path, [f"data.train={train}", f"data.test={test}", f"output={out / 'pretrain'}"])
+    # the config's own output folder: the run `augtrain pretrain -c CONFIG` makes is the one reused
+    config = load_config(config_path, [f"data.train={train}", f"data.test={test}"])
     plan = plan_pretraining(config, resume="latest")
     latest = latest_checkpoint(plan.loop.checkpoint_dir) if os.path.isdir(plan.loop.checkpoint_dir) else None
     total = plan.steps_per_epoch * plan.loop.epochs
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     train, test = _shards(args.data)
     connect()
-    checkpoint, pretrain_s = _pretrain(configs["pretrain"], out, train, test)
+    checkpoint, pretrain_s = _pretrain(configs["pretrain"], train, test)
     seeds = list(dict.fromkeys(args.search_seeds))
     summaries, seconds = {}, {}
     for i, seed in enumerate(seeds):

@@ -151,8 +151,9 @@ class HalvingSection(_Section):
         """(points, fraction of the full length) per rung; the last rung is at the full length."""
         rungs, count, fraction = [], self.candidates, self.min_fraction
         while True:
-            rungs.append((count, min(1.0, fraction)))
-            if fraction >= 1.0:
+            full = fraction >= 1.0 - 1e-3  # 1/9 written as 0.1111111 reaches 1 after two rungs
+            rungs.append((count, 1.0 if full else fraction))
+            if full:
                 return rungs
             count, fraction = max(1, -(-count // self.eta)), fraction * self.eta
 

@@ -78,7 +78,7 @@ def evaluation_methods(run: SearchRun) -> dict[str, dict[str, Any]]:
             methods[spec] = {"overrides": {}, "source": spec, "trained": spec in base}
     searched = searched_method(run)
     if searched is not None:
-        methods["searched"] = {**searched, "trained": "searched" in run.results}
+        methods["searched"] = {**searched, "trained": "searched" in run.results or "replay" in run.results}
     if "random_search" in run.results:
         policy, hparams = JointSpace.decode(run.results["random_search"].extra["best_point"])
         methods["random search"] = {"overrides": hparams, "source": policy.to_dict(), "trained": True}

@@ -213,7 +213,7 @@ def test_trials_validate_only_at_the_epochs_they_report(ray_local, tiny_checkpoi
     assert [row["epoch"] for row in history if "val_acc" in row] == [2, 4, 6]  # epochs 1, 3, 5: not validated
     assert len(history) == 6
     # the final model predicts the test split again from that last checkpoint, as its trial scored it
-    (predicted,) = run.results["predictions"].trials
+    (predicted,) = [row for row in run.results["predictions"].trials if row["stage"] == "baselines"]
     assert predicted["checkpoint"] == str(checkpoint) and predicted["epoch"] == 6 and predicted["matches"]
     labels = np.load(run.results["predictions"].extra["labels"])
     assert np.mean(np.load(predicted["predictions"]) == labels) == pytest.approx(trial["test_acc"])
@@ -274,6 +274,42 @@ def test_a_killed_search_resumes_and_finishes(ray_local, tiny_checkpoint, tiny_c
     # after the kill a member went on from its own checkpoint (members also restore donors' after exploits)
     assert any(_history(out, "pbt", t["trial_id"])["restored_from"].eq(t["trial_id"]).any() for t in pbt.trials)
     assert results["replay"].trials[0]["test_acc"] is not None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_killed_halving_search_resumes_its_rung_and_finishes(ray_local, tiny_checkpoint, tiny_cfg, tmp_path):
+    cfg = tiny_cfg.with_updates(epochs=6, size=8)
+    search_dict = {"halving": {"candidates": 4, "eta": 2, "min_fraction": 0.5}, "random": {"enabled": False},
+                   "controls": {"enabled": False}, "baselines": {"policies": ["none"], "randaugment_n": [],
+                                                                  "randaugment_m": []},
+                   "resources": {**LOCAL, "max_concurrent": 1}}
+    out = tmp_path / "out"
+    script = tmp_path / "search.py"
+    script.write_text(textwrap.dedent(RESUME_SCRIPT))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen([sys.executable, str(script), cfg.model_dump_json(), json.dumps(search_dict),
+                             tiny_checkpoint, str(out)], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rung = out / "tune" / "resume-test-halving-r0"
+    deadline = time.monotonic() + 400
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if list(rung.glob("experiment_state-*.json")) and len(list(rung.glob("*/checkpoint_000000"))) >= 1:
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, "the search ended before it could be killed"
+        assert time.monotonic() < deadline, "the first rung never started"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (out / "stages" / "halving-r0.json").exists()
+    search = parse_search_config(search_dict)
+    results = run_search(plan_search(cfg, search, tiny_checkpoint, out, "resume-test", resume=True))
+    r0 = results["halving-r0"]
+    assert len(r0.trials) == 4 and all(t["epoch"] == 3 and not t["error"] for t in r0.trials)
+    assert [t["epoch"] for t in results["halving-r1"].trials] == [6, 6]
+    assert results["searched"].trials[0]["test_acc"] is not None
 
 
 @pytest.mark.slow
