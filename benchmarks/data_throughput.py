@@ -46,8 +46,8 @@ def make_shards(out: str, images: int, per_shard: int) -> str:
     import cv2
     from sklearn.datasets import load_sample_images
 
-    from augtrain.pipelines.shard_writer import WriteOptions, write_shards
-    from augtrain.pipelines.sources import Source
+    from augtrain.pipelines.data.writer import WriteOptions, write_shards
+    from augtrain.pipelines.data.sources import Source
 
     photos = load_sample_images().images
     rng = np.random.default_rng(0)
@@ -200,9 +200,9 @@ def leg_augtrain(urls: list[str], workers: int):
     import torch
 
     from augtrain.augment import IMAGENET_MEAN, IMAGENET_STD, make_sample_transform, normalize_batch
-    from augtrain.pipelines.decode import DecodeSpec
-    from augtrain.pipelines.reader import ReaderConfig, ShardReader
-    from augtrain.pipelines.shard_set import open_shards
+    from augtrain.pipelines.data.decode import DecodeSpec
+    from augtrain.pipelines.data.reader import ReaderConfig, ShardReader
+    from augtrain.pipelines.data.shard_set import open_shards
 
     ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
     reader = ShardReader(open_shards(urls), ReaderConfig(seed=0, decode=DecodeSpec(channels=3)),

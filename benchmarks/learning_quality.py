@@ -40,9 +40,9 @@ def _shards(data: str) -> tuple[str, str]:
 
 def _pretrain(config_path: str, train: str, test: str) -> tuple[str, float]:
     """The pretraining checkpoint (trained, or finished and reused) and the seconds spent now."""
-    from augtrain.pipelines.checkpoint import latest_checkpoint, read_metadata
-    from augtrain.pipelines.config import load_config
-    from augtrain.pipelines.pretrain import plan_pretraining, run_pretraining
+    from augtrain.pipelines.train.checkpoint import latest_checkpoint, read_metadata
+    from augtrain.pipelines.train.config import load_config
+    from augtrain.pipelines.train.pretrain import plan_pretraining, run_pretraining
 
     # the config's own output folder: the run `augtrain pretrain -c CONFIG` makes is the one reused
     config = load_config(config_path, [f"data.train={train}", f"data.test={test}"])

@@ -49,7 +49,7 @@ def _rank(rank: int, port: int, leg: str, args: dict, out: str) -> None:
     model = _objective(args["encoder"])
     data = _batches(4, args["batch"], args["size"], rank)
     if leg == "deepspeed":
-        from augtrain.pipelines.engine import EngineConfig, build_engine, train_step
+        from augtrain.pipelines.train.engine import EngineConfig, build_engine, train_step
 
         engine = build_engine(model, EngineConfig(zero_stage=2, micro_batch_size=args["batch"], base_lr=1e-3,
                                                   total_steps=10_000, grad_clip=1.0))
@@ -59,7 +59,7 @@ def _rank(rank: int, port: int, leg: str, args: dict, out: str) -> None:
     else:
         from torch.nn.parallel import DistributedDataParallel
 
-        from augtrain.pipelines.engine import init_distributed, resolve_device
+        from augtrain.pipelines.train.engine import init_distributed, resolve_device
 
         device = resolve_device("auto")
         init_distributed(device)
@@ -112,8 +112,8 @@ def fed_from_shards(shards: str, steps: int) -> dict:
     import yaml
 
     from augtrain.cluster.connect import connect
-    from augtrain.pipelines.config import parse_config
-    from augtrain.pipelines.pretrain import plan_pretraining, run_pretraining
+    from augtrain.pipelines.train.config import parse_config
+    from augtrain.pipelines.train.pretrain import plan_pretraining, run_pretraining
 
     with tempfile.TemporaryDirectory() as out:
         config = parse_config(yaml.safe_load(f"""

@@ -38,14 +38,14 @@ def set_overrides(argv: Sequence[str]) -> list[str]:
 
 def check_pretrain(path: Path, argv: list[str]) -> None:
     """``augtrain pretrain``'s own loader: unknown or ill-typed keys name key and file."""
-    from augtrain.pipelines.config import load_config
+    from augtrain.pipelines.train.config import load_config
 
     load_config(str(path), set_overrides(argv))
 
 
 def check_finetune(path: Path, argv: list[str]) -> None:
     """``augtrain finetune``: the experiment and its ``finetune`` section."""
-    from augtrain.pipelines.config import load_config
+    from augtrain.pipelines.train.config import load_config
     from augtrain.pipelines.finetune import finetune_config_from_experiment
 
     finetune_config_from_experiment(load_config(str(path), set_overrides(argv)), str(path))
@@ -53,7 +53,7 @@ def check_finetune(path: Path, argv: list[str]) -> None:
 
 def check_search(path: Path, argv: list[str]) -> None:
     """``augtrain search``: the experiment, its ``finetune`` and its ``search`` sections."""
-    from augtrain.pipelines.config import load_config
+    from augtrain.pipelines.train.config import load_config
     from augtrain.pipelines.finetune import finetune_config_from_experiment
     from augtrain.tune.config import parse_search_config
 

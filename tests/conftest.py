@@ -55,8 +55,8 @@ def make_tiny_checkpoint(root: str) -> str:
     import torch
 
     from augtrain.models import create_objective
-    from augtrain.pipelines.checkpoint import save_checkpoint
-    from augtrain.pipelines.engine import EngineConfig, build_engine, train_step
+    from augtrain.pipelines.train.checkpoint import save_checkpoint
+    from augtrain.pipelines.train.engine import EngineConfig, build_engine, train_step
 
     torch.manual_seed(0)
     objective = create_objective("simclr", encoder="cnn-tiny", encoder_kwargs={"in_chans": 1, "widths": [8, 16]},
@@ -70,8 +70,8 @@ def make_tiny_checkpoint(root: str) -> str:
 
 
 def write_digits(root: str) -> tuple[str, str]:
-    from augtrain.pipelines.shard_writer import WriteOptions, write_shards
-    from augtrain.pipelines.sources import open_source
+    from augtrain.pipelines.data.writer import WriteOptions, write_shards
+    from augtrain.pipelines.data.sources import open_source
 
     paths = []
     for split in ("train", "test"):

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from augtrain.pipelines.controls import ControlResult, knn_of_checkpoint, raw_logistic_regression
+from augtrain.pipelines.finetune.controls import ControlResult, knn_of_checkpoint, raw_logistic_regression
 from augtrain.pipelines.finetune import FinetuneConfig, load_data
 from augtrain.tune.space import JointSpace
 from augtrain.tune.stages import SearchRun, StageResult, load_done, run_stage, save_done

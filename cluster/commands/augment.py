@@ -30,10 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _read_images(spec: str, n: int):
-    from augtrain.pipelines import storage
-    from augtrain.pipelines.decode import SampleError, decode_image, find_image_key
-    from augtrain.pipelines.shard_set import open_shards
-    from augtrain.pipelines.wds_format import iter_raw_samples
+    from augtrain.pipelines.data import storage
+    from augtrain.pipelines.data.decode import SampleError, decode_image, find_image_key
+    from augtrain.pipelines.data.shard_set import open_shards
+    from augtrain.pipelines.data.wds_format import iter_raw_samples
 
     images = []
     for url in open_shards(spec).urls:

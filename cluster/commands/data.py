@@ -29,9 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_reader(shards, seed: int, policy: str | None, size: int | None, channels: int | None, strict: bool):
     """Resolve shards and build the reader (with the policy's per-sample transform, if any)."""
-    from augtrain.pipelines.decode import DecodeSpec
-    from augtrain.pipelines.reader import ReaderConfig, ShardReader
-    from augtrain.pipelines.shard_set import open_shards
+    from augtrain.pipelines.data.decode import DecodeSpec
+    from augtrain.pipelines.data.reader import ReaderConfig, ShardReader
+    from augtrain.pipelines.data.shard_set import open_shards
 
     shard_set = open_shards(shards)
     transform = None
@@ -45,7 +45,7 @@ def build_reader(shards, seed: int, policy: str | None, size: int | None, channe
 
 def _stream(args: argparse.Namespace) -> int:
     from augtrain.cluster.connect import connect
-    from augtrain.pipelines.stream_epoch import StreamOptions, stream_epoch
+    from augtrain.pipelines.data.stream_epoch import StreamOptions, stream_epoch
 
     reader = build_reader(args.shards, args.seed, args.policy, args.size, args.channels, args.strict)
     print(f"{len(reader.shards.urls)} shards, {reader.shards.num_samples} samples; "

@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _finetune(args: argparse.Namespace) -> int:
     from augtrain.cluster.connect import connect
-    from augtrain.pipelines.config import load_config, save_resolved
+    from augtrain.pipelines.train.config import load_config, save_resolved
     from augtrain.pipelines.finetune import finetune_config_from_experiment, prepare_data, resolve_checkpoint, run_finetune
 
     experiment = load_config(args.config, args.overrides)
@@ -74,7 +74,7 @@ def _finetune(args: argparse.Namespace) -> int:
                           test=paths.test is not None)
     control = None
     if paths.test is not None:  # the floor every fine-tune must clear, on the same labels and test split
-        from augtrain.pipelines.controls import raw_logistic_regression
+        from augtrain.pipelines.finetune.controls import raw_logistic_regression
         from augtrain.pipelines.finetune import load_data
 
         logreg = raw_logistic_regression(load_data(paths, cfg))

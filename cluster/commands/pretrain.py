@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from augtrain.pipelines.config import load_config
-    from augtrain.pipelines.pretrain import plan_pretraining, run_pretraining
+    from augtrain.pipelines.train.config import load_config
+    from augtrain.pipelines.train.pretrain import plan_pretraining, run_pretraining
 
     config = load_config(args.config, args.overrides)
     plan = plan_pretraining(config, args.resume)

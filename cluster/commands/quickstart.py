@@ -37,9 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def ensure_shards(root: str, split: str) -> str:
     """Fashion-MNIST's ``split`` as shards under ``root`` (written once, then reused); their folder."""
-    from augtrain.pipelines.manifest import MANIFEST_NAME
-    from augtrain.pipelines.shard_writer import WriteOptions, write_shards
-    from augtrain.pipelines.sources import open_source
+    from augtrain.pipelines.data.manifest import MANIFEST_NAME
+    from augtrain.pipelines.data.writer import WriteOptions, write_shards
+    from augtrain.pipelines.data.sources import open_source
 
     out = os.path.join(root, "fashion-mnist", split)
     if os.path.exists(os.path.join(out, MANIFEST_NAME)):
@@ -53,9 +53,9 @@ def ensure_shards(root: str, split: str) -> str:
 def _quickstart(args: argparse.Namespace) -> int:
     from augtrain.cluster.commands.data import build_reader
     from augtrain.cluster.connect import connect
-    from augtrain.pipelines.config import load_config
-    from augtrain.pipelines.pretrain import plan_pretraining, run_pretraining
-    from augtrain.pipelines.stream_epoch import StreamOptions, stream_epoch
+    from augtrain.pipelines.train.config import load_config
+    from augtrain.pipelines.train.pretrain import plan_pretraining, run_pretraining
+    from augtrain.pipelines.data.stream_epoch import StreamOptions, stream_epoch
 
     train = ensure_shards(args.data, "train")
     test = ensure_shards(args.data, "test")

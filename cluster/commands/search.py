@@ -32,7 +32,7 @@ def _search(args: argparse.Namespace) -> int:
     import yaml
 
     from augtrain.cluster.connect import connect
-    from augtrain.pipelines.config import load_config
+    from augtrain.pipelines.train.config import load_config
     from augtrain.pipelines.finetune import finetune_config_from_experiment, resolve_checkpoint
     from augtrain.tune.config import parse_search_config
     from augtrain.tune.report import write_results

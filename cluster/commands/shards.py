@@ -38,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _write(args: argparse.Namespace) -> int:
-    from augtrain.pipelines.shard_writer import WriteOptions, write_shards
-    from augtrain.pipelines.sources import open_source
+    from augtrain.pipelines.data.writer import WriteOptions, write_shards
+    from augtrain.pipelines.data.sources import open_source
 
     source = open_source(args.source, args.split)
     options = WriteOptions(samples_per_shard=args.samples_per_shard, image_format=args.format, limit=args.limit,
@@ -51,8 +51,8 @@ def _write(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from augtrain.pipelines.shard_inspect import inspect_shards
-    from augtrain.pipelines.shard_set import open_shards
+    from augtrain.pipelines.data.inspect_shards import inspect_shards
+    from augtrain.pipelines.data.shard_set import open_shards
 
     report = inspect_shards(open_shards(args.path), label_key=args.label_key or None)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())

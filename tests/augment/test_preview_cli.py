@@ -39,8 +39,8 @@ def test_bad_arguments() -> None:
 @pytest.mark.timeout(120)
 def test_preview_command_writes_png(tmp_path) -> None:
     from augtrain.cluster.cli import main
-    from augtrain.pipelines.shard_writer import WriteOptions, write_shards
-    from augtrain.pipelines.sources import digits
+    from augtrain.pipelines.data.writer import WriteOptions, write_shards
+    from augtrain.pipelines.data.sources import digits
 
     shards = tmp_path / "shards"
     write_shards(digits("train"), str(shards), "train", WriteOptions(samples_per_shard=20, limit=40), progress=lambda m: None)

@@ -9,8 +9,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from augtrain.pipelines.shard_writer import WriteOptions, encode_image, write_shards
-from augtrain.pipelines.sources import open_source
+from augtrain.pipelines.data.writer import WriteOptions, encode_image, write_shards
+from augtrain.pipelines.data.sources import open_source
 
 
 @pytest.fixture(scope="session")

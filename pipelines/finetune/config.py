@@ -1,0 +1,145 @@
+"""The ``finetune`` section of an experiment: its schema, the schedule's length from the
+labelled count (``steps: auto``), and its defaults taken from the rest of the experiment."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from augtrain.augment import parse_policy
+
+
+class FinetuneConfig(BaseModel):
+    """The ``finetune`` section of an experiment file (see ``configs/finetune-*.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    train: str | list[str] | None = None  # pool of labelled shards (default: the experiment's data.train)
+    test: str | list[str] | None = None  # held-out evaluation split (default: data.test)
+    labels: int | float = 0.01  # labelled subset: a count (int) or a fraction of the pool (float in (0, 1])
+    val_labels: int | float = 0  # validation subset drawn from the rest of the pool (0: none)
+    label_seed: int = 0
+    label_key: str = "cls"
+    mode: Literal["full", "linear", "scratch"] = "full"
+    encoder: str | None = None  # registered encoder when no checkpoint is given (scratch)
+    encoder_kwargs: dict[str, Any] = Field(default_factory=dict)
+    probe_batch_norm: bool = False  # linear mode: BatchNorm (no affine) before the linear layer, as MAE
+    # keep the first k layers of the pretrained projection head on the encoder (SimCLRv2's
+    # fine-tuning from the head's middle layer; objectives with a projection head only)
+    head_layers: int = Field(0, ge=0)
+    channels: Literal[1, 3] = 3
+    size: int | None = Field(None, ge=1)  # input side; None keeps the stored size
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+    policy: str = "basic"  # augmentation of the labelled subset (any parse_policy spec)
+    backend: Literal["auto", "albumentations", "numpy", "dali"] = "auto"
+    # the schedule's length: ``epochs`` when given, else ``steps`` optimizer steps rounded up to
+    # whole epochs; ``steps: auto`` scales them with the labelled-set size (``auto_steps``)
+    epochs: int | None = Field(None, ge=1)
+    steps: int | Literal["auto"] = "auto"
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(512, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    layer_decay: float = Field(1.0, gt=0, le=1)  # LR of block i = lr * layer_decay ** (blocks - i)
+    warmup_epochs: float | None = Field(None, ge=0)  # absolute; when None, warmup_fraction of the run
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    seed: int = 0
+    workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool = False
+
+    @field_validator("labels", "val_labels")
+    @classmethod
+    def _count_or_fraction(cls, value: int | float, info: ValidationInfo) -> int | float:
+        if isinstance(value, float) and value > 1.0 and not value.is_integer():
+            raise ValueError(f"{value} is neither a fraction in (0, 1] nor a whole count")
+        if value < 0 or (info.field_name == "labels" and value == 0):
+            raise ValueError(f"must be {'> 0' if info.field_name == 'labels' else '>= 0'}, got {value}")
+        return value
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        parse_policy(value)  # raises PolicyError naming the op
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> FinetuneConfig:
+        if isinstance(self.steps, int) and self.steps < 1:
+            raise ValueError(f"steps must be >= 1 or 'auto', got {self.steps}")
+        if self.epochs is not None and self.warmup_epochs is not None and self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be <= epochs ({self.epochs})")
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean {self.mean} and std {self.std} need the same number of entries")
+        return self
+
+    def with_updates(self, **values: Any) -> FinetuneConfig:
+        """A validated copy with ``values`` replaced."""
+        return FinetuneConfig.model_validate({**self.model_dump(), **values})
+
+    def for_labelled(self, n: int) -> FinetuneConfig:
+        """This config with its length fixed for ``n`` labelled samples: ``epochs`` from
+        ``steps`` unless ``epochs`` is given."""
+        return self if self.epochs is not None else self.with_updates(
+            epochs=budget_epochs(self.steps, n, self.batch_size))
+
+    @property
+    def resolved_epochs(self) -> int:
+        """``epochs`` of a config that ``for_labelled`` has fixed."""
+        if self.epochs is None:
+            raise ValueError("finetune: the schedule is not fixed yet (call for_labelled with the labelled count)")
+        return self.epochs
+
+    @property
+    def resolved_warmup_epochs(self) -> float:
+        """Warmup in epochs: ``warmup_epochs`` when given, else ``warmup_fraction`` of the run."""
+        if self.warmup_epochs is not None:
+            return min(self.warmup_epochs, self.resolved_epochs)
+        return self.warmup_fraction * self.resolved_epochs
+
+
+def auto_steps(n: int, batch_size: int) -> int:
+    """Optimizer steps for ``n`` labelled samples: 30 passes over the data, at least 500 steps
+    and at most 10,000 (the idea of BiT-HyperRule, Kolesnikov et al. 2020: the schedule's length
+    from the dataset's size, 500 steps below 20k examples and 10k above, so that 100 labels
+    and 60,000 both get a sensible run without tuning). 100 or 600 labels at batch 64: 500
+    steps; 10,000: 4,688; 60,000: 10,000."""
+    return int(min(10_000, max(500, round(30 * n / batch_size))))
+
+
+def budget_epochs(steps: int | str, n: int, batch_size: int) -> int:
+    """Whole epochs that hold ``steps`` optimizer steps (``auto``: ``auto_steps``) over ``n``
+    labelled samples at ``batch_size`` (the last batch of an epoch may be short)."""
+    if n < 1:
+        raise ValueError(f"finetune: no labelled samples to plan a schedule for (n={n})")
+    steps = auto_steps(n, batch_size) if steps == "auto" else int(steps)
+    return max(1, math.ceil(steps / math.ceil(n / batch_size)))
+
+
+def parse_finetune_config(data: dict[str, Any] | None, where: str = "<config>", **defaults: Any) -> FinetuneConfig:
+    """Validate a ``finetune`` mapping; ``defaults`` fill keys it leaves out. Errors name the key."""
+    values = {**{k: v for k, v in defaults.items() if v is not None}, **(data or {})}
+    try:
+        return FinetuneConfig.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        path = ".".join(str(p) for p in error["loc"] if not str(p).startswith(("int", "float")))
+        key = f"finetune.{path}" if path else "finetune"
+        raise ValueError(f"{where}: {key}: {error['msg']}") from None
+
+
+def finetune_config_from_experiment(experiment: Any, where: str = "<config>", **overrides: Any) -> FinetuneConfig:
+    """The ``finetune`` section of an experiment (``pipelines.config.ExperimentConfig``), with the
+    keys it leaves out taken from the experiment: data.train/test/channels, augment.size,
+    loop.mean/std and seed. ``overrides`` (command-line values) win over both."""
+    loop = experiment.loop or {}
+    defaults = {"train": experiment.data.train, "test": experiment.data.test, "channels": experiment.data.channels,
+                "size": experiment.augment.size, "mean": loop.get("mean"), "std": loop.get("std"),
+                "seed": experiment.seed}
+    section = dict(experiment.finetune or {})
+    section.update({k: v for k, v in overrides.items() if v is not None})
+    return parse_finetune_config(section, where, **defaults)

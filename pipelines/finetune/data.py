@@ -1,0 +1,67 @@
+"""What a fine-tune reads: the labelled and validation subsets (chosen once by the driver) and
+the test split, decoded into each worker's memory."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from augtrain.pipelines.data.storage import is_url
+from augtrain.pipelines.finetune.config import FinetuneConfig
+from augtrain.pipelines.finetune.subsets import SubsetPaths, load_arrays, prepare_subsets
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """Where a fine-tuning run reads: the labelled subset, the validation subset, the test split."""
+
+    labelled: str
+    val: str | None
+    test: str | list[str] | None
+    num_classes: int
+    class_names: list[str] | None = None
+    num_labelled: int | None = None  # samples in the labelled subset
+
+
+@dataclass
+class FinetuneData:
+    """Arrays held by one worker: ``images`` uint8 [N, H, W, C], ``labels`` int64 [N] per split."""
+
+    train: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray] | None
+    test: tuple[np.ndarray, np.ndarray] | None
+    num_classes: int
+
+
+def prepare_data(cfg: FinetuneConfig, out_dir: str) -> DataPaths:
+    """Choose and write the labelled and validation subsets under ``out_dir`` (reused when present)."""
+    if cfg.train is None:
+        raise ValueError("finetune.train: no shards for the labelled pool (set finetune.train or data.train)")
+    subsets: SubsetPaths = prepare_subsets(cfg.train, os.path.abspath(out_dir), cfg.labels, cfg.label_seed,
+                                           cfg.val_labels, cfg.label_key)
+    names = subsets.record["class_names"]
+    return DataPaths(subsets.labelled, subsets.val, _absolute(cfg.test), len(names), names,
+                     int(subsets.record["labelled"]))
+
+
+def _absolute(spec: str | list[str] | None) -> str | list[str] | None:
+    """Local paths made absolute (trials run in their own working directories); URLs kept."""
+    if isinstance(spec, list):
+        return [_absolute(s) for s in spec]
+    return spec if spec is None or is_url(spec) else os.path.abspath(spec)
+
+
+def load_data(paths: DataPaths, cfg: FinetuneConfig, splits: tuple[str, ...] = ("train", "val", "test")) -> FinetuneData:
+    """Decode the splits named in ``splits`` into memory (the test split is 10,000 images at most
+    for the datasets this is meant for; larger ones should be evaluated by streaming)."""
+    def read(spec: str | list[str] | None, resize: bool) -> tuple[np.ndarray, np.ndarray] | None:
+        if spec is None:
+            return None
+        images, labels, _ = load_arrays(spec, cfg.channels, cfg.label_key, size=cfg.size if resize else None)
+        return images, labels
+
+    train = read(paths.labelled, resize=False)
+    return FinetuneData(train, read(paths.val, True) if "val" in splits else None,
+                        read(paths.test, True) if "test" in splits else None, paths.num_classes)

@@ -1,0 +1,210 @@
+"""One worker's fine-tuning: the policy in force per epoch, training and evaluation on
+in-memory arrays, and the session's own checkpoint (safetensors + JSON, no pickle)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from augtrain.augment import Policy, Schedule, augment_rng, make_sample_transform, normalize_batch, parse_policy
+from augtrain.pipelines.finetune.config import FinetuneConfig
+from augtrain.pipelines.finetune.data import FinetuneData
+from augtrain.pipelines.finetune.model import build_classifier, lr_at, param_groups
+
+STATE_FILE = "finetune.json"
+PolicySource = str | dict[str, Any] | Policy | Schedule
+
+
+def policy_source_to_json(source: PolicySource) -> str | dict[str, Any]:
+    """A policy spec string, or a JSON dict (policy or schedule), for configs and checkpoints."""
+    if isinstance(source, Schedule):
+        return source.to_dict()
+    if isinstance(source, Policy):
+        return source.to_dict()
+    return source
+
+
+def policy_at(source: PolicySource, epoch: int) -> Policy:
+    """The policy in force at ``epoch``: a fixed policy, or a schedule's entry."""
+    if isinstance(source, Schedule):
+        return source.policy_at(epoch)
+    if isinstance(source, dict) and "schedule" in source:
+        return Schedule.from_dict(source).policy_at(epoch)
+    return parse_policy(source)
+
+
+# ---------------------------------------------------------------- one worker's training
+
+
+def epoch_order(n: int, seed: int, epoch: int, rank: int, world_size: int) -> np.ndarray:
+    """This rank's sample order for ``epoch``: one seeded permutation, dealt round-robin, every
+    rank getting the same count (``n // world_size``) so that DDP steps stay in lockstep."""
+    perm = np.random.default_rng(np.random.SeedSequence([seed, epoch, 7])).permutation(n)
+    per_rank = n // world_size
+    return perm[rank::world_size][:per_rank]
+
+
+class FinetuneSession:
+    """Model, optimizer and epoch counter of one worker; trains and evaluates on in-memory arrays."""
+
+    def __init__(self, cfg: FinetuneConfig, data: FinetuneData, checkpoint: str | None, *,
+                 rank: int = 0, world_size: int = 1, wrap: Any = None, device: str | torch.device = "cpu") -> None:
+        cfg = cfg.for_labelled(len(data.train[1]))
+        self.cfg, self.data, self.rank, self.world_size = cfg, data, rank, world_size
+        self.device = torch.device(device)
+        self.model = build_classifier(cfg, checkpoint, data.num_classes).to(self.device)
+        self.module = self.model  # unwrapped, for saving
+        if wrap is not None:  # e.g. ray.train.torch.prepare_model (DDP)
+            self.model = wrap(self.model)
+        self.optimizer = torch.optim.AdamW(param_groups(self.module, cfg), lr=cfg.lr)
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+
+    def _inputs(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 [B, H, W, C] -> float [B, C, H, W] on the device."""
+        return normalize_batch(images, self.cfg.mean, self.cfg.std).to(self.device)
+
+    def _augment(self, policy: Policy, indices: np.ndarray) -> np.ndarray:
+        images = self.data.train[0]
+        transform = make_sample_transform(policy, size=self.cfg.size, views=1, backend=self.cfg.backend)
+        rng = augment_rng(self.cfg.seed, self.epoch, self.rank)
+        return np.stack([transform(images[i], rng)["image"] for i in indices])
+
+    def _set_lr(self, progress: float) -> float:
+        factor = lr_at(self.cfg, progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.lr * group["lr_scale"] * factor
+        return self.cfg.lr * factor
+
+    def train_epoch(self, policy: Policy) -> dict[str, float]:
+        """One pass over this rank's share of the labelled subset with ``policy``."""
+        cfg = self.cfg
+        order = epoch_order(len(self.data.train[1]), cfg.seed, self.epoch, self.rank, self.world_size)
+        images, labels = self._augment(policy, order), self.data.train[1][order]
+        steps = max(1, math.ceil(len(order) / cfg.batch_size))
+        self.model.train()
+        loss_sum, correct, lr = 0.0, 0, cfg.lr
+        for step in range(steps):
+            lo, hi = step * cfg.batch_size, min((step + 1) * cfg.batch_size, len(order))
+            lr = self._set_lr(self.epoch + step / steps)
+            x, y = self._inputs(images[lo:hi]), torch.as_tensor(labels[lo:hi], device=self.device)
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += float(loss.detach()) * (hi - lo)
+            correct += int((logits.argmax(1) == y).sum())
+        self.epoch += 1
+        return {"train_loss": loss_sum / max(len(order), 1), "train_acc": correct / max(len(order), 1), "lr": lr}
+
+    @torch.no_grad()
+    def _held_out_logits(self, split: Literal["val", "test"]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(logits, labels) per evaluation batch of a held-out split, in the split's order."""
+        images, labels = getattr(self.data, split)
+        self.module.eval()
+        for lo in range(0, len(labels), self.cfg.eval_batch_size):
+            x = self._inputs(images[lo:lo + self.cfg.eval_batch_size])
+            y = torch.as_tensor(labels[lo:lo + self.cfg.eval_batch_size], device=self.device)
+            yield self.module(x), y
+
+    def evaluate(self, split: Literal["val", "test"]) -> dict[str, float]:
+        """Accuracy and loss on a whole held-out split (every rank computes it; it is small)."""
+        if getattr(self.data, split) is None:
+            return {}
+        correct, loss_sum, n = 0, 0.0, 0
+        for logits, y in self._held_out_logits(split):
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            n += len(y)
+        return {f"{split}_acc": correct / n, f"{split}_loss": loss_sum / n}
+
+    def predict(self, split: Literal["val", "test"]) -> np.ndarray:
+        """The predicted class of every sample of a held-out split, in the split's order."""
+        if getattr(self.data, split) is None:
+            raise ValueError(f"no {split} split was loaded")
+        return np.concatenate([logits.argmax(1).cpu().numpy() for logits, _ in self._held_out_logits(split)])
+
+    def run_epoch(self, source: PolicySource, test: bool = False, validate: bool = True) -> dict[str, float]:
+        """Train one epoch with the policy in force, validate (unless ``validate`` is False: a
+        search that reads the validation split only when it reports) and test when asked; the
+        metrics row also goes to ``history``."""
+        start = time.perf_counter()
+        policy = policy_at(source, self.epoch)
+        metrics: dict[str, Any] = {"epoch": self.epoch + 1, **self.train_epoch(policy)}
+        if validate:
+            metrics.update(self.evaluate("val"))
+        if test:
+            metrics.update(self.evaluate("test"))
+        metrics["epoch_s"] = time.perf_counter() - start
+        metrics["policy"] = policy.to_string()
+        self.history.append(metrics)
+        return metrics
+
+    # ------------------------------------------------------------ checkpoints
+
+    def save(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+        """Write model, optimizer and state to ``directory`` (created; written under a temporary
+        name and renamed)."""
+        directory = Path(directory)
+        tmp = directory.with_name(f".tmp-{directory.name}-{uuid.uuid4().hex[:6]}")
+        tmp.mkdir(parents=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()},
+                  str(tmp / "model.safetensors"))
+        tensors, meta = _flatten_optimizer(self.optimizer.state_dict())
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        state = {"epoch": self.epoch, "history": self.history, "optimizer": meta,
+                 "config": self.cfg.model_dump(mode="json"), **(extra or {})}
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1, default=str) + "\n")
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.rename(tmp, directory)
+        return directory
+
+    def restore(self, directory: str | os.PathLike, optimizer: bool = True) -> dict[str, Any]:
+        """Load what ``save`` wrote; returns the state (epoch, history, extras). ``optimizer=False``
+        loads the weights only (to evaluate a checkpoint of another mode: a linear probe's
+        optimizer holds the head alone)."""
+        directory = Path(directory)
+        self.module.load_state_dict(load_file(str(directory / "model.safetensors")), strict=True)
+        state = json.loads((directory / STATE_FILE).read_text())
+        if optimizer:
+            tensors = load_file(str(directory / "optimizer.safetensors"))
+            self.optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+        self.epoch, self.history = int(state["epoch"]), list(state["history"])
+        return state
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Optimizer state_dict -> (tensors by name, JSON remainder): stored without pickle."""
+    tensors, per_param = {}, {}
+    for pid, values in state["state"].items():
+        entry = {}
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                entry[key] = value
+        per_param[str(pid)] = entry
+    groups = [{k: v for k, v in g.items()} for g in state["param_groups"]]
+    return tensors, {"state": per_param, "param_groups": groups}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {int(pid): dict(entry) for pid, entry in meta["state"].items()}
+    for name, value in tensors.items():
+        pid, _, key = name.partition(".")
+        state.setdefault(int(pid), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}

@@ -1,0 +1,356 @@
+"""Pretraining checkpoints: one directory per save, written under a temporary name and renamed.
+
+    <root>/
+      step-00000100/
+        augtrain.json       resolved config, policy, data position, metrics, model spec, versions
+        model.safetensors   consolidated fp32 weights (for a transformers model: its own keys,
+        config.json         and its config, so `<Model>.from_pretrained(dir)` loads it)
+        deepspeed/          ZeRO shards of every rank (`engine.save_checkpoint`), per-rank RNG
+      latest                name of the newest complete checkpoint
+      best                  name of the best one by the chosen metric (when one is chosen)
+      .tmp-step-00000200/   a save in progress; never read, removed by the next save
+
+A crash during a save leaves a `.tmp-*` folder and the previous checkpoint still `latest`.
+Every rank must see `root` (a shared filesystem) because rank 0 consolidates all shards.
+Loading never unpickles arbitrary objects: weights come from safetensors, and DeepSpeed's own
+files are read with `torch.load(weights_only=True)` allowing only DeepSpeed's plain state classes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from augtrain.models import build_from_spec
+from augtrain.pipelines.train.engine import TrainEngine
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+DS_TAG = "state"
+_NAME = re.compile(r"^step-(\d{8})$")
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """Which checkpoints survive: the last `keep_last` and the best by `best_metric`."""
+
+    keep_last: int = 3
+    best_metric: str | None = None  # a key of the metrics passed to save_checkpoint
+    best_mode: Literal["min", "max"] = "min"
+
+    def __post_init__(self) -> None:
+        if self.keep_last < 1:
+            raise ValueError("checkpoint.keep_last must be >= 1")
+        if self.best_mode not in ("min", "max"):
+            raise ValueError(f"checkpoint.best_mode must be min or max, got {self.best_mode!r}")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+# ---------------------------------------------------------------- saving
+
+
+def save_checkpoint(engine: TrainEngine, root: str | Path, step: int, *,
+                    config: dict[str, Any] | None = None, policy: Any = None,
+                    data_position: Any = None, metrics: dict[str, float] | None = None,
+                    retention: RetentionConfig = RetentionConfig()) -> Path:
+    """Collective: every rank calls it; returns the complete checkpoint directory.
+
+    `config`, `policy` and `data_position` are JSON-able values stored as given (the caller's
+    resolved experiment config, augmentation policy and reader position).
+    """
+    root = Path(root)
+    final, tmp = root / checkpoint_name(step), root / f".tmp-{checkpoint_name(step)}"
+    if engine.rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_stale_tmp(root)
+        tmp.mkdir()
+    _barrier()
+
+    engine.engine.save_checkpoint(str(tmp / "deepspeed"), tag=DS_TAG, client_state={"step": step})
+    _save_rng(tmp / "deepspeed" / f"rng-rank{engine.rank:05d}.safetensors")
+    _barrier()
+
+    if engine.rank == 0:
+        state = consolidated_state_dict(engine, tmp / "deepspeed")
+        meta = _metadata(engine, step, config, policy, data_position, metrics or {})
+        meta["transformers_prefix"] = _write_model(engine.module, state, tmp)
+        _write_json(tmp / "augtrain.json", meta)
+        _fsync_tree(tmp)
+        _publish(tmp, final)
+        _update_pointers(root, final.name, meta["metrics"], retention)
+        _prune(root, retention)
+    _barrier()
+    return final
+
+
+def consolidated_state_dict(engine: TrainEngine, ds_dir: Path) -> dict[str, torch.Tensor]:
+    """Full fp32 weights: ZeRO 1-3 merged from the shards (fp32 master weights) by DeepSpeed's
+    zero_to_fp32, ZeRO 0 from the module, which every rank holds whole (with bf16, those are
+    the bf16 weights the model computes with, widened to fp32)."""
+    if engine.config.zero_stage == 0:
+        state = engine.module.state_dict()
+    else:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        # reads the files this job wrote a moment ago (DeepSpeed unpickles them itself)
+        state = get_fp32_state_dict_from_zero_checkpoint(str(ds_dir), tag=DS_TAG)
+    return {k: _as_fp32(v) for k, v in state.items()}
+
+
+def _as_fp32(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach().cpu()
+    return (t.float() if t.is_floating_point() else t).contiguous().clone()
+
+
+def _write_model(module: nn.Module, state: dict[str, torch.Tensor], out: Path) -> str | None:
+    """model.safetensors + config.json; returns the key prefix stripped for transformers models."""
+    hf = module.transformers_model() if hasattr(module, "transformers_model") else None
+    if hf is None:
+        save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+        _write_json(out / "config.json", {"augtrain_model": getattr(module, "spec", None)})
+        return None
+    prefix, model = hf
+    inner = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if len(inner) != len(state):
+        outside = sorted(k for k in state if not k.startswith(prefix))
+        raise ValueError(f"weights outside the transformers model would be lost: {outside[:5]}")
+    save_file(inner, str(out / "model.safetensors"), metadata={"format": "pt"})
+    model.config.save_pretrained(str(out))
+    return prefix
+
+
+def _metadata(engine: TrainEngine, step: int, config: Any, policy: Any, data_position: Any,
+              metrics: dict[str, float]) -> dict[str, Any]:
+    return {
+        "format": FORMAT_VERSION,
+        "step": step,
+        "optimizer_steps": engine.optimizer_steps,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": getattr(engine.module, "spec", None),
+        "engine": engine.describe(),
+        "config": config,
+        "policy": policy,
+        "data_position": data_position,
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "versions": _versions(),
+    }
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for package in ("augtrain", "torch", "deepspeed", "transformers", "ray", "safetensors"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _save_rng(path: Path) -> None:
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{i}"] = state
+    save_file(tensors, str(path))
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def _fsync_tree(path: Path) -> None:
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Rename the finished folder into place (replacing an older save of the same step)."""
+    if final.exists():
+        old = final.with_name(f".old-{final.name}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.rename(tmp, final)
+    _fsync_dir(final.parent)
+
+
+def _write_pointer(root: Path, pointer: str, name: str) -> None:
+    tmp = root / f".{pointer}.tmp"
+    tmp.write_text(name + "\n")
+    os.replace(tmp, root / pointer)
+
+
+def _update_pointers(root: Path, name: str, metrics: dict[str, float],
+                     retention: RetentionConfig) -> None:
+    _write_pointer(root, "latest", name)
+    key = retention.best_metric
+    if key is None:
+        return
+    if key not in metrics:
+        raise KeyError(f"checkpoint.best_metric {key!r} is not among the metrics {sorted(metrics)}")
+    best = _read_pointer(root, "best")
+    if best is None or _better(metrics[key], read_metadata(best)["metrics"][key], retention.best_mode):
+        _write_pointer(root, "best", name)
+
+
+def _better(new: float, old: float, mode: str) -> bool:
+    return new < old if mode == "min" else new > old
+
+
+def _prune(root: Path, retention: RetentionConfig) -> None:
+    keep = {p.name for p in list_checkpoints(root)[-retention.keep_last:]}
+    best = _read_pointer(root, "best")
+    if best is not None:
+        keep.add(best.name)
+    for path in list_checkpoints(root):
+        if path.name not in keep:
+            shutil.rmtree(path)
+
+
+def _remove_stale_tmp(root: Path) -> None:
+    for path in root.glob(".tmp-*"):
+        log.warning("removing an unfinished checkpoint %s", path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+# ---------------------------------------------------------------- finding and reading
+
+
+def list_checkpoints(root: str | Path) -> list[Path]:
+    """Complete checkpoints under `root`, oldest step first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _NAME.match(p.name) and (p / "augtrain.json").is_file()]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+
+
+def _read_pointer(root: Path, pointer: str) -> Path | None:
+    path = root / pointer
+    if not path.is_file():
+        return None
+    target = root / path.read_text().strip()
+    return target if (target / "augtrain.json").is_file() else None
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The newest complete checkpoint (the `latest` pointer, else the highest step)."""
+    root = Path(root)
+    found = _read_pointer(root, "latest")
+    if found is None:
+        complete = list_checkpoints(root)
+        found = complete[-1] if complete else None
+    return found
+
+
+def best_checkpoint(root: str | Path) -> Path | None:
+    return _read_pointer(Path(root), "best")
+
+
+def read_metadata(checkpoint: str | Path) -> dict[str, Any]:
+    return json.loads((Path(checkpoint) / "augtrain.json").read_text())
+
+
+def load_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
+    """The consolidated weights, with the keys of the trained module (safetensors only)."""
+    checkpoint = Path(checkpoint)
+    state = load_file(str(checkpoint / "model.safetensors"))
+    prefix = read_metadata(checkpoint).get("transformers_prefix") or ""
+    return {prefix + k: v for k, v in state.items()}
+
+
+def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the trained module (objective or encoder) from its spec and load its weights."""
+    spec = read_metadata(checkpoint)["model"]
+    if spec is None:
+        raise ValueError(f"{checkpoint}: no model spec saved (the model was not built by "
+                         "augtrain.models); load model.safetensors with load_state_dict()")
+    model = build_from_spec(spec)
+    model.load_state_dict(load_state_dict(checkpoint), strict=True)
+    return model.to(device)
+
+
+# ---------------------------------------------------------------- resuming
+
+
+def resume(engine: TrainEngine, checkpoint: str | Path) -> dict[str, Any]:
+    """Restore model, optimizer, LR schedule and this rank's RNG; returns the metadata
+    (step, config, policy, data_position, metrics) for the caller to restore the rest."""
+    checkpoint = Path(checkpoint)
+    ds_dir = checkpoint / "deepspeed"
+    _load_safely(engine.engine)
+    path, _ = engine.engine.load_checkpoint(str(ds_dir), tag=DS_TAG, load_optimizer_states=True,
+                                           load_lr_scheduler_states=True)
+    if path is None:
+        raise FileNotFoundError(f"{ds_dir}: no DeepSpeed state to resume from")
+    _load_rng(ds_dir / f"rng-rank{engine.rank:05d}.safetensors")
+    return read_metadata(checkpoint)
+
+
+def _load_rng(path: Path) -> None:
+    if not path.is_file():
+        log.warning("%s missing (different world size?): RNG not restored", path)
+        return
+    tensors = load_file(str(path))
+    torch.set_rng_state(tensors["torch_cpu"])
+    if torch.cuda.is_available():
+        states = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
+
+
+def _deepspeed_safe_globals() -> list[type]:
+    """The plain state classes DeepSpeed pickles into its checkpoints."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+def _load_safely(ds_engine: Any) -> None:
+    """Make this engine read its checkpoint files with `torch.load(weights_only=True)`."""
+    allowed = _deepspeed_safe_globals()
+
+    def load(path: str, map_location: Any = None) -> Any:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location=map_location, weights_only=True)
+
+    ds_engine.checkpoint_engine.load = load

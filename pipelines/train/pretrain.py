@@ -1,0 +1,171 @@
+"""The pretraining driver: an experiment config -> a ``TorchTrainer`` of DeepSpeed workers.
+
+Everything that can be wrong with the input (config keys, missing shards, unknown model or
+policy, an output folder that already holds another run) is found by ``plan_pretraining``
+on the driver, before any cluster work. ``run_pretraining`` then starts one Ray Train
+worker per ``cluster.workers``; each runs ``train_loop.pretrain`` on its own slice of the
+streamed shards. A worker or node lost mid-run makes Ray Train restart the group
+(``FailureConfig``); the workers then resume from the newest complete checkpoint in the
+shared output folder, data position included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from augtrain.pipelines.train.checkpoint import latest_checkpoint, list_checkpoints
+from augtrain.pipelines.train.config import ExperimentConfig, save_resolved
+from augtrain.pipelines.data.decode import DecodeSpec
+from augtrain.pipelines.train.engine import EngineConfig, resolve_schedule
+from augtrain.pipelines.data.reader import ReaderConfig, ShardReader
+from augtrain.pipelines.data.shard_set import open_shards
+from augtrain.pipelines.train.loop import LoopConfig, pretrain
+from augtrain.pipelines.train.worker_augment import WorkerAugment, choose_placement
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainPlan:
+    """What the workers run, resolved and checked on the driver."""
+
+    config: ExperimentConfig
+    reader: ShardReader  # augments in its read tasks (CPU)
+    encoded_reader: ShardReader  # passes encoded images through, for augmentation in the worker
+    objective_spec: dict[str, Any]
+    engine: EngineConfig
+    loop: LoopConfig
+    policy: dict[str, Any]
+    num_views: int
+    parameters: int
+    steps_per_epoch: int
+    resume_from: str | None
+
+    def describe(self) -> str:
+        c = self.config
+        return (f"{c.name}: {c.model.objective} on {c.model.encoder} ({self.parameters / 1e6:.2f} M parameters), "
+                f"{self.reader.shards.num_samples} samples in {len(self.reader.shards.urls)} shards, policy "
+                f"{c.augment.policy} ({self.num_views} view{'s' * (self.num_views > 1)}), {c.cluster.workers} workers x "
+                f"micro-batch {self.engine.micro_batch_size} x accumulation {self.engine.grad_accum_steps}, "
+                f"ZeRO-{self.engine.zero_stage}, {self.steps_per_epoch} steps/epoch x {self.loop.epochs} epochs"
+                + (f", resuming from {self.resume_from}" if self.resume_from else ""))
+
+
+def plan_pretraining(config: ExperimentConfig, resume: str | None = None) -> PretrainPlan:
+    """Resolve and check everything; raises ValueError naming what is wrong."""
+    from augtrain.augment import make_sample_transform, parse_policy
+    from augtrain.models import create_objective
+
+    shards = open_shards(config.data.train)
+    objective = create_objective(config.model.objective, encoder=config.model.encoder,
+                                 encoder_kwargs=dict(config.model.encoder_kwargs), **config.model.kwargs)
+    views = int(objective.num_views)
+    policy = parse_policy(config.augment.policy)
+    transform = make_sample_transform(policy, size=config.augment.size, views=views, backend=config.augment.backend)
+    decode = DecodeSpec(label_key=config.data.label_key, channels=config.data.channels)
+    reader = ShardReader(shards, ReaderConfig(seed=config.seed, strict=config.data.strict, decode=decode,
+                                              block_rows=config.data.block_rows, read_cpus=config.data.read_cpus),
+                         transform)
+    encoded_reader = ShardReader(shards, dataclasses.replace(reader.config, decode=dataclasses.replace(
+        decode, decode_images=False)))
+    engine = config.engine_config()
+    per_worker = shards.num_samples // config.cluster.workers
+    steps_per_epoch = max(1, per_worker // engine.micro_batch_size // engine.grad_accum_steps)
+    epochs = int(config.loop.get("epochs", LoopConfig.epochs))
+    if "total_steps" not in config.engine:  # the LR schedule spans the whole run
+        try:
+            engine = resolve_schedule(engine, steps_per_epoch * epochs)
+        except ValueError as exc:
+            raise ValueError(f"{exc} ({shards.num_samples} samples, {config.cluster.workers} workers: "
+                             f"{steps_per_epoch} steps/epoch x {epochs} epochs)") from None
+    out = config.output_dir
+    loop = config.loop_config(checkpoint_dir=os.path.abspath(os.path.join(out, "checkpoints")),
+                              metrics_dir=os.path.abspath(os.path.join(out, "metrics")))
+    if config.augment.placement == "worker" and config.augment.size is None:
+        raise ValueError("augment.placement 'worker' needs augment.size (DALI batches have one shape)")
+    resume_from = _resume_source(loop.checkpoint_dir, resume)
+    return PretrainPlan(config, reader, encoded_reader, objective.spec, engine, loop, policy.to_dict(), views,
+                        sum(p.numel() for p in objective.parameters()), steps_per_epoch, resume_from)
+
+
+def _resume_source(checkpoint_dir: str, resume: str | None) -> str | None:
+    existing = list_checkpoints(checkpoint_dir) if os.path.isdir(checkpoint_dir) else []
+    if resume is None:
+        if existing:
+            raise ValueError(f"{checkpoint_dir} already holds {len(existing)} checkpoint(s) of an earlier run: "
+                             "pass --resume latest to continue it, or choose another name or output")
+        return None
+    if resume == "latest":
+        latest = latest_checkpoint(checkpoint_dir) if existing else None
+        if latest is None:
+            log.warning("--resume latest: no checkpoint in %s yet, starting from scratch", checkpoint_dir)
+        return str(latest) if latest else None
+    if not os.path.isfile(os.path.join(resume, "augtrain.json")):
+        raise ValueError(f"--resume {resume}: not a checkpoint directory (no augtrain.json)")
+    return os.path.abspath(resume)
+
+
+def _worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker: resume from the newest checkpoint (after a failure too) and train."""
+    import ray.train
+
+    from augtrain.models import build_from_spec
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    loop: LoopConfig = config["loop"]
+    latest = latest_checkpoint(loop.checkpoint_dir) if os.path.isdir(loop.checkpoint_dir) else None
+    source = str(latest) if latest is not None else config["resume_from"]
+    reader, make_views = config["reader"], None
+    experiment: ExperimentConfig = config["experiment"]
+    cuda = torch.cuda.is_available() and experiment.augment.size is not None
+    if choose_placement(experiment.augment.placement, cuda) == "worker":
+        engine: EngineConfig = config["engine"]
+        reader = config["encoded_reader"]
+        make_views = WorkerAugment(config["policy"], size=experiment.augment.size, views=config["num_views"],
+                                   batch_size=engine.micro_batch_size, channels=experiment.data.channels or 3,
+                                   seed=experiment.seed, mean=loop.mean, std=loop.std,
+                                   local_rank=ray.train.get_context().get_local_rank())
+        log.info("augmenting in the worker with DALI (%s)", "GPU" if torch.cuda.is_available() else "CPU")
+    pretrain(build_from_spec(config["objective"]), reader, config["engine"], loop,
+             resume_from=source, config=config["config"], policy=config["policy"],
+             on_metrics=lambda record: ray.train.report(dict(record)), make_views=make_views)
+
+
+def run_pretraining(plan: PretrainPlan) -> dict[str, Any]:
+    """Run the plan on the connected Ray cluster; returns where the results are."""
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    cluster = plan.config.cluster
+    use_gpu = bool(ray.cluster_resources().get("GPU", 0)) if cluster.use_gpu == "auto" else bool(cluster.use_gpu)
+    out = os.path.abspath(plan.config.output_dir)
+    save_resolved(plan.config, os.path.join(out, "config.yaml"))
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={"objective": plan.objective_spec, "reader": plan.reader,
+                           "encoded_reader": plan.encoded_reader, "num_views": plan.num_views, "engine": plan.engine,
+                           "loop": plan.loop, "resume_from": plan.resume_from, "experiment": plan.config,
+                           "config": plan.config.resolved(),
+                           "policy": plan.policy},
+        scaling_config=ScalingConfig(num_workers=cluster.workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cluster.cpus_per_worker, **cluster.worker_resources},
+                                     placement_strategy=cluster.placement_strategy),
+        run_config=RunConfig(name="train", storage_path=os.path.join(out, "ray"),
+                             failure_config=FailureConfig(max_failures=cluster.max_failures)),
+    )
+    trainer.fit()
+    latest = latest_checkpoint(plan.loop.checkpoint_dir)
+    metrics_csv = os.path.join(plan.loop.metrics_dir, "metrics.csv")
+    plot = None
+    if os.path.exists(metrics_csv):
+        from augtrain.pipelines.train.loss_plot import plot_loss_curve
+
+        plot = plot_loss_curve(metrics_csv, os.path.join(plan.loop.metrics_dir, "loss.png"), title=plan.config.name)
+    return {"output": out, "checkpoint": str(latest) if latest else None, "metrics": metrics_csv, "loss_plot": plot}

@@ -1,0 +1,57 @@
+"""Controls without a training loop: logistic regression on raw pixels (C chosen on validation) and a
+weighted kNN of a checkpoint's embeddings, on real digits shards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from augtrain.pipelines.finetune.controls import knn_of_checkpoint, raw_logistic_regression, weighted_knn
+from augtrain.pipelines.finetune import FinetuneConfig, load_data, prepare_data
+
+
+@pytest.fixture(scope="module")
+def data(digits_splits, tmp_path_factory):
+    train, test = digits_splits
+    cfg = FinetuneConfig(train=train, test=test, labels=200, val_labels=200, channels=1, epochs=1,
+                         mean=(0.5,), std=(0.5,))
+    paths = prepare_data(cfg, str(tmp_path_factory.mktemp("subsets")))
+    return cfg, load_data(paths, cfg)
+
+
+def test_logistic_regression_on_raw_pixels_is_a_real_baseline(data):
+    from sklearn.linear_model import LogisticRegression
+
+    _cfg, d = data
+    result = raw_logistic_regression(d)
+    assert result.params["C"] in (0.01, 0.1, 1.0) and result.val_acc is not None
+    assert result.predictions.shape == d.test[1].shape
+    assert result.test_acc == pytest.approx(np.mean(result.predictions == d.test[1]))
+    assert result.test_acc > 0.8  # digits are nearly linearly separable; chance is 0.1
+    # the chosen C is the best of the three on the validation split
+    x = d.train[0].reshape(len(d.train[0]), -1) / 255.0
+    mean, sd = x.mean(0), x.std(0)
+    sd[sd == 0] = 1
+
+    def val_acc(c):
+        model = LogisticRegression(C=c, max_iter=2000).fit((x - mean) / sd, d.train[1])
+        xv = d.val[0].reshape(len(d.val[0]), -1) / 255.0
+        return model.score((xv - mean) / sd, d.val[1])
+
+    assert result.val_acc == pytest.approx(max(val_acc(c) for c in (0.01, 0.1, 1.0)), abs=1e-9)
+
+
+def test_weighted_knn_votes_by_similarity():
+    bank = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), dim=1)
+    query = torch.nn.functional.normalize(torch.tensor([[1.0, 0.05], [0.1, 1.0]]), dim=1)
+    # with k=3 the two near neighbours of class 0 outvote the far one of class 1, and vice versa
+    assert weighted_knn(bank, np.array([0, 0, 1]), query, num_classes=2, k=3).tolist() == [0, 1]
+    assert weighted_knn(bank, np.array([0, 0, 1]), query, num_classes=2, k=1).tolist() == [0, 1]
+
+
+def test_knn_of_a_checkpoint(data, tiny_checkpoint):
+    cfg, d = data
+    result = knn_of_checkpoint(d, cfg, tiny_checkpoint, k=5)
+    assert result.predictions.shape == d.test[1].shape and 0.1 < result.test_acc <= 1.0
+    assert result.name == "kNN of the checkpoint (k=5)" and result.val_acc is not None
