@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from augtrain.augment.ops import OPS, Params
 from augtrain.augment.policy import Op, Policy, PolicyError
+from augtrain.augment.registry import Params, ops
 
 
 @dataclass(frozen=True)
@@ -20,29 +20,32 @@ class Step:
     params: Params
 
 
-def sample_op(op: Op, rng: np.random.Generator, h: int, w: int, size: int | None) -> Step:
+def sample_op(op: Op, rng: np.random.Generator, h: int, w: int, size: int | None, modality: str = "image") -> Step:
     """Draw the parameters of ``op`` for an ``h x w`` input (magnitude ranges drawn here)."""
     magnitude = op.magnitude
     if op.magnitude_range is not None:
         magnitude = float(rng.uniform(*op.magnitude_range))
-    opdef = OPS[op.name]
+    opdef = ops(modality)[op.name]
     args = {**opdef.default_args, **op.args}
     return Step(op.name, opdef.sample(rng, magnitude, args, h, w, size))
 
 
 def sample_plan(policy: Policy, rng: np.random.Generator, h: int, w: int, size: int | None) -> list[Step]:
-    """Draw one view's steps; a policy without a crop starts with a resize when ``size`` is set."""
+    """Draw one view's steps; a policy without a crop starts with a resize when ``size`` is set
+    (in a modality whose catalogue has a ``resize`` op; ``h`` and ``w`` are the input's leading
+    dimensions)."""
+    registered = ops(policy.modality)
     steps: list[Step] = []
-    if size is not None and not policy.has_crop and (h, w) != (size, size):
+    if size is not None and not policy.has_crop and (h, w) != (size, size) and "resize" in registered:
         steps.append(Step("resize", {"out_h": float(size), "out_w": float(size)}))
         h = w = size
 
     def visit(op: Op) -> bool:
         nonlocal h, w
         if op.p >= 1.0 or rng.random() < op.p:
-            step = sample_op(op, rng, h, w, size)
+            step = sample_op(op, rng, h, w, size, policy.modality)
             steps.append(step)
-            if OPS[op.name].sets_size:
+            if registered[op.name].sets_size:
                 h, w = int(step.params["out_h"]), int(step.params["out_w"])
             return True
         return False
@@ -68,7 +71,7 @@ def op_rates(policy: Policy, draws: int = 20_000, seed: int = 0) -> dict[str, fl
     """Mean number of times each op of ``choices`` runs per sample, measured over ``draws``
     sampled plans (the exact rules; for exports that must keep each op's rate)."""
     inner = Policy(name=policy.name, choices=policy.choices, num_ops=policy.num_ops, replace=policy.replace,
-                   until_applied=policy.until_applied)  # choices only: no pre ops, no resize
+                   until_applied=policy.until_applied, modality=policy.modality)  # choices only: no pre ops, no resize
     rng = np.random.default_rng(seed)
     counts = {op.name: 0 for entry in policy.choices for op in entry}
     for _ in range(draws):

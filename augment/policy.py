@@ -12,9 +12,14 @@ Execution order for one sample (one view):
    each with their probability, until ``k`` entries had an op fire (or none are left), so
    probabilities weigh which ops run rather than thin out how many.
 
-Magnitudes live on a fixed 0-10 scale; each op's table (``augtrain.augment.ops``) maps them
-to parameters. An op whose magnitude is a range (``magnitude_range``) draws it uniformly per
-application (TrivialAugment, SimCLR's blur).
+Magnitudes live on a fixed 0-10 scale; each op's table (``augtrain.augment.image.ops`` for
+images) maps them to parameters. An op whose magnitude is a range (``magnitude_range``) draws
+it uniformly per application (TrivialAugment, SimCLR's blur).
+
+A policy belongs to one modality (``modality``, ``image`` by default): its ops are looked up in
+that modality's catalogue (``augtrain.augment.registry``), and so are the standard policies
+``parse_policy`` resolves. The JSON form carries ``modality`` when it is not ``image``; the
+string form starts with ``modality=NAME|`` then.
 """
 
 from __future__ import annotations
@@ -25,11 +30,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from augtrain.augment.registry import PolicyError, catalogue, list_policies, ops
+
 MAGNITUDE_MAX = 10.0
-
-
-class PolicyError(ValueError):
-    """An invalid policy; the message names the op or field at fault."""
+DEFAULT_MODALITY = "image"
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,8 @@ class Op:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Op:
-        """Inverse of ``to_dict``; validates against the op registry."""
+    def from_dict(cls, data: dict[str, Any], modality: str = DEFAULT_MODALITY) -> Op:
+        """Inverse of ``to_dict``; validates against the ops of ``modality``."""
         if not isinstance(data, dict) or "name" not in data:
             raise PolicyError(f"op entry must be an object with a 'name', got {data!r}")
         unknown = set(data) - {"name", "p", "magnitude", "magnitude_range", "args"}
@@ -72,15 +76,16 @@ class Op:
             magnitude_range=(float(rng[0]), float(rng[1])) if rng is not None else None,
             args=args,
         )
-        op.validate()
+        op.validate(modality)
         return op
 
-    def validate(self) -> None:
-        """Raise PolicyError naming this op when its name, p, magnitude or args are invalid."""
-        from augtrain.augment.ops import OPS
-
-        if self.name not in OPS:
-            raise PolicyError(f"unknown op {self.name!r}; registered ops: {', '.join(sorted(OPS))}")
+    def validate(self, modality: str = DEFAULT_MODALITY) -> None:
+        """Raise PolicyError naming this op when its name (in ``modality``'s catalogue), p,
+        magnitude or args are invalid."""
+        registered = ops(modality)
+        if self.name not in registered:
+            raise PolicyError(f"unknown op {self.name!r} for modality {modality!r}; registered ops: "
+                              f"{', '.join(sorted(registered))}")
         if not (isinstance(self.p, (int, float)) and 0.0 <= self.p <= 1.0):
             raise PolicyError(f"op {self.name!r}: probability p={self.p!r} is outside [0, 1]")
         for m in (self.magnitude,) + (self.magnitude_range or ()):
@@ -88,7 +93,7 @@ class Op:
                 raise PolicyError(f"op {self.name!r}: magnitude {m!r} is outside [0, {MAGNITUDE_MAX:g}]")
         if self.magnitude_range is not None and self.magnitude_range[0] > self.magnitude_range[1]:
             raise PolicyError(f"op {self.name!r}: magnitude_range {self.magnitude_range} is decreasing")
-        OPS[self.name].check_args(self.args)
+        registered[self.name].check_args(self.args)
 
     def to_string(self) -> str:
         """Short token: ``name[@p][:m | :lo~hi][{k=v;...}]``."""
@@ -113,6 +118,7 @@ class Policy:
 
     ``num_ops``: probabilities of applying 0, 1, 2, ... entries of ``choices`` (sums to 1).
     ``views``: how many views a self-supervised objective usually takes from this policy.
+    ``modality``: whose catalogue the ops come from.
     """
 
     name: str = "custom"
@@ -122,19 +128,21 @@ class Policy:
     replace: bool = True
     until_applied: bool = False  # k counts entries that ran (PBA); needs replace=False
     views: int = 1
+    modality: str = DEFAULT_MODALITY
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         """Raise PolicyError naming the op or field at fault."""
+        registered = ops(self.modality)  # raises for a modality without a catalogue
         for op in self.pre:
-            op.validate()
+            op.validate(self.modality)
         for entry in self.choices:
             if not entry:
                 raise PolicyError(f"policy {self.name!r}: an entry of 'choices' is empty")
             for op in entry:
-                op.validate()
+                op.validate(self.modality)
         if not self.num_ops or any(not (0.0 <= q <= 1.0) for q in self.num_ops):
             raise PolicyError(f"policy {self.name!r}: num_ops {self.num_ops} must be probabilities")
         if not math.isclose(sum(self.num_ops), 1.0, abs_tol=1e-6):
@@ -149,10 +157,8 @@ class Policy:
             raise PolicyError(f"policy {self.name!r}: until_applied visits each entry once, so it needs replace=False")
         if self.views not in (1, 2):
             raise PolicyError(f"policy {self.name!r}: views must be 1 or 2, got {self.views}")
-        from augtrain.augment.ops import OPS
-
-        crops = [op.name for op in self.all_ops() if OPS[op.name].sets_size]
-        if any(OPS[op.name].sets_size for entry in self.choices for op in entry):
+        crops = [op.name for op in self.all_ops() if registered[op.name].sets_size]
+        if any(registered[op.name].sets_size for entry in self.choices for op in entry):
             raise PolicyError(f"policy {self.name!r}: a crop/resize op ({crops}) must be in 'pre', not in 'choices'")
         if len(crops) > 1:
             raise PolicyError(f"policy {self.name!r}: at most one crop/resize op, got {crops}")
@@ -170,9 +176,8 @@ class Policy:
     @property
     def has_crop(self) -> bool:
         """True when an op of the policy sets the output size (random resized crop)."""
-        from augtrain.augment.ops import OPS
-
-        return any(OPS[op.name].sets_size for op in self.pre)
+        registered = ops(self.modality)
+        return any(registered[op.name].sets_size for op in self.pre)
 
     def all_ops(self) -> list[Op]:
         """Every op of the policy, ``pre`` first, then the ops of ``choices`` in order."""
@@ -184,6 +189,7 @@ class Policy:
         num_ops: Any = fixed[0] if len(fixed) == 1 else {str(i): q for i, q in enumerate(self.num_ops) if q > 0}
         return {
             "name": self.name,
+            **({"modality": self.modality} if self.modality != DEFAULT_MODALITY else {}),
             "pre": [op.to_dict() for op in self.pre],
             "choices": [[op.to_dict() for op in entry] for entry in self.choices],
             "num_ops": num_ops,
@@ -197,16 +203,21 @@ class Policy:
         """Inverse of ``to_dict``; raises PolicyError naming the field or op at fault."""
         if not isinstance(data, dict):
             raise PolicyError(f"a policy must be a JSON object, got {type(data).__name__}")
-        unknown = set(data) - {"name", "pre", "choices", "num_ops", "replace", "until_applied", "views"}
+        unknown = set(data) - {"name", "modality", "pre", "choices", "num_ops", "replace", "until_applied", "views"}
         if unknown:
             raise PolicyError(f"policy: unknown field(s) {sorted(unknown)}")
+        modality = data.get("modality", DEFAULT_MODALITY)
+        if not isinstance(modality, str):
+            raise PolicyError(f"policy: modality must be a string, got {modality!r}")
+        catalogue(modality)  # a modality without ops fails here, before its ops are looked up
         choices = []
         for entry in data.get("choices", []):
             entry = entry if isinstance(entry, list) else [entry]
-            choices.append(tuple(Op.from_dict(op) for op in entry))
+            choices.append(tuple(Op.from_dict(op, modality) for op in entry))
         return cls(
             name=str(data.get("name", "custom")),
-            pre=tuple(Op.from_dict(op) for op in data.get("pre", [])),
+            modality=modality,
+            pre=tuple(Op.from_dict(op, modality) for op in data.get("pre", [])),
             choices=tuple(choices),
             num_ops=num_ops_distribution(data.get("num_ops", 1 if choices else 0)),
             replace=bool(data.get("replace", True)),
@@ -227,14 +238,14 @@ class Policy:
         """Short form for logs; ``parse_policy`` reads it back.
 
         A standard policy prints its spec (``rand-n2-m9``); others print
-        ``pre=OP,OP|choices=OP+OP,OP|n=2|norepl|untilapplied|views=2`` with OP tokens as in ``Op.to_string``.
+        ``pre=OP,OP|choices=OP+OP,OP|n=2|norepl|untilapplied|views=2`` with OP tokens as in
+        ``Op.to_string``, after ``modality=NAME|`` for a modality other than ``image``.
         """
-        from augtrain.augment.policies import standard_spec_of
-
         spec = standard_spec_of(self)
         if spec is not None:
-            return spec
-        parts = [f"name={self.name}"] if self.name != "custom" else []
+            return spec if self.modality == DEFAULT_MODALITY else f"{self.modality}:{spec}"
+        parts = [f"modality={self.modality}"] if self.modality != DEFAULT_MODALITY else []
+        parts += [f"name={self.name}"] if self.name != "custom" else []
         if self.pre:
             parts.append("pre=" + ",".join(op.to_string() for op in self.pre))
         if self.choices:
@@ -282,7 +293,7 @@ _OP_TOKEN = re.compile(
 )
 
 
-def parse_op_token(token: str) -> Op:
+def parse_op_token(token: str, modality: str = DEFAULT_MODALITY) -> Op:
     """Inverse of ``Op.to_string``."""
     match = _OP_TOKEN.match(token.strip())
     if not match:
@@ -300,22 +311,27 @@ def parse_op_token(token: str) -> Op:
         magnitude_range=(float(m), float(m2)) if m2 else None,
         args=args,
     )
-    op.validate()
+    op.validate(modality)
     return op
 
 
-def parse_custom(text: str) -> Policy:
-    """Parse the ``pre=...|choices=...|n=...`` form written by ``Policy.to_string``."""
+def parse_custom(text: str, modality: str = DEFAULT_MODALITY) -> Policy:
+    """Parse the ``[modality=NAME|]pre=...|choices=...|n=...`` form written by ``Policy.to_string``."""
+    parts = list(filter(None, text.split("|")))
+    if parts and parts[0].startswith("modality="):
+        modality = parts.pop(0).partition("=")[2]
+    catalogue(modality)
     fields: dict[str, Any] = {"name": "custom", "pre": (), "choices": (), "num_ops": None, "replace": True,
-                              "until_applied": False, "views": 1}
-    for part in filter(None, text.split("|")):
+                              "until_applied": False, "views": 1, "modality": modality}
+    for part in parts:
         key, _, val = part.partition("=")
         if key == "name":
             fields["name"] = val
         elif key == "pre":
-            fields["pre"] = tuple(parse_op_token(t) for t in val.split(",") if t)
+            fields["pre"] = tuple(parse_op_token(t, modality) for t in val.split(",") if t)
         elif key == "choices":
-            fields["choices"] = tuple(tuple(parse_op_token(t) for t in e.split("+")) for e in val.split(",") if e)
+            fields["choices"] = tuple(tuple(parse_op_token(t, modality) for t in e.split("+"))
+                                      for e in val.split(",") if e)
         elif key == "n":
             if ":" in val:
                 fields["num_ops"] = num_ops_distribution(dict(kv.split(":") for kv in val.split("/")))
@@ -332,6 +348,76 @@ def parse_custom(text: str) -> Policy:
     if fields["num_ops"] is None:
         fields["num_ops"] = num_ops_distribution(1 if fields["choices"] else 0)
     return Policy(**fields)
+
+
+def parse_policy(spec: str | dict | Policy, modality: str = DEFAULT_MODALITY) -> Policy:
+    """A spec string, JSON text/dict or Policy -> Policy; raises PolicyError naming what is wrong.
+
+    Strings: a standard policy of ``modality``'s catalogue (``MODALITY:SPEC`` names another
+    modality's), the ``Policy.to_string`` form, JSON, or ``A+B`` (see ``combine``).
+    """
+    if isinstance(spec, Policy):
+        return spec
+    if isinstance(spec, dict):
+        return Policy.from_dict({"modality": modality, **spec})
+    if not isinstance(spec, str):
+        raise PolicyError(f"a policy spec must be a string, dict or Policy, got {type(spec).__name__}")
+    text = spec.strip()
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PolicyError(f"policy: not valid JSON ({exc})") from None
+        return parse_policy(data, modality) if isinstance(data, dict) else Policy.from_dict(data)
+    if "=" in text:
+        return parse_custom(text, modality)
+    if "+" in text:
+        return combine([parse_policy(part, modality) for part in text.split("+")], name=text)
+    prefix, colon, rest = text.partition(":")
+    if colon and prefix.isidentifier():
+        return parse_policy(rest, prefix)
+    cat = catalogue(modality)
+    policy = cat.standard(text.lower())
+    if policy is None:
+        forms = ", ".join(list(list_policies(modality)) + list(cat.spec_forms))
+        raise PolicyError(f"unknown policy {spec!r} for modality {modality!r}; standard policies: {forms}")
+    return policy
+
+
+def combine(policies: list[Policy], name: str) -> Policy:
+    """``pre`` ops of all policies in order, ``choices`` of the (single) one that has them."""
+    modalities = {p.modality for p in policies}
+    if len(modalities) > 1:
+        raise PolicyError(f"policy {name!r}: its parts belong to different modalities {sorted(modalities)}")
+    with_choices = [p for p in policies if p.choices]
+    if len(with_choices) > 1:
+        raise PolicyError(f"policy {name!r}: only one part may have 'choices', got {[p.name for p in with_choices]}")
+    chosen = with_choices[0] if with_choices else None
+    return Policy(
+        name=name,
+        pre=tuple(op for p in policies for op in p.pre),
+        choices=chosen.choices if chosen else (),
+        num_ops=chosen.num_ops if chosen else (1.0,),
+        replace=chosen.replace if chosen else True,
+        until_applied=chosen.until_applied if chosen else False,
+        views=max(p.views for p in policies),
+        modality=policies[0].modality if policies else DEFAULT_MODALITY,
+    )
+
+
+def standard_spec_of(policy: Policy) -> str | None:
+    """The spec that rebuilds ``policy`` exactly, when it is a standard (or combined) one."""
+    try:
+        rebuilt = (parse_policy(policy.name, policy.modality)
+                   if policy.name != "custom" and "=" not in policy.name else None)
+    except PolicyError:
+        return None
+    return policy.name if rebuilt == policy else None
+
+
+def policy_json(policy: Policy) -> str:
+    """Pretty JSON of a policy (for files and reports)."""
+    return json.dumps(policy.to_dict(), indent=2, sort_keys=True)
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ def leg_augtrain(backend: str, policy: str, encoded: list[np.ndarray], warmup: i
 
 def leg_dali(device: str, policy: str, encoded: list[np.ndarray], warmup: int) -> dict:
     """augtrain's DALI graph on batches of encoded JPEGs (decode inside DALI)."""
-    from augtrain.augment.dali_backend import DaliBatchAugmenter
+    from augtrain.augment.image.dali_backend import DaliBatchAugmenter
 
     views = 2 if policy == "simclr" else 1
     aug = DaliBatchAugmenter(policy, size=SIZE, views=views, batch_size=DALI_BATCH, device=device, num_threads=1)

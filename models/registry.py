@@ -63,19 +63,16 @@ def register_objective(name: str) -> Callable[[F], F]:
 
 def list_models() -> list[str]:
     """Registered encoder names, sorted."""
-    _import_builtins()
     return MODELS.names()
 
 
 def list_objectives() -> list[str]:
     """Registered objective names, sorted."""
-    _import_builtins()
     return OBJECTIVES.names()
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the encoder registered as `name`; it gets `.spec = {"name": name, **kwargs}`."""
-    _import_builtins()
     model = MODELS.get(name)(**kwargs)
     model.spec = {"name": name, **copy.deepcopy(kwargs)}
     return model
@@ -92,7 +89,6 @@ def create_objective(
     The result is an `nn.Module` whose `forward(views)` returns a scalar loss, with
     `num_views` (how many augmented views of each sample it takes) and `export_encoder()`.
     """
-    _import_builtins()
     encoder_kwargs = dict(encoder_kwargs or {})
     factory = OBJECTIVES.get(name)
     objective = factory(encoder_name=encoder, encoder_kwargs=encoder_kwargs, **kwargs)
@@ -112,7 +108,3 @@ def build_from_spec(spec: dict[str, Any], **overrides: Any) -> nn.Module:
         return create_objective(spec.pop("objective"), **spec)
     return create_model(spec.pop("name"), **spec)
 
-
-def _import_builtins() -> None:
-    """Import the modules whose decorators fill the registries (idempotent)."""
-    from augtrain.models import cnn, efficientnet, mae, simclr, vit  # noqa: F401

@@ -5,8 +5,6 @@
     train/     the DeepSpeed engine, the per-worker pretraining loop, checkpoints, the
                experiment config and the pretraining driver under Ray Train
     finetune/  labelled subsets, fine-tuning sessions and runs, the controls
-    modalities the modality registry (image today): what a sample decodes to, how a batch
-               becomes tensors, which ops, policies and models apply
 
 ``augment`` and ``models`` are below this package; ``tune`` and ``cluster`` are above it.
 """

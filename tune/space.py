@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from augtrain.augment import Op, Policy
-from augtrain.augment.policies import RANDAUGMENT_OPS
+from augtrain.augment.image.policies import RANDAUGMENT_OPS
 from augtrain.augment.policy import num_ops_distribution
 
 OP_GROUPS: dict[str, tuple[str, ...]] = {

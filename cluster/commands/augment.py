@@ -54,7 +54,7 @@ def _read_images(spec: str, n: int):
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from augtrain.augment.preview import render_preview, write_png
+    from augtrain.augment.image.preview import render_preview, write_png
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")

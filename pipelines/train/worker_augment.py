@@ -40,7 +40,7 @@ class WorkerAugment:
         return {"args": self.args, "_augmenter": None}
 
     def _build(self):
-        from augtrain.augment.dali_backend import DaliBatchAugmenter
+        from augtrain.augment.image.dali_backend import DaliBatchAugmenter
 
         a = self.args
         return DaliBatchAugmenter(a["policy"], size=a["size"], views=a["views"], batch_size=a["batch_size"],

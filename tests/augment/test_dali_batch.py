@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("nvidia.dali")
 
 from augtrain.augment import list_policies, parse_policy, to_dali_policy  # noqa: E402
-from augtrain.augment.albumentations_backend import AlbumentationsBackend  # noqa: E402
-from augtrain.augment.dali_backend import DaliBatchAugmenter, choose_dali_device, cuda_available, image_shape_of  # noqa: E402
+from augtrain.augment.image.albumentations_backend import AlbumentationsBackend  # noqa: E402
+from augtrain.augment.image.dali_backend import DaliBatchAugmenter, choose_dali_device, cuda_available, image_shape_of  # noqa: E402
 from augtrain.augment.policy import PolicyError  # noqa: E402
 
 

@@ -17,11 +17,11 @@ import cv2
 import numpy as np
 import pytest
 
-from augtrain.augment.albumentations_backend import AlbumentationsBackend
-from augtrain.augment.ops import OPS, Params
+from augtrain.augment.image.albumentations_backend import AlbumentationsBackend
+from augtrain.augment.image.ops import OPS, Params
 from augtrain.augment.plan import Step, sample_op
 from augtrain.augment.policy import Op
-from augtrain.augment.transform import NumpyBackend
+from augtrain.augment.image.transform import NumpyBackend
 
 
 def _photo(h: int = 60, w: int = 80, c: int = 3, seed: int = 0) -> np.ndarray:
@@ -200,7 +200,7 @@ def test_albumentations_matches_reference(name: str, channels: int) -> None:
 @pytest.fixture(scope="module")
 def dali_backend():
     pytest.importorskip("nvidia.dali")
-    from augtrain.augment.dali_backend import DaliSampleBackend
+    from augtrain.augment.image.dali_backend import DaliSampleBackend
 
     return DaliSampleBackend()
 

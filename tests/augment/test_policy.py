@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from augtrain.augment import Op, Policy, PolicyError, Schedule, list_policies, parse_policy, sample_plan
-from augtrain.augment.policies import STANDARD
+from augtrain.augment.image.policies import STANDARD
 
 # Every standard policy needs an entry here: what a plan drawn from it must look like.
 POLICY_CASES = {

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from augtrain.augment.preview import render_preview
+from augtrain.augment.image.preview import render_preview
 
 
 def _images(n: int = 3) -> list[np.ndarray]:

@@ -4,7 +4,7 @@ read tasks (CPU, fused with decode), and backend selection for it.
 Backends for per-sample CPU work: ``albumentations`` (the default, cheapest measured),
 ``numpy`` (the reference implementations), ``dali`` (DALI CPU operators, ``device_id=None``;
 the same graph the GPU path runs, but ~2.5x the CPU cost). DALI on GPU runs in the train
-worker on batches of encoded bytes (``augtrain.augment.dali_backend.DaliBatchAugmenter``),
+worker on batches of encoded bytes (``augtrain.augment.image.dali_backend.DaliBatchAugmenter``),
 never here.
 """
 
@@ -14,9 +14,9 @@ import logging
 
 import numpy as np
 
-from augtrain.augment.ops import OPS
+from augtrain.augment.image.ops import OPS
 from augtrain.augment.plan import Step, check_size, sample_plan
-from augtrain.augment.policies import parse_policy
+from augtrain.augment.policy import parse_policy
 from augtrain.augment.policy import Policy, PolicyError
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ SAMPLE_BACKENDS = ("auto", "albumentations", "numpy", "dali")
 
 
 class NumpyBackend:
-    """Applies plans with the reference numpy/cv2 implementations of ``augtrain.augment.ops``."""
+    """Applies plans with the reference numpy/cv2 implementations of ``augtrain.augment.image.ops``."""
 
     name = "numpy"
 
@@ -61,14 +61,14 @@ def build_backend(name: str):
     """Instantiate a per-sample backend by concrete name; an explicit backend that cannot run raises."""
     if name == "albumentations":
         _require("albumentations", name, "albumentations==2.0.8")
-        from augtrain.augment.albumentations_backend import AlbumentationsBackend
+        from augtrain.augment.image.albumentations_backend import AlbumentationsBackend
 
         return AlbumentationsBackend()
     if name == "numpy":
         return NumpyBackend()
     if name == "dali":
         _require("nvidia.dali", name, "nvidia-dali-cuda120")
-        from augtrain.augment.dali_backend import DaliSampleBackend
+        from augtrain.augment.image.dali_backend import DaliSampleBackend
 
         return DaliSampleBackend()
     raise PolicyError(f"unknown backend {name!r}")

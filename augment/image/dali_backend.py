@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from augtrain.augment.ops import AFFINE, FILL, OPS, Params, hue_matrix
+from augtrain.augment.image.ops import AFFINE, FILL, OPS, Params, hue_matrix
 from augtrain.augment.plan import Step, check_size, max_plan_length, sample_plan
 from augtrain.augment.policy import Policy, PolicyError
 
@@ -333,7 +333,7 @@ class DaliBatchAugmenter:
         device: str = "auto", local_rank: int = 0, num_threads: int = 2, seed: int = 0,
         mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
     ):  # fmt: skip
-        from augtrain.augment.policies import parse_policy
+        from augtrain.augment.policy import parse_policy
 
         self.policy = parse_policy(policy)
         check_size(self.policy, size)
@@ -369,7 +369,7 @@ class DaliBatchAugmenter:
     def _to_torch(self, tensor_list):
         import torch
 
-        from augtrain.augment.normalize import normalize_batch
+        from augtrain.augment.image.normalize import normalize_batch
 
         if self.device.gpu:
             from nvidia.dali.plugin.pytorch import feed_ndarray

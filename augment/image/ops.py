@@ -1,5 +1,6 @@
-"""The op registry: how each op turns a 0-10 magnitude into parameters (``sample``) and the
-reference numpy/cv2 implementation that applies those parameters (``apply``).
+"""The image ops: how each op turns a 0-10 magnitude into parameters (``sample``) and the
+reference numpy/cv2 implementation that applies those parameters (``apply``). ``OPS`` is the
+image catalogue's op table (``augtrain.augment.image`` registers it).
 
 Images are uint8 ``[H, W, C]`` with C = 1 or 3 (RGB). Parameters are a flat dict of floats
 (``param_names`` fixes their order), so that every backend can apply the very same draw.
@@ -34,59 +35,14 @@ Geometric ops fill uncovered pixels with 128 (DALI ``auto_aug``'s default).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import cv2
 import numpy as np
 
+from augtrain.augment.registry import OpDef, Params
+
 FILL = 128
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-Params = dict[str, float]
-
-
-@dataclass(frozen=True)
-class OpDef:
-    """A registered op: parameter sampling, reference apply, and what it needs."""
-
-    name: str
-    sample: Callable[[np.random.Generator, float, dict[str, Any], int, int, int | None], Params]
-    apply: Callable[[np.ndarray, Params], np.ndarray]
-    param_names: tuple[str, ...] = ()
-    uses_magnitude: bool = False
-    sets_size: bool = False  # output size is the transform's size (crop, resize)
-    kind: str = "color"  # "color" | "geometric"
-    default_args: dict[str, Any] = field(default_factory=dict)
-
-    def check_args(self, args: dict[str, Any]) -> None:
-        """Raise PolicyError naming the op for unknown or malformed args."""
-        from augtrain.augment.policy import PolicyError
-
-        unknown = set(args) - set(self.default_args)
-        if unknown:
-            raise PolicyError(f"op {self.name!r}: unknown arg(s) {sorted(unknown)}; allowed {sorted(self.default_args)}")
-        for key, value in args.items():
-            default = self.default_args[key]
-            if isinstance(default, tuple) and not (
-                isinstance(value, tuple) and len(value) == len(default) and value[0] <= value[1] and value[0] > 0
-            ):
-                raise PolicyError(f"op {self.name!r}: arg {key!r} must be an increasing positive pair, got {value!r}")
-
-    def pack(self, params: Params) -> np.ndarray:
-        """Parameters as a float32 vector in ``param_names`` order (what DALI is fed)."""
-        return np.array([params[k] for k in self.param_names], dtype=np.float32)
-
-
-OPS: dict[str, OpDef] = {}
-
-
-def register(op: OpDef) -> OpDef:
-    """Add an op to the registry (names are unique)."""
-    if op.name in OPS:
-        raise ValueError(f"op {op.name!r} is already registered")
-    OPS[op.name] = op
-    return op
 
 
 def _level(m: float) -> float:
@@ -402,10 +358,10 @@ def _apply_jitter(image: np.ndarray, p: Params) -> np.ndarray:
     return _hue(out, p["hue"])
 
 
-# ---------------------------------------------------------------------------- registry
+# ---------------------------------------------------------------------------- the table
 
 _ENH = ("factor",)
-for _op in (
+OPS: dict[str, OpDef] = {op.name: op for op in (
     OpDef("identity", _no_params, _apply_identity),
     OpDef("resize", _sample_resize, _apply_resize, ("out_h", "out_w"), sets_size=True, kind="geometric"),
     OpDef(
@@ -433,10 +389,4 @@ for _op in (
     OpDef("gaussian_noise", _sample_noise, _apply_noise, ("std", "seed"), True),
     OpDef("gaussian_blur", _sample_blur, _apply_blur, ("sigma",), True),
     OpDef("color_jitter", _sample_jitter, _apply_jitter, ("brightness", "contrast", "saturation", "hue"), True),
-):  # fmt: skip
-    register(_op)
-
-
-def list_ops() -> list[str]:
-    """Names of all registered ops, sorted."""
-    return sorted(OPS)
+)}  # fmt: skip

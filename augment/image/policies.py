@@ -1,20 +1,19 @@
-"""Standard policies by name, and ``parse_policy`` for every string form a config may hold.
+"""The standard image policies by spec (the image catalogue's ``standard``).
 
 Specs: ``none``, ``basic``, ``mae``, ``simclr``, ``trivialaugment``, ``autoaugment-imagenet``,
 ``autoaugment-cifar10``, ``rand-n{N}-m{M}`` (RandAugment; ``randaugment`` = ``rand-n2-m9``),
-``pba`` (PBA's 0/1/2 ops draw over the RandAugment ops), the ``pre=...|choices=...`` form of
-``Policy.to_string``, and a JSON object. ``A+B`` runs the ``pre`` ops of A and B in order,
-then the ``choices`` of the one that has them (``mae+rand-n2-m9``: crop and flip, then
-RandAugment).
+``pba`` (PBA's 0/1/2 ops draw over the RandAugment ops). ``parse_policy`` also reads the
+``pre=...|choices=...`` form of ``Policy.to_string``, a JSON object, and ``A+B``, which runs
+the ``pre`` ops of A and B in order, then the ``choices`` of the one that has them
+(``mae+rand-n2-m9``: crop and flip, then RandAugment).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 
-from augtrain.augment.policy import Op, Policy, PolicyError, num_ops_distribution, parse_custom
+from augtrain.augment.policy import Op, Policy, PolicyError, num_ops_distribution
 
 # The RandAugment op set (Cubuk et al. 2020, as in timm and DALI's auto_aug suite).
 RANDAUGMENT_OPS = (
@@ -163,107 +162,13 @@ STANDARD: dict[str, Callable[[], Policy]] = {
 _RAND = re.compile(r"^rand(?:-(?:n(?P<n>\d+)|m(?P<m>\d+(?:\.\d+)?)))+$")
 
 
-def list_policies() -> list[str]:
-    """Names of the standard policies."""
-    return sorted(STANDARD)
-
-
-def parse_policy(spec: str | dict | Policy) -> Policy:
-    """A spec string, JSON text/dict or Policy -> Policy; raises PolicyError naming what is wrong."""
-    if isinstance(spec, Policy):
-        return spec
-    if isinstance(spec, dict):
-        return Policy.from_dict(spec)
-    if not isinstance(spec, str):
-        raise PolicyError(f"a policy spec must be a string, dict or Policy, got {type(spec).__name__}")
-    text = spec.strip()
-    if text.startswith("{"):
-        return Policy.from_json(text)
-    if "=" in text:
-        return parse_custom(text)
-    if "+" in text:
-        return combine([parse_policy(part) for part in text.split("+")], name=text)
-    key = text.lower()
-    if key in STANDARD:
-        return STANDARD[key]()
-    match = _RAND.match(key)
+def standard(spec: str) -> Policy | None:
+    """The standard policy a lower-case ``spec`` names, or None."""
+    if spec in STANDARD:
+        return STANDARD[spec]()
+    match = _RAND.match(spec)
     if match:
         n = int(match["n"]) if match["n"] else 2
         m = float(match["m"]) if match["m"] else 9.0
         return randaugment_policy(n, m)
-    raise PolicyError(f"unknown policy {spec!r}; standard policies: {', '.join(list_policies())}, rand-nN-mM")
-
-
-def combine(policies: list[Policy], name: str) -> Policy:
-    """``pre`` ops of all policies in order, ``choices`` of the (single) one that has them."""
-    with_choices = [p for p in policies if p.choices]
-    if len(with_choices) > 1:
-        raise PolicyError(f"policy {name!r}: only one part may have 'choices', got {[p.name for p in with_choices]}")
-    chosen = with_choices[0] if with_choices else None
-    return Policy(
-        name=name,
-        pre=tuple(op for p in policies for op in p.pre),
-        choices=chosen.choices if chosen else (),
-        num_ops=chosen.num_ops if chosen else (1.0,),
-        replace=chosen.replace if chosen else True,
-        until_applied=chosen.until_applied if chosen else False,
-        views=max(p.views for p in policies),
-    )
-
-
-def standard_spec_of(policy: Policy) -> str | None:
-    """The spec that rebuilds ``policy`` exactly, when it is a standard (or combined) one."""
-    try:
-        rebuilt = parse_policy(policy.name) if policy.name != "custom" and "=" not in policy.name else None
-    except PolicyError:
-        return None
-    return policy.name if rebuilt == policy else None
-
-
-def to_dali_policy(policy: Policy, num_magnitude_bins: int = 11):
-    """Export the ``choices`` of a policy as an ``nvidia.dali.auto_aug`` Policy.
-
-    Each entry becomes a sub-policy; magnitude m maps to bin ``round(m / 10 * (bins - 1))``.
-    ``pre`` ops (crops, flips) have no auto_aug counterpart and must stay in the pipeline;
-    translate ops need ``shape=`` passed to ``apply_auto_augment`` (relative offsets).
-    Raises PolicyError for ops DALI's auto_aug does not have, for a num_ops other than exactly
-    one entry per sample (auto_aug applies one sub-policy), and for magnitude ranges.
-    """
-    from nvidia.dali.auto_aug import augmentations as aa
-    from nvidia.dali.auto_aug.core import Policy as DaliPolicy
-
-    names = {
-        "shear_x": aa.shear_x, "shear_y": aa.shear_y, "translate_x": aa.translate_x,
-        "translate_y": aa.translate_y, "rotate": aa.rotate, "brightness": aa.brightness,
-        "contrast": aa.contrast, "color": aa.color, "sharpness": aa.sharpness,
-        "posterize": aa.posterize, "solarize": aa.solarize, "equalize": aa.equalize,
-        "auto_contrast": aa.auto_contrast, "invert": aa.invert, "identity": aa.identity,
-    }  # fmt: skip
-    if policy.num_ops != (0.0, 1.0):
-        raise PolicyError(f"policy {policy.name!r}: auto_aug applies exactly one sub-policy per sample, num_ops={policy.num_ops}")
-    ranges = {  # our magnitude tables in DALI's parametrisation (posterize: bits removed)
-        "shear_x": (0, 0.3), "shear_y": (0, 0.3), "rotate": (0, 30), "translate_x": (0, 0.45),
-        "translate_y": (0, 0.45), "brightness": (0, 0.9), "contrast": (0, 0.9), "color": (0, 0.9),
-        "sharpness": (0, 0.9), "posterize": (0, 4), "solarize": (256, 0),
-    }  # fmt: skip
-    sub_policies = []
-    for entry in policy.choices:
-        sub = []
-        for op in entry:
-            if op.name not in names:
-                raise PolicyError(f"op {op.name!r} has no nvidia.dali.auto_aug counterpart")
-            if op.magnitude_range is not None:
-                raise PolicyError(f"op {op.name!r}: auto_aug policies take a fixed magnitude, not a range")
-            aug = names[op.name]
-            mag_bin = None
-            if op.name in ranges:
-                aug = aug.augmentation(mag_range=ranges[op.name])
-                mag_bin = int(round(op.magnitude / 10.0 * (num_magnitude_bins - 1)))
-            sub.append((aug, op.p, mag_bin))
-        sub_policies.append(sub)
-    return DaliPolicy(name=policy.name, num_magnitude_bins=num_magnitude_bins, sub_policies=sub_policies)
-
-
-def policy_json(policy: Policy) -> str:
-    """Pretty JSON of a policy (for files and reports)."""
-    return json.dumps(policy.to_dict(), indent=2, sort_keys=True)
+    return None

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from augtrain.augment.policies import parse_policy
+from augtrain.augment.policy import parse_policy
 from augtrain.augment.policy import Policy
-from augtrain.augment.transform import make_sample_transform
+from augtrain.augment.image.transform import make_sample_transform
 
 TITLE_HEIGHT = 28
 GAP = 4

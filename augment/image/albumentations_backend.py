@@ -3,7 +3,7 @@
 Plans are sampled by ``augtrain.augment.plan`` (not by albumentations' own random state), so
 this backend applies exactly the parameters another backend gets. Ops for which
 albumentations has no kernel with the same semantics use the reference implementation in
-``augtrain.augment.ops``; ``REFERENCE_OPS`` lists them.
+``augtrain.augment.image.ops``; ``REFERENCE_OPS`` lists them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from augtrain.augment.ops import AFFINE, FILL, OPS, Params, blur_window
+from augtrain.augment.image.ops import AFFINE, FILL, OPS, Params, blur_window
 from augtrain.augment.plan import Step
 
 # Ops with no albumentations kernel of the same semantics (PIL-style enhance blends, cutout
