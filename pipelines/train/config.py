@@ -6,7 +6,7 @@
     augment: {policy: simclr, size: 28}
     model:   {objective: simclr, encoder: cnn-tiny, encoder_kwargs: {in_chans: 1}}
     engine:  {zero_stage: 2, micro_batch_size: 256, base_lr: 1.0e-3}     # pipelines.engine.EngineConfig
-    loop:    {epochs: 1, checkpoint_every: 50}                           # pipelines.train_loop.LoopConfig
+    loop:    {epochs: 1, checkpoint_every: 50}                           # pipelines.train.loop.LoopConfig
     cluster: {workers: 2, cpus_per_worker: 1, max_failures: 2}
 
 An unknown or ill-typed key is an error naming the key and the file; ``--set a.b=value``
