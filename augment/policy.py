@@ -209,7 +209,6 @@ class Policy:
         modality = data.get("modality", DEFAULT_MODALITY)
         if not isinstance(modality, str):
             raise PolicyError(f"policy: modality must be a string, got {modality!r}")
-        catalogue(modality)  # a modality without ops fails here, before its ops are looked up
         choices = []
         for entry in data.get("choices", []):
             entry = entry if isinstance(entry, list) else [entry]
@@ -320,7 +319,6 @@ def parse_custom(text: str, modality: str = DEFAULT_MODALITY) -> Policy:
     parts = list(filter(None, text.split("|")))
     if parts and parts[0].startswith("modality="):
         modality = parts.pop(0).partition("=")[2]
-    catalogue(modality)
     fields: dict[str, Any] = {"name": "custom", "pre": (), "choices": (), "num_ops": None, "replace": True,
                               "until_applied": False, "views": 1, "modality": modality}
     for part in parts:
