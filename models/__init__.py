@@ -16,6 +16,8 @@ from augtrain.models.registry import (
     create_objective,
     list_models,
     list_objectives,
+    model_modalities,
+    objective_modalities,
     register_model,
     register_objective,
 )
@@ -27,6 +29,8 @@ __all__ = [
     "create_objective",
     "list_models",
     "list_objectives",
+    "model_modalities",
+    "objective_modalities",
     "register_model",
     "register_objective",
 ]

@@ -133,26 +133,26 @@ class ResNet(nn.Module):
         return self.forward_features(x)
 
 
-@register_model("cnn-tiny")
+@register_model("cnn-tiny", modalities=("image",))
 def cnn_tiny(in_chans: int = 3, widths: tuple[int, ...] = (16, 32, 64)) -> CNNEncoder:
     """Three conv stages, ~25k parameters: CPU tests and smoke runs."""
     return CNNEncoder(in_chans=in_chans, widths=tuple(widths))
 
 
-@register_model("cnn-small")
+@register_model("cnn-small", modalities=("image",))
 def cnn_small(in_chans: int = 3, widths: tuple[int, ...] = (64, 128, 256), convs: int = 2) -> VGGEncoder:
     """Three VGG-style stages of two convs (64, 128, 256 channels), 1.15 M parameters at one input
     channel: the default encoder for 28-32 px images (Fashion-MNIST, CIFAR-sized data)."""
     return VGGEncoder(in_chans=in_chans, widths=tuple(widths), convs=convs)
 
 
-@register_model("resnet-tiny")
+@register_model("resnet-tiny", modalities=("image",))
 def resnet_tiny(in_chans: int = 3, small_input: bool = True) -> ResNet:
     """Two one-block stages (16, 32 channels), ~30k parameters: CPU tests."""
     return ResNet(depths=(1, 1), widths=(16, 32), in_chans=in_chans, small_input=small_input)
 
 
-@register_model("resnet18")
+@register_model("resnet18", modalities=("image",))
 def resnet18(in_chans: int = 3, small_input: bool = False) -> ResNet:
     """ResNet-18, 11.2M parameters, 512-d features."""
     return ResNet(depths=(2, 2, 2, 2), widths=(64, 128, 256, 512), in_chans=in_chans,

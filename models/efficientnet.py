@@ -72,7 +72,7 @@ class EfficientNetLiteEncoder(nn.Module):
         return self.forward_features(x)
 
 
-@register_model("efficientnet-lite0")
+@register_model("efficientnet-lite0", modalities=("image",))
 def efficientnet_lite0(in_chans: int = 3, pretrained: bool = True) -> EfficientNetLiteEncoder:
     """EfficientNet-Lite0 (3.4M parameters without classifier), ImageNet weights by default."""
     return EfficientNetLiteEncoder("efficientnet-lite0", in_chans=in_chans, pretrained=pretrained)

@@ -59,7 +59,7 @@ class MAE(nn.Module):
         return encoder.to(next(self.parameters()).device)
 
 
-@register_objective("mae")
+@register_objective("mae", modalities=("image",))
 def mae(encoder_name: str, encoder_kwargs: dict[str, Any], mask_ratio: float = 0.75,
         norm_pix_loss: bool = True, **decoder: int) -> MAE:
     """MAE with the ViT size `encoder_name` (vit-micro..vit-base); `decoder` overrides

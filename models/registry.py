@@ -22,20 +22,31 @@ F = TypeVar("F", bound=Callable[..., nn.Module])
 
 
 class Registry:
-    """A name -> factory table with a decorator to fill it."""
+    """A name -> factory table with a decorator to fill it; each entry records the modalities
+    (``"image"``, ...) it is made for, or None when it fits any."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._factories: dict[str, Callable[..., nn.Module]] = {}
+        self._modalities: dict[str, tuple[str, ...] | None] = {}
 
-    def register(self, name: str) -> Callable[[F], F]:
+    def register(self, name: str, modalities: tuple[str, ...] | None = None) -> Callable[[F], F]:
         def decorator(fn: F) -> F:
             if name in self._factories:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self._factories[name] = fn
+            self._modalities[name] = tuple(modalities) if modalities is not None else None
             return fn
 
         return decorator
+
+    def unregister(self, name: str) -> None:
+        self._factories.pop(name, None)
+        self._modalities.pop(name, None)
+
+    def modalities(self, name: str) -> tuple[str, ...] | None:
+        self.get(name)  # unknown names raise, listing the registered ones
+        return self._modalities[name]
 
     def get(self, name: str) -> Callable[..., nn.Module]:
         if name not in self._factories:
@@ -51,14 +62,26 @@ MODELS = Registry("model")
 OBJECTIVES = Registry("objective")
 
 
-def register_model(name: str) -> Callable[[F], F]:
-    """Decorator registering an encoder factory under `name`."""
-    return MODELS.register(name)
+def register_model(name: str, modalities: tuple[str, ...] | None = None) -> Callable[[F], F]:
+    """Decorator registering an encoder factory under `name`, for the inputs of `modalities`
+    (None: any)."""
+    return MODELS.register(name, modalities)
 
 
-def register_objective(name: str) -> Callable[[F], F]:
-    """Decorator registering an objective factory `fn(encoder: nn.Module, **kw)` under `name`."""
-    return OBJECTIVES.register(name)
+def register_objective(name: str, modalities: tuple[str, ...] | None = None) -> Callable[[F], F]:
+    """Decorator registering an objective factory `fn(encoder: nn.Module, **kw)` under `name`;
+    `modalities` names the inputs it is made for (None: any encoder's)."""
+    return OBJECTIVES.register(name, modalities)
+
+
+def model_modalities(name: str) -> tuple[str, ...] | None:
+    """The modalities encoder `name` is made for (None: any)."""
+    return MODELS.modalities(name)
+
+
+def objective_modalities(name: str) -> tuple[str, ...] | None:
+    """The modalities objective `name` is made for (None: any)."""
+    return OBJECTIVES.modalities(name)
 
 
 def list_models() -> list[str]:

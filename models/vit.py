@@ -80,7 +80,7 @@ def build_vit(name: str, image_size: int | None = None, patch_size: int | None =
 
 
 def _register(name: str) -> None:
-    @register_model(name)
+    @register_model(name, modalities=("image",))
     def factory(image_size: int | None = None, patch_size: int | None = None, in_chans: int = 3,
                 pool: Literal["cls", "mean"] = "cls", dropout: float = 0.0) -> ViTEncoder:
         return build_vit(name, image_size, patch_size, in_chans, pool, dropout)
