@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "first and must lie inside the working dir. Token auth: set RAY_AUTH_MODE=token "
                     "and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH).",
         epilog="example: augtrain submit --address http://HEAD:8265 --wait -- "
-               "augtrain pretrain -c configs/quickstart.yaml")
+               "augtrain pretrain -c configs/quickstart-simclr.yaml")
     add_address(parser)
     parser.add_argument("--wait", action="store_true",
                         help="follow the job's logs until it ends; exit non-zero unless it succeeds")
