@@ -67,6 +67,12 @@ def sample_plan(policy: Policy, rng: np.random.Generator, h: int, w: int, size: 
     return steps
 
 
+def view_names(num_views: int, single: str) -> list[str]:
+    """The names of a sample's augmented views: ``[single]`` for one view (``"image"`` for
+    images), else ``view0``, ``view1``, ... (the one rule every transform and reader follows)."""
+    return [single] if num_views == 1 else [f"view{i}" for i in range(num_views)]
+
+
 def op_rates(policy: Policy, draws: int = 20_000, seed: int = 0) -> dict[str, float]:
     """Mean number of times each op of ``choices`` runs per sample, measured over ``draws``
     sampled plans (the exact rules; for exports that must keep each op's rate)."""

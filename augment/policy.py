@@ -242,7 +242,7 @@ class Policy:
         """
         spec = standard_spec_of(self)
         if spec is not None:
-            return spec if self.modality == DEFAULT_MODALITY else f"{self.modality}:{spec}"
+            return f"{self.modality}:{spec}" if self.modality != DEFAULT_MODALITY else spec
         parts = [f"modality={self.modality}"] if self.modality != DEFAULT_MODALITY else []
         parts += [f"name={self.name}"] if self.name != "custom" else []
         if self.pre:

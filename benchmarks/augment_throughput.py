@@ -68,7 +68,7 @@ def leg_augtrain(backend: str, policy: str, encoded: list[np.ndarray], warmup: i
     import cv2
 
     from augtrain.augment import make_sample_transform
-    from augtrain.pipelines.data.decode import decode_image
+    from augtrain.pipelines.modalities.image import decode_image
 
     cv2.setNumThreads(1)
     views = 2 if policy == "simclr" else 1

@@ -59,7 +59,7 @@ def make_shards(out: str, images: int, per_shard: int) -> str:
         return cv2.resize(photo[y : y + side, x : x + side], (SIZE, SIZE), interpolation=cv2.INTER_AREA), i % 10
 
     source = Source("sample-photos", [str(c) for c in range(10)], images, item)
-    write_shards(source, out, "train", WriteOptions(samples_per_shard=per_shard, image_format="jpg", dali_index=True,
+    write_shards(source, out, "train", WriteOptions(samples_per_shard=per_shard, format="jpg", dali_index=True,
                                                     shuffle_seed=None), progress=lambda _: None)
     return out
 

@@ -1,5 +1,7 @@
-"""From shards to trained models, in three layers that import downward only:
+"""From shards to trained models, in layers that import downward only:
 
+    modalities/  what a sample of each kind decodes to, how it is augmented and written, how
+               its batches become model inputs (image, series, text, and plug-ins)
     data/      the shard format, writing and inspecting shards, manifests, storage, corpora
                (sources), the deterministic Ray Data reader (partition, position, bad data)
     train/     the DeepSpeed engine, the per-worker pretraining loop, checkpoints, the

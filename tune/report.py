@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from augtrain.augment import Policy, Schedule
+from augtrain.pipelines.data.storage import write_text_atomic
 from augtrain.tune.comparison import comparison_markdown, comparison_rows
 from augtrain.tune.dali_export import dali_export
 from augtrain.tune.pba import schedule_table
@@ -133,6 +133,4 @@ def write_results(results: dict[str, StageResult], out_dir: str | Path, epochs: 
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)

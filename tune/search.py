@@ -40,6 +40,7 @@ from augtrain.tune.hpo import run_hpo
 from augtrain.tune.methods import METHODS, run_random
 from augtrain.tune.pbt import run_pbt, run_replay, score_best_member
 from augtrain.tune.resources import max_concurrent_trials, trial_cpus
+from augtrain.tune.space import JointSpace
 from augtrain.tune.stages import SearchRun, StageResult, final_checkpoint, load_done, run_stage, save_done
 from augtrain.tune.trainable import finetune_trial
 
@@ -55,10 +56,18 @@ def _cluster_cpus() -> float:
     return float(ray.cluster_resources().get("CPU", 0))
 
 
+def check_searchable(cfg: FinetuneConfig) -> None:
+    """The policy spaces hold ops of one modality's catalogue: a fine-tune of another is refused."""
+    if cfg.modality != JointSpace.modality:
+        raise ValueError(f"search: the policy spaces are made of {JointSpace.modality} ops, but finetune.modality is "
+                         f"{cfg.modality!r}; a search for that modality needs its own space")
+
+
 def plan_search(cfg: FinetuneConfig, search: SearchConfig, checkpoint: str | None, out_dir: str | Path, name: str, *,
                 resume: bool = False, trainable: Callable[..., None] = finetune_trial) -> SearchRun:
     """Prepare the data subsets and the resource plan (Ray must be connected)."""
     out = Path(out_dir).absolute()
+    check_searchable(cfg)
     res = search.resources
     per_trial = trial_cpus(res.executor, res.cpus_per_trial, cfg.workers, cfg.cpus_per_worker)
     concurrent = max_concurrent_trials(_cluster_cpus(), per_trial, res.reserve_cpus, res.max_concurrent)

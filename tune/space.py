@@ -43,6 +43,8 @@ POLICY_KEYS = ("aug_crop", "aug_hflip", "aug_ops", "aug_n", "aug_m", "aug_cutout
 class JointSpace:
     """Ranges of the joint space (``search.space`` in an experiment file)."""
 
+    modality = "image"  # the catalogue its policy ops come from (RandAugment's image ops)
+
     lr: tuple[float, float] = (3e-4, 1e-2)  # log-uniform
     weight_decay: tuple[float, float] = (1e-5, 1e-2)  # log-uniform
     label_smoothing: tuple[float, float] = (0.0, 0.2)

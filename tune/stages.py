@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -20,6 +19,7 @@ from typing import Any, Callable
 
 from ray.tune import Callback
 
+from augtrain.pipelines.data.storage import write_text_atomic
 from augtrain.pipelines.finetune import DataPaths, FinetuneConfig
 from augtrain.tune.config import SearchConfig
 from augtrain.tune.pba import PBASpace
@@ -218,10 +218,7 @@ def final_checkpoint(trial: dict[str, Any]) -> Path | None:
 
 def write_json(path: Path, data: Any) -> None:
     """``data`` as JSON at ``path``, written under a temporary name and renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1, default=str) + "\n")
 
 
 def load_done(run: SearchRun, stage: str) -> StageResult | None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from augtrain.augment.image.ops import AFFINE, FILL, OPS, Params, hue_matrix
-from augtrain.augment.plan import Step, check_size, max_plan_length, sample_plan
+from augtrain.augment.plan import Step, check_size, max_plan_length, sample_plan, view_names
 from augtrain.augment.policy import Policy, PolicyError
 
 log = logging.getLogger(__name__)
@@ -361,10 +361,7 @@ class DaliBatchAugmenter:
     def run_plans(self, encoded: list[np.ndarray], plans: list[list[list[Step]]]) -> dict:
         """Run given plans (one list per view) on encoded images; returns torch tensors."""
         outs = self._runner.run([np.frombuffer(e, dtype=np.uint8) if isinstance(e, bytes) else e for e in encoded], plans)
-        tensors = [self._to_torch(out) for out in outs]
-        if self.views == 1:
-            return {"image": tensors[0]}
-        return {f"view{i}": t for i, t in enumerate(tensors)}
+        return dict(zip(view_names(self.views, "image"), (self._to_torch(out) for out in outs)))
 
     def _to_torch(self, tensor_list):
         import torch

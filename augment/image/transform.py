@@ -15,7 +15,7 @@ import logging
 import numpy as np
 
 from augtrain.augment.image.ops import OPS
-from augtrain.augment.plan import Step, check_size, sample_plan
+from augtrain.augment.plan import Step, check_size, sample_plan, view_names
 from augtrain.augment.policy import parse_policy
 from augtrain.augment.policy import Policy, PolicyError
 
@@ -101,10 +101,7 @@ class SampleTransform:
             image = image[:, :, None]
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
             raise ValueError(f"transform input must be uint8 [H, W, 1|3], got {image.dtype} {image.shape}")
-        outs = [self._backend.apply(image, self.plan(image, rng)) for _ in range(self.views)]
-        if self.views == 1:
-            return {"image": outs[0]}
-        return {f"view{i}": out for i, out in enumerate(outs)}
+        return {name: self._backend.apply(image, self.plan(image, rng)) for name in view_names(self.views, "image")}
 
 
 def make_sample_transform(

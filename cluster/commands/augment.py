@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _read_images(spec: str, n: int):
     from augtrain.pipelines.data import storage
-    from augtrain.pipelines.data.decode import SampleError, decode_image, find_image_key
+    from augtrain.pipelines.modalities import SampleError
+    from augtrain.pipelines.modalities.image import decode_image, find_image_key
     from augtrain.pipelines.data.shard_set import open_shards
     from augtrain.pipelines.data.wds_format import iter_raw_samples
 

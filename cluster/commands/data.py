@@ -22,24 +22,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     stream.add_argument("--policy", default=None, help="augmentation policy applied in the read tasks (e.g. mae, basic)")
     stream.add_argument("--size", type=int, default=None, help="output image size for the policy")
     stream.add_argument("--channels", type=int, default=None, choices=[1, 3], help="decode to 1 or 3 channels (default: as stored)")
+    stream.add_argument("--modality", default=None, help="what the samples are (default: the manifest's, else image)")
     stream.add_argument("--strict", action="store_true", help="fail on the first bad sample (default: skip, count, report)")
     stream.add_argument("--json", action="store_true", help="print the summary as JSON")
     stream.set_defaults(func=_stream)
 
 
-def build_reader(shards, seed: int, policy: str | None, size: int | None, channels: int | None, strict: bool):
-    """Resolve shards and build the reader (with the policy's per-sample transform, if any)."""
-    from augtrain.pipelines.data.decode import DecodeSpec
+def build_reader(shards, seed: int, policy: str | None, size: int | None, channels: int | None, strict: bool,
+                 modality: str | None = None):
+    """Resolve shards and build the reader (with the policy's per-sample transform, if any).
+    ``modality``: the samples' modality (default: the manifest's, else image); a manifest
+    recording another one is refused."""
     from augtrain.pipelines.data.reader import ReaderConfig, ShardReader
     from augtrain.pipelines.data.shard_set import open_shards
+    from augtrain.pipelines.modalities import DecodeSpec, get_modality
 
-    shard_set = open_shards(shards)
-    transform = None
-    if policy:
-        from augtrain.augment import make_sample_transform
-
-        transform = make_sample_transform(policy, size=size)
-    config = ReaderConfig(seed=seed, strict=strict, decode=DecodeSpec(channels=channels))
+    shard_set = open_shards(shards, modality=modality)
+    kind = get_modality(modality or (shard_set.manifest.modality if shard_set.manifest else "image"))
+    transform = kind.sample_transform(policy, size=size, views=1) if policy else None
+    config = ReaderConfig(seed=seed, strict=strict, decode=DecodeSpec(channels=channels, modality=kind.name))
     return ShardReader(shard_set, config, transform)
 
 
@@ -47,7 +48,7 @@ def _stream(args: argparse.Namespace) -> int:
     from augtrain.cluster.connect import connect
     from augtrain.pipelines.data.stream_epoch import StreamOptions, stream_epoch
 
-    reader = build_reader(args.shards, args.seed, args.policy, args.size, args.channels, args.strict)
+    reader = build_reader(args.shards, args.seed, args.policy, args.size, args.channels, args.strict, args.modality)
     print(f"{len(reader.shards.urls)} shards, {reader.shards.num_samples} samples; "
           f"streaming epoch {args.epoch} to {args.workers} workers")
     connect(args.address)

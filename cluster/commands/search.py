@@ -32,11 +32,12 @@ def _search(args: argparse.Namespace) -> int:
     import yaml
 
     from augtrain.cluster.connect import connect
+    from augtrain.pipelines.data.shard_set import check_modality
     from augtrain.pipelines.train.config import load_config
     from augtrain.pipelines.finetune import finetune_config_from_experiment, resolve_checkpoint
     from augtrain.tune.config import parse_search_config
     from augtrain.tune.report import write_results
-    from augtrain.tune.search import plan_search, run_search
+    from augtrain.tune.search import check_searchable, plan_search, run_search
 
     experiment = load_config(args.config, args.overrides)
     cfg = finetune_config_from_experiment(experiment, args.config)
@@ -51,6 +52,10 @@ def _search(args: argparse.Namespace) -> int:
     with open(os.path.join(out, "config.yaml"), "w") as f:
         yaml.safe_dump(resolved, f, sort_keys=False)
 
+    check_searchable(cfg)
+    check_modality(cfg.train, cfg.modality)  # shards of another modality: refused before Ray starts
+    if cfg.test is not None:
+        check_modality(cfg.test, cfg.modality)
     connect(args.address or experiment.cluster.address)
     run = plan_search(cfg, search, checkpoint, out, search.name or experiment.name, resume=args.resume)
     print(f"search {run.name}: {run.max_concurrent} trials at a time; labelled subset {run.paths.labelled}")

@@ -42,7 +42,7 @@ def _write(args: argparse.Namespace) -> int:
     from augtrain.pipelines.data.sources import open_source
 
     source = open_source(args.source, args.split)
-    options = WriteOptions(samples_per_shard=args.samples_per_shard, image_format=args.format, limit=args.limit,
+    options = WriteOptions(samples_per_shard=args.samples_per_shard, format=args.format, limit=args.limit,
                            shuffle_seed=None if args.no_shuffle else args.seed, dali_index=args.dali_index)
     manifest = write_shards(source, args.out, args.split, options)
     print(f"wrote {manifest.num_samples} samples in {len(manifest.shards)} shards to {args.out} "

@@ -1,16 +1,16 @@
 """A Ray Data datasource that reads WebDataset shard pieces in a fixed order.
 
 One read task per piece (a range of one shard's samples in that shard's epoch order): the
-task reads the shard, decodes and transforms the samples of its range (decode and
-augmentation fused in the read task: no object-store hop between them) and yields Arrow
-blocks. A sample that cannot be used becomes a row with ``__error__`` set, so that the
+task reads the shard, decodes the samples of its range through their modality and runs the
+sample transform on the decoded value (decode and augmentation fused in the read task: no
+object-store hop between them) and yields Arrow blocks. A sample that cannot be used becomes a row with ``__error__`` set, so that the
 consumer, which sees rows in order, can count and report it exactly; in strict mode the
 task raises ``BadSampleError`` naming shard and key instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,9 +20,7 @@ from augtrain.pipelines.data.bad_data import BadSampleError
 from augtrain.pipelines.data.decode import DecodeSpec, SampleError, decode_sample
 from augtrain.pipelines.data.partition import Piece, sample_order
 from augtrain.pipelines.data.wds_format import RawSample, iter_raw_samples
-
-# (image [H, W, C] uint8, rng) -> named uint8 outputs, e.g. {"image": ...} or {"view0", "view1"}
-SampleTransform = Callable[[np.ndarray, np.random.Generator], dict[str, np.ndarray]]
+from augtrain.pipelines.modalities import Modality, SampleTransform
 
 META_COLUMNS = ("__index__", "__key__", "__shard__", "__error__")
 
@@ -35,9 +33,10 @@ class PieceReadSpec:
     epoch: int
     shuffle: bool
     decode: DecodeSpec
-    transform: SampleTransform | None
+    transform: SampleTransform | None  # runs on the modality's column of each decoded sample
     strict: bool
     block_rows: int
+    modality: Modality  # the object itself: unpickling it in a worker imports (registers) a plug-in
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -71,10 +70,10 @@ def read_piece(url: str, shard_name: str, expected: int, piece: Piece, spec: Pie
 
 def _row(raw: RawSample, index: int, shard_name: str, spec: PieceReadSpec) -> dict:
     try:
-        out = decode_sample(raw, spec.decode)
-        if spec.transform is not None and "image" in out:
-            image = out.pop("image")
-            out.update(spec.transform(image, sample_rng(spec.seed, spec.epoch, index)))
+        out = decode_sample(raw, spec.decode, spec.modality)
+        column = spec.modality.column
+        if spec.transform is not None and column in out:
+            out.update(spec.transform(out.pop(column), sample_rng(spec.seed, spec.epoch, index)))
     except SampleError as exc:
         if spec.strict:
             raise BadSampleError(shard_name, raw.key, str(exc)) from None

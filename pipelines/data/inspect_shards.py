@@ -116,8 +116,12 @@ class InspectReport:
         return "\n".join(lines)
 
 
-def inspect_shards(shards: ShardSet, label_key: str | None = "cls", threads: int = 4) -> InspectReport:
-    spec = DecodeSpec(label_key=label_key, channels=None)
+def inspect_shards(shards: ShardSet, label_key: str | None = "cls", threads: int = 4,
+                   modality: str | None = None) -> InspectReport:
+    """Decode every sample of every shard (through ``modality``: default the manifest's, else
+    image) and check counts and checksums against the manifest."""
+    modality = modality or (shards.manifest.modality if shards.manifest else "image")
+    spec = DecodeSpec(label_key=label_key, channels=None, modality=modality)
     entries = {e.name: e for e in shards.manifest.shards} if shards.manifest else {}
     jobs = [(url, name, spec, entries[name].samples if name in entries else None, entries[name].sha256 if name in entries else None)
             for url, name in zip(shards.urls, shards.names)]

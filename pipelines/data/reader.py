@@ -10,7 +10,7 @@ Usage inside a worker (rank, world size from Ray Train's context)::
 
     reader = ShardReader(open_shards("data/train"), ReaderConfig(seed=0), transform)
     it = reader.epoch_iterator(epoch, rank, world_size, batch_size=256, position=pos)
-    for batch in it:          # {"image" | "view0"...: uint8 [B,H,W,C], "label": int64 [B], "__key__", "__index__"}
+    for batch in it:          # images: {"image" | "view0"...: uint8 [B,H,W,C], "label": int64 [B], "__key__", "__index__"}
         ...
         progress = it.progress()   # gather from all ranks, then position.merged(progresses)
 """
@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from augtrain.pipelines.data.bad_data import SkipRecord, SkipReport
-from augtrain.pipelines.data.datasource import PieceReadSpec, SampleTransform, make_datasource
+from augtrain.pipelines.data.datasource import PieceReadSpec, make_datasource
 from augtrain.pipelines.data.decode import DecodeSpec
 from augtrain.pipelines.data.partition import EpochLayout, Interval, size, take_prefix
 from augtrain.pipelines.data.position import DataPosition, RankProgress
 from augtrain.pipelines.data.shard_set import ShardSet
+from augtrain.pipelines.modalities import Modality, SampleTransform, get_modality
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class ShardReader:
         self.shards = shards
         self.config = config or ReaderConfig()
         self.transform = transform
+        # the object, resolved here: a worker unpickling the reader imports (registers) a plug-in's module
+        self.modality: Modality = get_modality(self.config.decode.modality)
 
     def layout(self, epoch: int) -> EpochLayout:
         return EpochLayout(self.shards.counts, self.config.seed, epoch, self.config.shuffle)
@@ -62,7 +65,7 @@ class ShardReader:
 
         pieces = self.layout(epoch).pieces(intervals)
         spec = PieceReadSpec(self.config.seed, epoch, self.config.shuffle, self.config.decode, self.transform,
-                             self.config.strict, self.config.block_rows)
+                             self.config.strict, self.config.block_rows, self.modality)
         source = make_datasource(list(self.shards.urls), list(self.shards.names), list(self.shards.counts), pieces, spec)
         ds = ray.data.read_datasource(source, num_cpus=self.config.read_cpus, override_num_blocks=max(1, len(pieces)))
         context = ds.context  # this dataset's own copy: the process-wide context is left alone

@@ -3,7 +3,8 @@
 A spec is a directory (its ``manifest.json`` when present, else every ``*.tar`` in it), a
 manifest path, a tar path or URL, a ``{000..099}`` brace pattern or glob, or a list of these.
 Counts come from the manifest; without one every shard is read once to count its samples
-(shards written by other tools: ``webdataset.ShardWriter``, GNU tar).
+(shards written by other tools: ``webdataset.ShardWriter``, GNU tar). Given the modality a
+config expects, a manifest recording another one is refused, naming the file and the field.
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ def count_samples(url: str) -> int:
         return sum(1 for _ in iter_raw_samples(f))
 
 
-def _from_manifest(directory: str, manifest_path: str) -> tuple[list[str], list[int], Manifest]:
+def _from_manifest(directory: str, manifest_path: str, modality: str | None) -> tuple[list[str], list[int], Manifest]:
     manifest = Manifest.from_json(storage.read_bytes(manifest_path).decode(), where=manifest_path)
+    if modality is not None and manifest.modality != modality:
+        raise ShardSpecError(f"{manifest_path}: field 'modality' is {manifest.modality!r}, but {modality!r} "
+                             f"samples were asked for (data.modality)")
     urls = [storage.join(directory, s.name) for s in manifest.shards]
     for url in urls:
         if not storage.is_url(url) and not os.path.exists(url):
@@ -56,15 +60,15 @@ def _from_manifest(directory: str, manifest_path: str) -> tuple[list[str], list[
     return urls, [s.samples for s in manifest.shards], manifest
 
 
-def _expand(item: str) -> tuple[list[str], Manifest | None, list[int] | None]:
+def _expand(item: str, modality: str | None) -> tuple[list[str], Manifest | None, list[int] | None]:
     if item.endswith(MANIFEST_NAME):
         directory = item[: -len(MANIFEST_NAME)].rstrip("/") or "."
-        urls, counts, manifest = _from_manifest(directory, item)
+        urls, counts, manifest = _from_manifest(directory, item, modality)
         return urls, manifest, counts
     if storage.isdir(item):
         manifest_path = storage.join(item, MANIFEST_NAME)
         if storage.exists(manifest_path):
-            urls, counts, manifest = _from_manifest(item, manifest_path)
+            urls, counts, manifest = _from_manifest(item, manifest_path, modality)
             return urls, manifest, counts
         tars = [storage.join(item, n) for n in storage.list_files(item) if n.endswith(".tar")]
         if not tars:
@@ -79,8 +83,16 @@ def _expand(item: str) -> tuple[list[str], Manifest | None, list[int] | None]:
     return urls, None, None
 
 
-def open_shards(spec: str | Sequence[str], scan_threads: int = 8) -> ShardSet:
-    """Resolve ``spec`` and learn every shard's sample count (manifest, else a counting read)."""
+def check_modality(spec: str | Sequence[str], modality: str) -> None:
+    """Refuse (``ShardSpecError`` naming the file and the field) a shard spec whose manifests
+    record another modality than ``modality``; reads manifests only, never the shards."""
+    for item in [spec] if isinstance(spec, str) else list(spec):
+        _expand(item, modality)
+
+
+def open_shards(spec: str | Sequence[str], scan_threads: int = 8, modality: str | None = None) -> ShardSet:
+    """Resolve ``spec`` and learn every shard's sample count (manifest, else a counting read).
+    With ``modality``, every manifest found must record that modality."""
     items = [spec] if isinstance(spec, str) else list(spec)
     if not items:
         raise ShardSpecError("no shards given")
@@ -88,7 +100,7 @@ def open_shards(spec: str | Sequence[str], scan_threads: int = 8) -> ShardSet:
     counts: list[int | None] = []
     manifest: Manifest | None = None
     for item in items:
-        found, item_manifest, item_counts = _expand(item)
+        found, item_manifest, item_counts = _expand(item, modality)
         urls += found
         counts += item_counts if item_counts is not None else [None] * len(found)
         if item_manifest is not None and len(items) == 1:

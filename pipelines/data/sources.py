@@ -1,7 +1,8 @@
 """Corpora that ``augtrain shards write`` can turn into shards, all available offline.
 
-A source yields ``(image, label)`` pairs: ``image`` is uint8 ``[H, W]`` (grayscale) or
-``[H, W, 3]`` (RGB), ``label`` an int index into ``class_names``.
+A source yields ``(value, label)`` pairs of one modality: for images (every source shipped here)
+``value`` is uint8 ``[H, W]`` (grayscale) or ``[H, W, 3]`` (RGB); ``label`` is an int index into
+``class_names``.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ IMAGE_FILE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tif
 
 @dataclass
 class Source:
-    """An in-memory or lazily read labelled image corpus."""
+    """An in-memory or lazily read labelled corpus of one modality."""
 
     name: str
     class_names: list[str]
     length: int
-    _items: object  # callable(index) -> (image, label)
+    _items: object  # callable(index) -> (value, label)
+    modality: str = "image"
 
     def __len__(self) -> int:
         return self.length

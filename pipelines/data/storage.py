@@ -24,6 +24,17 @@ def _scheme(url: str) -> str:
     return url.split("://", 1)[0].lower()
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a local ``path`` under a temporary name, then rename it into place: a
+    reader sees the old file or the whole new one, never a part."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def open_binary(path: str) -> BinaryIO:
     """Open a local path or URL for sequential binary reading."""
     if not is_url(path):

@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
-
 
 @dataclass
 class RawSample:

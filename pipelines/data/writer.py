@@ -1,4 +1,5 @@
-"""Write a labelled image corpus as WebDataset shards plus ``manifest.json``.
+"""Write a labelled corpus as WebDataset shards plus ``manifest.json``; each value is encoded by
+its source's modality (images as PNG or JPEG).
 
 Samples are shuffled with a fixed seed before sharding (so every shard mixes classes), keys
 are zero-padded sample indices, and tar headers carry no time or owner, so the same input
@@ -17,15 +18,15 @@ import numpy as np
 
 from augtrain.pipelines.data.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from augtrain.pipelines.data.sources import Source
+from augtrain.pipelines.data.storage import write_text_atomic
 from augtrain.pipelines.data.wds_format import ShardTarWriter
-
-JPEG_QUALITY = 95
+from augtrain.pipelines.modalities import get_modality
 
 
 @dataclass
 class WriteOptions:
     samples_per_shard: int = 1000
-    image_format: str = "png"  # png (lossless) or jpg
+    format: str | None = None  # member format: images png (lossless, the default) or jpg; None: the modality's first
     limit: int | None = None
     shuffle_seed: int | None = 0  # None keeps source order
     dali_index: bool = False
@@ -34,23 +35,8 @@ class WriteOptions:
     def check(self) -> None:
         if self.samples_per_shard < 1:
             raise ValueError(f"samples_per_shard must be >= 1, got {self.samples_per_shard}")
-        if self.image_format not in ("png", "jpg"):
-            raise ValueError(f"format must be 'png' or 'jpg', got {self.image_format!r}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
-
-
-def encode_image(image: np.ndarray, image_format: str) -> bytes:
-    """uint8 [H, W] or [H, W, 3] RGB -> PNG or JPEG bytes."""
-    import cv2
-
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if image_format == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 3]
-    ok, buf = cv2.imencode("." + image_format, image, params)
-    if not ok:
-        raise ValueError(f"could not encode an image of shape {image.shape} as {image_format}")
-    return buf.tobytes()
 
 
 def write_shards(
@@ -62,6 +48,10 @@ def write_shards(
 ) -> Manifest:
     """Write ``source`` into ``out_dir`` and return the manifest (also written there)."""
     options.check()
+    modality = get_modality(source.modality)
+    fmt = options.format or modality.formats[0]
+    if fmt not in modality.formats:
+        raise ValueError(f"format {fmt!r} cannot hold {modality.name} samples; choose one of {', '.join(modality.formats)}")
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     os.makedirs(out_dir, exist_ok=True)
     order = np.arange(len(source))
@@ -74,33 +64,31 @@ def write_shards(
     for shard_index in range(n_shards):
         chunk = order[shard_index * options.samples_per_shard : (shard_index + 1) * options.samples_per_shard]
         name = f"{options.prefix}-{shard_index:06d}.tar"
-        shards.append(_write_one(source, chunk, os.path.join(out_dir, name), options))
+        shards.append(_write_one(source, chunk, os.path.join(out_dir, name), options, fmt))
         progress(f"[{shard_index + 1}/{n_shards}] {name}: {len(chunk)} samples")
     manifest = Manifest(
         shards=shards,
-        modality="image",
+        modality=source.modality,
         split=split,
         source=source.name,
         class_names=list(source.class_names),
-        extensions=sorted([options.image_format, "cls"]),
-        image_format=options.image_format,
+        extensions=sorted([fmt, "cls"]),
         dali_index=options.dali_index,
+        **modality.manifest_fields(fmt),
     )
-    tmp = os.path.join(out_dir, MANIFEST_NAME + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(manifest.to_json())
-    os.replace(tmp, os.path.join(out_dir, MANIFEST_NAME))
+    write_text_atomic(os.path.join(out_dir, MANIFEST_NAME), manifest.to_json())
     return manifest
 
 
-def _write_one(source: Source, indices: np.ndarray, path: str, options: WriteOptions) -> ShardEntry:
+def _write_one(source: Source, indices: np.ndarray, path: str, options: WriteOptions, fmt: str) -> ShardEntry:
     tmp = path + ".tmp"
+    modality = get_modality(source.modality)
     with open(tmp, "wb") as f:
         writer = ShardTarWriter(f)
         for index in indices:
-            image, label = source[int(index)]
-            members = {options.image_format: encode_image(image, options.image_format), "cls": str(label).encode()}
-            writer.write(f"{int(index):09d}", members)
+            value, label = source[int(index)]
+            ext, data = modality.encode(value, fmt)
+            writer.write(f"{int(index):09d}", {ext: data, "cls": str(label).encode()})
         writer.close()
     os.replace(tmp, path)
     if options.dali_index:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from augtrain.augment import parse_policy
+from augtrain.pipelines.modalities import get_modality
 
 
 class FinetuneConfig(BaseModel):
@@ -22,6 +22,7 @@ class FinetuneConfig(BaseModel):
     val_labels: int | float = 0  # validation subset drawn from the rest of the pool (0: none)
     label_seed: int = 0
     label_key: str = "cls"
+    modality: str = "image"  # a registered modality (default: the experiment's data.modality)
     mode: Literal["full", "linear", "scratch"] = "full"
     encoder: str | None = None  # registered encoder when no checkpoint is given (scratch)
     encoder_kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -61,10 +62,17 @@ class FinetuneConfig(BaseModel):
             raise ValueError(f"must be {'> 0' if info.field_name == 'labels' else '>= 0'}, got {value}")
         return value
 
+    @field_validator("modality")
+    @classmethod
+    def _modality(cls, value: str) -> str:
+        get_modality(value)  # raises, naming the registered ones
+        return value
+
     @field_validator("policy")
     @classmethod
-    def _policy(cls, value: str) -> str:
-        parse_policy(value)  # raises PolicyError naming the op
+    def _policy(cls, value: str, info: ValidationInfo) -> str:
+        if "modality" in info.data:  # else the modality's own error is reported
+            get_modality(info.data["modality"]).parse_policy(value)  # raises PolicyError naming the op
         return value
 
     @model_validator(mode="after")
@@ -134,10 +142,11 @@ def parse_finetune_config(data: dict[str, Any] | None, where: str = "<config>", 
 
 def finetune_config_from_experiment(experiment: Any, where: str = "<config>", **overrides: Any) -> FinetuneConfig:
     """The ``finetune`` section of an experiment (``pipelines.config.ExperimentConfig``), with the
-    keys it leaves out taken from the experiment: data.train/test/channels, augment.size,
+    keys it leaves out taken from the experiment: data.train/test/modality/channels, augment.size,
     loop.mean/std and seed. ``overrides`` (command-line values) win over both."""
     loop = experiment.loop or {}
-    defaults = {"train": experiment.data.train, "test": experiment.data.test, "channels": experiment.data.channels,
+    defaults = {"train": experiment.data.train, "test": experiment.data.test, "modality": experiment.data.modality,
+                "channels": experiment.data.channels,
                 "size": experiment.augment.size, "mean": loop.get("mean"), "std": loop.get("std"),
                 "seed": experiment.seed}
     section = dict(experiment.finetune or {})

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from augtrain.augment import normalize_batch
 from augtrain.pipelines.finetune.config import FinetuneConfig
 from augtrain.pipelines.finetune.data import FinetuneData
 from augtrain.pipelines.finetune.model import load_encoder
+from augtrain.pipelines.modalities import get_modality
 
 LOGREG_C = (0.01, 0.1, 1.0)  # inverse regularisation strengths tried on the validation split
 
@@ -42,14 +42,10 @@ class ControlResult:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def _flat(images: np.ndarray) -> np.ndarray:
-    """uint8 [N, H, W, C] -> float32 [N, H*W*C] in [0, 1]."""
-    return images.reshape(len(images), -1).astype(np.float32) / 255.0
-
-
 def raw_logistic_regression(data: FinetuneData, c_values: tuple[float, ...] = LOGREG_C) -> ControlResult:
-    """Multinomial logistic regression on standardised raw pixels of the labelled subset; C is
-    chosen by validation accuracy (the first value when there is no validation split)."""
+    """Multinomial logistic regression on the standardised raw features of the labelled subset
+    (its modality's: pixels for images); C is chosen by validation accuracy (the first value
+    when there is no validation split)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -57,7 +53,9 @@ def raw_logistic_regression(data: FinetuneData, c_values: tuple[float, ...] = LO
     if data.test is None:
         raise ValueError("controls: the raw-feature baseline needs a test split (finetune.test)")
     start = time.perf_counter()
-    x, y = _flat(data.train[0]), data.train[1]
+    modality = get_modality(data.modality)
+    features = modality.raw_features
+    x, y = features(data.train[0]), data.train[1]
 
     def fit(c: float):
         return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x, y)
@@ -65,20 +63,22 @@ def raw_logistic_regression(data: FinetuneData, c_values: tuple[float, ...] = LO
     scored = []
     for c in c_values if data.val is not None else c_values[:1]:
         model = fit(c)
-        val = float(model.score(_flat(data.val[0]), data.val[1])) if data.val is not None else None
+        val = float(model.score(features(data.val[0]), data.val[1])) if data.val is not None else None
         scored.append((val if val is not None else 0.0, c, model, val))
     _, c, model, val = max(scored, key=lambda s: (s[0], -s[1]))  # ties: the stronger regularisation
-    predictions = model.predict(_flat(data.test[0]))
-    return ControlResult("logistic regression on raw pixels", val, float(np.mean(predictions == data.test[1])),
+    predictions = model.predict(features(data.test[0]))
+    return ControlResult(f"logistic regression on {modality.raw_features_name}", val, float(np.mean(predictions == data.test[1])),
                          predictions, time.perf_counter() - start, {"C": c})
 
 
 @torch.no_grad()
-def embed(encoder: torch.nn.Module, images: np.ndarray, cfg: FinetuneConfig, batch_size: int = 512) -> torch.Tensor:
-    """uint8 [N, H, W, C] -> L2-normalised features [N, D] of an encoder in eval mode."""
+def embed(encoder: torch.nn.Module, values: np.ndarray, cfg: FinetuneConfig, batch_size: int = 512) -> torch.Tensor:
+    """Values of ``cfg.modality`` (images: uint8 [N, H, W, C]) -> L2-normalised features [N, D]
+    of an encoder in eval mode."""
     encoder.eval()
-    out = [encoder.forward_features(normalize_batch(images[lo:lo + batch_size], cfg.mean, cfg.std))
-           for lo in range(0, len(images), batch_size)]
+    modality = get_modality(cfg.modality)
+    out = [encoder.forward_features(modality.to_tensor(values[lo:lo + batch_size], cfg.mean, cfg.std))
+           for lo in range(0, len(values), batch_size)]
     return F.normalize(torch.cat(out).float(), dim=1)
 
 

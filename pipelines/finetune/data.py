@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from augtrain.pipelines.data.shard_set import check_modality
 from augtrain.pipelines.data.storage import is_url
 from augtrain.pipelines.finetune.config import FinetuneConfig
 from augtrain.pipelines.finetune.subsets import SubsetPaths, load_arrays, prepare_subsets
@@ -27,20 +28,24 @@ class DataPaths:
 
 @dataclass
 class FinetuneData:
-    """Arrays held by one worker: ``images`` uint8 [N, H, W, C], ``labels`` int64 [N] per split."""
+    """Arrays held by one worker, per split: the modality's values (images: uint8 [N, H, W, C])
+    and int64 labels [N]."""
 
     train: tuple[np.ndarray, np.ndarray]
     val: tuple[np.ndarray, np.ndarray] | None
     test: tuple[np.ndarray, np.ndarray] | None
     num_classes: int
+    modality: str = "image"
 
 
 def prepare_data(cfg: FinetuneConfig, out_dir: str) -> DataPaths:
     """Choose and write the labelled and validation subsets under ``out_dir`` (reused when present)."""
     if cfg.train is None:
         raise ValueError("finetune.train: no shards for the labelled pool (set finetune.train or data.train)")
+    if cfg.test is not None:
+        check_modality(cfg.test, cfg.modality)  # the pool is checked where it is opened
     subsets: SubsetPaths = prepare_subsets(cfg.train, os.path.abspath(out_dir), cfg.labels, cfg.label_seed,
-                                           cfg.val_labels, cfg.label_key)
+                                           cfg.val_labels, cfg.label_key, cfg.modality)
     names = subsets.record["class_names"]
     return DataPaths(subsets.labelled, subsets.val, _absolute(cfg.test), len(names), names,
                      int(subsets.record["labelled"]))
@@ -59,9 +64,10 @@ def load_data(paths: DataPaths, cfg: FinetuneConfig, splits: tuple[str, ...] = (
     def read(spec: str | list[str] | None, resize: bool) -> tuple[np.ndarray, np.ndarray] | None:
         if spec is None:
             return None
-        images, labels, _ = load_arrays(spec, cfg.channels, cfg.label_key, size=cfg.size if resize else None)
-        return images, labels
+        values, labels, _ = load_arrays(spec, cfg.channels, cfg.label_key, size=cfg.size if resize else None,
+                                        modality=cfg.modality)
+        return values, labels
 
     train = read(paths.labelled, resize=False)
     return FinetuneData(train, read(paths.val, True) if "val" in splits else None,
-                        read(paths.test, True) if "test" in splits else None, paths.num_classes)
+                        read(paths.test, True) if "test" in splits else None, paths.num_classes, cfg.modality)

@@ -18,6 +18,7 @@ import torch
 
 from augtrain.pipelines.finetune.config import FinetuneConfig
 from augtrain.pipelines.finetune.data import DataPaths, load_data
+from augtrain.pipelines.modalities import get_modality
 from augtrain.pipelines.finetune.session import STATE_FILE, FinetuneSession, PolicySource, policy_source_to_json
 
 
@@ -129,6 +130,8 @@ def run_finetune(cfg: FinetuneConfig, paths: DataPaths, checkpoint: str | None, 
         train_loop_config={"cfg": cfg, "paths": paths, "checkpoint": str(checkpoint) if checkpoint else None,
                            "source": policy_source_to_json(source), "until_epoch": until_epoch, "test": test,
                            "resume_from": resume_from, "extra_state": dict(extra_state or {}),
+                           # the object: a worker unpickling it registers a plug-in modality it never imported
+                           "modality": get_modality(cfg.modality),
                            "validate_every_epoch": validate_every_epoch},
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker}),

@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from augtrain.augment import Policy, Schedule, augment_rng, make_sample_transform, normalize_batch, parse_policy
+from augtrain.augment import Policy, Schedule, augment_rng, parse_policy
 from augtrain.pipelines.finetune.config import FinetuneConfig
 from augtrain.pipelines.finetune.data import FinetuneData
 from augtrain.pipelines.finetune.model import build_classifier, lr_at, param_groups
+from augtrain.pipelines.modalities import get_modality
 
 STATE_FILE = "finetune.json"
 PolicySource = str | dict[str, Any] | Policy | Schedule
@@ -36,13 +37,14 @@ def policy_source_to_json(source: PolicySource) -> str | dict[str, Any]:
     return source
 
 
-def policy_at(source: PolicySource, epoch: int) -> Policy:
-    """The policy in force at ``epoch``: a fixed policy, or a schedule's entry."""
+def policy_at(source: PolicySource, epoch: int, modality: str = "image") -> Policy:
+    """The policy in force at ``epoch``: a fixed policy, or a schedule's entry (a spec string
+    names a policy of ``modality``)."""
     if isinstance(source, Schedule):
         return source.policy_at(epoch)
     if isinstance(source, dict) and "schedule" in source:
         return Schedule.from_dict(source).policy_at(epoch)
-    return parse_policy(source)
+    return parse_policy(source, modality)
 
 
 # ---------------------------------------------------------------- one worker's training
@@ -63,6 +65,7 @@ class FinetuneSession:
                  rank: int = 0, world_size: int = 1, wrap: Any = None, device: str | torch.device = "cpu") -> None:
         cfg = cfg.for_labelled(len(data.train[1]))
         self.cfg, self.data, self.rank, self.world_size = cfg, data, rank, world_size
+        self.modality = get_modality(data.modality)
         self.device = torch.device(device)
         self.model = build_classifier(cfg, checkpoint, data.num_classes).to(self.device)
         self.module = self.model  # unwrapped, for saving
@@ -72,15 +75,17 @@ class FinetuneSession:
         self.epoch = 0
         self.history: list[dict[str, float]] = []
 
-    def _inputs(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 [B, H, W, C] -> float [B, C, H, W] on the device."""
-        return normalize_batch(images, self.cfg.mean, self.cfg.std).to(self.device)
+    def _inputs(self, values: np.ndarray) -> torch.Tensor:
+        """A batch of the modality's values (images: uint8 [B, H, W, C]) -> the encoder's input
+        tensor on the device."""
+        return self.modality.to_tensor(values, self.cfg.mean, self.cfg.std).to(self.device)
 
     def _augment(self, policy: Policy, indices: np.ndarray) -> np.ndarray:
-        images = self.data.train[0]
-        transform = make_sample_transform(policy, size=self.cfg.size, views=1, backend=self.cfg.backend)
+        values = self.data.train[0]
+        transform = self.modality.sample_transform(policy, size=self.cfg.size, views=1, backend=self.cfg.backend)
+        key = self.modality.view_keys(1)[0]
         rng = augment_rng(self.cfg.seed, self.epoch, self.rank)
-        return np.stack([transform(images[i], rng)["image"] for i in indices])
+        return self.modality.stack([transform(values[i], rng)[key] for i in indices], "finetune.train (augmented)")
 
     def _set_lr(self, progress: float) -> float:
         factor = lr_at(self.cfg, progress)
@@ -92,14 +97,14 @@ class FinetuneSession:
         """One pass over this rank's share of the labelled subset with ``policy``."""
         cfg = self.cfg
         order = epoch_order(len(self.data.train[1]), cfg.seed, self.epoch, self.rank, self.world_size)
-        images, labels = self._augment(policy, order), self.data.train[1][order]
+        values, labels = self._augment(policy, order), self.data.train[1][order]
         steps = max(1, math.ceil(len(order) / cfg.batch_size))
         self.model.train()
         loss_sum, correct, lr = 0.0, 0, cfg.lr
         for step in range(steps):
             lo, hi = step * cfg.batch_size, min((step + 1) * cfg.batch_size, len(order))
             lr = self._set_lr(self.epoch + step / steps)
-            x, y = self._inputs(images[lo:hi]), torch.as_tensor(labels[lo:hi], device=self.device)
+            x, y = self._inputs(values[lo:hi]), torch.as_tensor(labels[lo:hi], device=self.device)
             logits = self.model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
@@ -113,10 +118,10 @@ class FinetuneSession:
     @torch.no_grad()
     def _held_out_logits(self, split: Literal["val", "test"]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(logits, labels) per evaluation batch of a held-out split, in the split's order."""
-        images, labels = getattr(self.data, split)
+        values, labels = getattr(self.data, split)
         self.module.eval()
         for lo in range(0, len(labels), self.cfg.eval_batch_size):
-            x = self._inputs(images[lo:lo + self.cfg.eval_batch_size])
+            x = self._inputs(values[lo:lo + self.cfg.eval_batch_size])
             y = torch.as_tensor(labels[lo:lo + self.cfg.eval_batch_size], device=self.device)
             yield self.module(x), y
 
@@ -142,7 +147,7 @@ class FinetuneSession:
         search that reads the validation split only when it reports) and test when asked; the
         metrics row also goes to ``history``."""
         start = time.perf_counter()
-        policy = policy_at(source, self.epoch)
+        policy = policy_at(source, self.epoch, self.modality.name)
         metrics: dict[str, Any] = {"epoch": self.epoch + 1, **self.train_epoch(policy)}
         if validate:
             metrics.update(self.evaluate("val"))

@@ -6,7 +6,8 @@
     images, labels = load_arrays(paths.labelled, channels=1)   # uint8 [N, H, W, C], int64 [N]
 
 Streaming all 60,000 training images every epoch to use 600 of them would be waste, so the
-chosen samples are copied (re-encoded losslessly as PNG) into ``<out_dir>/labelled`` and
+chosen samples are copied (decoded and re-encoded by their modality: images losslessly as PNG)
+into ``<out_dir>/labelled`` and
 ``<out_dir>/val`` with a manifest each, and ``subset.json`` records the keys, per-class counts,
 seed and source. A second call with the same arguments reuses them.
 """
@@ -14,18 +15,18 @@ seed and source. A second call with the same arguments reuses them.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from augtrain.pipelines.data import storage
-from augtrain.pipelines.data.decode import DecodeSpec, decode_image, decode_sample, find_image_key, parse_label
+from augtrain.pipelines.data.decode import DecodeSpec, decode_sample, parse_label
 from augtrain.pipelines.data.shard_set import ShardSet, open_shards
 from augtrain.pipelines.data.writer import WriteOptions, write_shards
 from augtrain.pipelines.data.sources import Source
 from augtrain.pipelines.data.wds_format import RawSample, iter_raw_samples
+from augtrain.pipelines.modalities import Modality, get_modality
 
 SUBSET_FILE = "subset.json"
 
@@ -86,11 +87,12 @@ def _raw_samples(shards: ShardSet) -> list[tuple[str, RawSample]]:
     return out
 
 
-def _pool_labels(samples: list[tuple[str, RawSample]], label_key: str) -> np.ndarray:
-    """Label per sample (-1 for a sample without a readable label: never chosen)."""
+def _pool_labels(samples: list[tuple[str, RawSample]], label_key: str, modality: Modality) -> np.ndarray:
+    """Label per sample (-1 for a sample without a readable label or a member of the modality:
+    never chosen)."""
     labels = np.full(len(samples), -1, dtype=np.int64)
     for i, (_, raw) in enumerate(samples):
-        if raw.error is None and label_key in raw.members and find_image_key(raw.members):
+        if raw.error is None and label_key in raw.members and modality.find_member(raw.members):
             try:
                 labels[i] = parse_label(raw.members[label_key])
             except ValueError:
@@ -99,31 +101,37 @@ def _pool_labels(samples: list[tuple[str, RawSample]], label_key: str) -> np.nda
 
 
 def _source(samples: list[tuple[str, RawSample]], chosen: np.ndarray, label_key: str, name: str,
-            class_names: list[str]) -> Source:
-    def item(i: int) -> tuple[np.ndarray, int]:
-        raw = samples[int(chosen[i])][1]
-        image = decode_image(raw.members[find_image_key(raw.members)], None)
-        return (image[:, :, 0] if image.shape[2] == 1 else image), parse_label(raw.members[label_key])
+            class_names: list[str], modality: Modality) -> Source:
+    stored = DecodeSpec(label_key=None, channels=None, modality=modality.name)  # values as they are stored
 
-    return Source(name, class_names, len(chosen), item)
+    def item(i: int) -> tuple[object, int]:
+        raw = samples[int(chosen[i])][1]
+        ext = modality.find_member(raw.members)
+        return modality.decode(ext, raw.members[ext], stored), parse_label(raw.members[label_key])
+
+    return Source(name, class_names, len(chosen), item, modality.name)
 
 
 def prepare_subsets(pool: str | list[str], out_dir: str, labels: int | float, seed: int,
-                    val: int | float = 0, label_key: str = "cls") -> SubsetPaths:
-    """Choose the labelled (and validation) samples of ``pool`` and write them under ``out_dir``.
+                    val: int | float = 0, label_key: str = "cls", modality: str = "image") -> SubsetPaths:
+    """Choose the labelled (and validation) samples of ``pool`` (shards of ``modality``) and
+    write them under ``out_dir``.
 
     The validation subset is drawn from what the labelled subset left, so the two never overlap.
     """
     wanted = {"pool": pool, "labels": labels, "val": val, "seed": seed, "label_key": label_key}
+    if modality != "image":  # recorded for other modalities only: image records stay as they were
+        wanted["modality"] = modality
     record_path = Path(out_dir) / SUBSET_FILE
     if record_path.is_file():
         record = json.loads(record_path.read_text())
         if record.get("request") == wanted:  # paths from out_dir: the folder may have been moved or copied
             return SubsetPaths(str(Path(out_dir) / "labelled"), str(Path(out_dir) / "val") if record["val"] else None,
                                record)
-    shards = open_shards(pool)
+    kind = get_modality(modality)
+    shards = open_shards(pool, modality=kind.name)
     samples = _raw_samples(shards)
-    pool_labels = _pool_labels(samples, label_key)
+    pool_labels = _pool_labels(samples, label_key, kind)
     usable = np.flatnonzero(pool_labels >= 0)
     n_labelled = subset_size(labels, len(usable))
     bad = np.flatnonzero(pool_labels < 0)
@@ -131,14 +139,14 @@ def prepare_subsets(pool: str | list[str], out_dir: str, labels: int | float, se
     class_names = shards.class_names or [str(c) for c in range(int(pool_labels.max()) + 1)]
     options = WriteOptions(samples_per_shard=1000, shuffle_seed=seed)
     quiet = lambda _: None  # noqa: E731
-    write_shards(_source(samples, chosen, label_key, "labelled", class_names), str(Path(out_dir) / "labelled"),
+    write_shards(_source(samples, chosen, label_key, "labelled", class_names, kind), str(Path(out_dir) / "labelled"),
                  "train", options, progress=quiet)
     val_dir, val_chosen = None, np.zeros(0, np.int64)
     if val:
         n_val = subset_size(val, len(usable) - n_labelled, field="finetune.val_labels")
         val_chosen = stratified_indices(pool_labels, n_val, seed + 1, exclude=np.concatenate([bad, chosen]))
         val_dir = str(Path(out_dir) / "val")
-        write_shards(_source(samples, val_chosen, label_key, "val", class_names), val_dir, "train", options,
+        write_shards(_source(samples, val_chosen, label_key, "val", class_names, kind), val_dir, "train", options,
                      progress=quiet)
     record = {
         "request": wanted,
@@ -152,45 +160,39 @@ def prepare_subsets(pool: str | list[str], out_dir: str, labels: int | float, se
         "labelled_keys": [f"{samples[i][0]}/{samples[i][1].key}" for i in chosen],
         "val_keys": [f"{samples[i][0]}/{samples[i][1].key}" for i in val_chosen],
     }
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = record_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, record_path)
+    storage.write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
     return SubsetPaths(str(Path(out_dir) / "labelled"), val_dir, record)
 
 
 def load_arrays(spec: str | list[str], channels: int | None, label_key: str = "cls",
-                limit: int | None = None, size: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
-    """Read a small shard set into memory, without Ray: (uint8 [N, H, W, C], int64 [N], class names).
+                limit: int | None = None, size: int | None = None, modality: str = "image"
+                ) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """Read a small shard set into memory, without Ray: (values, int64 [N], class names); the
+    values of images are uint8 [N, H, W, C].
 
     Bad samples are skipped (counted in the error raised when nothing is left). With ``size``
-    every image is resized to ``size x size``; without it all images must share one size.
+    every value is resized by its modality (images to ``size x size``); without it all values
+    must share one shape.
     """
-    import cv2
-
-    shards = open_shards(spec)
-    decode = DecodeSpec(label_key=label_key, channels=channels)
-    images, labels, skipped = [], [], 0
+    kind = get_modality(modality)
+    shards = open_shards(spec, modality=kind.name)
+    decode = DecodeSpec(label_key=label_key, channels=channels, modality=kind.name)
+    values, labels, skipped = [], [], 0
     for url in shards.urls:
         with storage.open_binary(url) as f:
             for raw in iter_raw_samples(f):
                 try:
-                    sample = decode_sample(raw, decode)
+                    sample = decode_sample(raw, decode, kind)
                 except ValueError:
                     skipped += 1
                     continue
-                image = sample["image"]
-                if size is not None and image.shape[:2] != (size, size):
-                    image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA).reshape(size, size, -1)
-                images.append(image)
+                value = sample[kind.column]
+                values.append(kind.resize(value, size) if size is not None else value)
                 labels.append(sample["label"])
-                if limit is not None and len(images) >= limit:
+                if limit is not None and len(values) >= limit:
                     break
-        if limit is not None and len(images) >= limit:
+        if limit is not None and len(values) >= limit:
             break
-    if not images:
+    if not values:
         raise ValueError(f"{spec}: no readable labelled sample ({skipped} skipped)")
-    shapes = {im.shape for im in images}
-    if len(shapes) > 1:
-        raise ValueError(f"{spec}: images of different sizes {sorted(shapes)[:3]}; set finetune.size to resize them")
-    return np.stack(images), np.asarray(labels, dtype=np.int64), shards.class_names
+    return kind.stack(values, str(spec)), np.asarray(labels, dtype=np.int64), shards.class_names

@@ -36,6 +36,7 @@ from torch import nn
 
 from augtrain.models import build_from_spec
 from augtrain.pipelines.train.engine import TrainEngine
+from augtrain.pipelines.data.storage import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +208,7 @@ def _publish(tmp: Path, final: Path) -> None:
 
 
 def _write_pointer(root: Path, pointer: str, name: str) -> None:
-    tmp = root / f".{pointer}.tmp"
-    tmp.write_text(name + "\n")
-    os.replace(tmp, root / pointer)
+    write_text_atomic(root / pointer, name + "\n")
 
 
 def _update_pointers(root: Path, name: str, metrics: dict[str, float],

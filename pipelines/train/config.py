@@ -24,11 +24,12 @@ import typing
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from augtrain.pipelines.train.checkpoint import RetentionConfig
 from augtrain.pipelines.train.engine import EngineConfig
 from augtrain.pipelines.train.loop import LoopConfig
+from augtrain.pipelines.modalities import get_modality
 
 
 class ConfigError(ValueError):
@@ -42,11 +43,18 @@ class _Section(BaseModel):
 class DataSection(_Section):
     train: str | list[str]  # shard spec: directory, manifest, tar, pattern, URL
     test: str | list[str] | None = None
-    channels: Literal[1, 3] | None = 3
+    modality: str = "image"  # a registered modality; a shard manifest recording another is refused
+    channels: Literal[1, 3] | None = 3  # images
     label_key: str | None = None  # pretraining needs no labels; "cls" makes them required
     strict: bool = False
     block_rows: int = Field(128, ge=1)
     read_cpus: float = Field(1.0, gt=0)
+
+    @field_validator("modality")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        get_modality(value)  # raises, naming the registered ones
+        return value
 
 
 class AugmentSection(_Section):

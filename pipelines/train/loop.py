@@ -2,7 +2,8 @@
 
 Every worker runs `pretrain(...)` inside one process group (Ray Train's, torchrun's, or a
 one-process group). Each worker reads its own slice of the epoch (`ShardReader`), turns the
-uint8 views into float `[B, C, H, W]` tensors, and takes one `train_step` per micro-batch.
+views into the encoder's tensors through the reader's modality (images: uint8 `[B, H, W, C]`
+-> float `[B, C, H, W]`), and takes one `train_step` per micro-batch.
 All workers stop an epoch together when any of them runs out of batches (DeepSpeed's steps
 are collective). Checkpoints are taken at optimizer-step boundaries and hold the merged data
 position of all workers, so a resume continues both the loss curve and the sample order.
@@ -27,11 +28,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from augtrain.augment import normalize_batch
 from augtrain.pipelines.train.checkpoint import RetentionConfig, latest_checkpoint, resume, save_checkpoint
 from augtrain.pipelines.train.engine import EngineConfig, TrainEngine, build_engine, train_step
 from augtrain.pipelines.data.position import DataPosition, RankProgress
 from augtrain.pipelines.data.reader import ShardReader
+from augtrain.pipelines.modalities import Modality
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class LoopConfig:
     checkpoint_every: int = 0  # optimizer steps between checkpoints; 0: at epoch ends only
     log_every: int = 10  # micro-batches between metric records
     max_steps: int | None = None  # stop after this many optimizer steps (a checkpoint is taken)
-    mean: tuple[float, ...] = (0.5,)  # per-channel normalization of the uint8 views
+    mean: tuple[float, ...] = (0.5,)  # per-channel normalization of the views (images: of uint8 pixels)
     std: tuple[float, ...] = (0.5,)
     metrics_dir: str | None = None  # rank 0 writes metrics.csv and TensorBoard events here
     seed: int = 0  # model init (same on every rank) and each rank's torch generator
@@ -68,11 +69,6 @@ class StepRecord:
     loss: float
     lr: float
     keys: list[str]
-
-
-def view_keys(num_views: int) -> list[str]:
-    """The reader's column names of an objective's views."""
-    return ["image"] if num_views == 1 else [f"view{i}" for i in range(num_views)]
 
 
 class Meter:
@@ -160,13 +156,13 @@ def _merged_position(base: DataPosition, progress: RankProgress, world_size: int
     return base.merged([RankProgress.from_state_dict(s) for s in states])
 
 
-# A batch from the reader -> the objective's views (float [B, C, H, W] tensors).
+# A batch from the reader -> the objective's views (the encoder's input tensors).
 ViewMaker = Callable[[dict[str, np.ndarray], int], list[torch.Tensor]]
 
 
-def _views(batch: dict[str, np.ndarray], keys: list[str], cfg: LoopConfig) -> list[torch.Tensor]:
-    """uint8 [B, H, W, C] columns (augmented in the reader) -> float [B, C, H, W] tensors."""
-    return [normalize_batch(batch[k], cfg.mean, cfg.std) for k in keys]
+def _views(batch: dict[str, np.ndarray], modality: Modality, keys: list[str], cfg: LoopConfig) -> list[torch.Tensor]:
+    """The view columns (augmented in the reader) -> the encoder's input tensors."""
+    return [modality.to_tensor(batch[k], cfg.mean, cfg.std) for k in keys]
 
 
 @dataclass
@@ -212,7 +208,8 @@ def _run_epoch(run: _Run, epoch: int) -> bool:
     """One epoch (or its rest, from `run.position`) on this worker's slice; True when the
     epoch's data ran out (False when `max_steps` stopped it)."""
     engine, cfg = run.engine, run.cfg
-    names = view_keys(engine.module.num_views)
+    modality = run.reader.modality
+    names = modality.view_keys(engine.module.num_views)
     iterator = run.reader.epoch_iterator(epoch, engine.rank, engine.world_size,
                                          engine.config.micro_batch_size, run.position, drop_last=True)
     batches = iter(iterator)
@@ -226,7 +223,7 @@ def _run_epoch(run: _Run, epoch: int) -> bool:
                 for unused in (batch, *batches):
                     iterator.drop(unused, "dropped: epoch ended on another worker")
             break
-        views = run.make_views(batch, epoch) if run.make_views else _views(batch, names, cfg)
+        views = run.make_views(batch, epoch) if run.make_views else _views(batch, modality, names, cfg)
         out = train_step(engine, views)
         run.meter.add(out.loss, len(batch["__index__"]), t_data, time.perf_counter() - t0)
         micro, loss_sum, at_boundary = micro + 1, loss_sum + out.loss, out.stepped
@@ -267,7 +264,7 @@ def pretrain(objective: nn.Module, reader: ShardReader, engine_cfg: EngineConfig
     resume_from: a checkpoint directory, or "latest" (the newest under `checkpoint_dir`, if
     any). `config` and `policy` are stored in every checkpoint. `make_views(batch, epoch)`
     turns a reader batch into views when augmentation runs in the worker (DALI on the GPU);
-    by default the reader's uint8 views are normalised. Returns the final step, data
+    by default the reader's views become tensors through its modality. Returns the final step, data
     position and last checkpoint path.
     """
     loop_cfg.validate()

@@ -21,10 +21,10 @@ import torch
 
 from augtrain.pipelines.train.checkpoint import latest_checkpoint, list_checkpoints
 from augtrain.pipelines.train.config import ExperimentConfig, save_resolved
-from augtrain.pipelines.data.decode import DecodeSpec
 from augtrain.pipelines.train.engine import EngineConfig, resolve_schedule
 from augtrain.pipelines.data.reader import ReaderConfig, ShardReader
 from augtrain.pipelines.data.shard_set import open_shards
+from augtrain.pipelines.modalities import DecodeSpec, get_modality
 from augtrain.pipelines.train.loop import LoopConfig, pretrain
 from augtrain.pipelines.train.worker_augment import WorkerAugment, choose_placement
 
@@ -59,16 +59,18 @@ class PretrainPlan:
 
 def plan_pretraining(config: ExperimentConfig, resume: str | None = None) -> PretrainPlan:
     """Resolve and check everything; raises ValueError naming what is wrong."""
-    from augtrain.augment import make_sample_transform, parse_policy
     from augtrain.models import create_objective
 
-    shards = open_shards(config.data.train)
+    modality = get_modality(config.data.modality)
+    shards = open_shards(config.data.train, modality=modality.name)
+    modality.check_model(config.model.encoder, config.model.objective)
     objective = create_objective(config.model.objective, encoder=config.model.encoder,
                                  encoder_kwargs=dict(config.model.encoder_kwargs), **config.model.kwargs)
     views = int(objective.num_views)
-    policy = parse_policy(config.augment.policy)
-    transform = make_sample_transform(policy, size=config.augment.size, views=views, backend=config.augment.backend)
-    decode = DecodeSpec(label_key=config.data.label_key, channels=config.data.channels)
+    policy = modality.parse_policy(config.augment.policy)
+    transform = modality.sample_transform(policy, size=config.augment.size, views=views,
+                                          backend=config.augment.backend)
+    decode = DecodeSpec(label_key=config.data.label_key, channels=config.data.channels, modality=modality.name)
     reader = ShardReader(shards, ReaderConfig(seed=config.seed, strict=config.data.strict, decode=decode,
                                               block_rows=config.data.block_rows, read_cpus=config.data.read_cpus),
                          transform)
@@ -87,6 +89,8 @@ def plan_pretraining(config: ExperimentConfig, resume: str | None = None) -> Pre
     out = config.output_dir
     loop = config.loop_config(checkpoint_dir=os.path.abspath(os.path.join(out, "checkpoints")),
                               metrics_dir=os.path.abspath(os.path.join(out, "metrics")))
+    if config.augment.placement == "worker" and not modality.worker_augment:
+        raise ValueError(f"augment.placement 'worker': the {modality.name} modality augments in the reader only")
     if config.augment.placement == "worker" and config.augment.size is None:
         raise ValueError("augment.placement 'worker' needs augment.size (DALI batches have one shape)")
     resume_from = _resume_source(loop.checkpoint_dir, resume)
@@ -123,7 +127,7 @@ def _worker(config: dict[str, Any]) -> None:
     source = str(latest) if latest is not None else config["resume_from"]
     reader, make_views = config["reader"], None
     experiment: ExperimentConfig = config["experiment"]
-    cuda = torch.cuda.is_available() and experiment.augment.size is not None
+    cuda = torch.cuda.is_available() and experiment.augment.size is not None and reader.modality.worker_augment
     if choose_placement(experiment.augment.placement, cuda) == "worker":
         engine: EngineConfig = config["engine"]
         reader = config["encoded_reader"]

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from augtrain.augment.plan import view_names
+
 
 def choose_placement(placement: str, cuda: bool) -> str:
     """``auto``: in the worker (DALI GPU) when CUDA is present, else in the reader (CPU)."""
@@ -52,4 +54,4 @@ class WorkerAugment:
             self._augmenter = self._build()
         rng = np.random.default_rng([self.args["seed"], epoch, int(batch["__index__"][0]), 0xDA1])
         out = self._augmenter(list(batch["encoded"]), rng)
-        return [out["image"]] if self.args["views"] == 1 else [out[f"view{i}"] for i in range(self.args["views"])]
+        return [out[name] for name in view_names(self.args["views"], "image")]

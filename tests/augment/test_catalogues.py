@@ -43,7 +43,7 @@ def vector():
 def test_a_registered_catalogue_parses_prints_and_round_trips(vector):
     assert "vector" in list_catalogues()
     light = parse_policy("light", vector)
-    assert light.modality == "vector" and light.to_string() == "vector:light"
+    assert (light.modality, light.to_string()) == ("vector", "vector:light")
     assert parse_policy(light.to_string()) == light  # MODALITY:SPEC from any default
     custom = Policy(pre=(Op("reverse", p=0.5),), choices=((Op("noise", magnitude=3.0),),), modality="vector")
     assert custom.to_string().startswith("modality=vector|")

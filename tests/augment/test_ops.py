@@ -21,6 +21,7 @@ from augtrain.augment.image.albumentations_backend import AlbumentationsBackend
 from augtrain.augment.image.ops import OPS, Params
 from augtrain.augment.plan import Step, sample_op
 from augtrain.augment.policy import Op
+from augtrain.augment.registry import list_catalogues, ops
 from augtrain.augment.image.transform import NumpyBackend
 
 
@@ -151,8 +152,27 @@ EXACT = {"identity", "hflip", "vflip", "invert", "solarize", "posterize", "cutou
 NOISY = {"gaussian_noise"}
 
 
+# Each modality's catalogue that the package ships -> its table of op cases. A catalogue added to
+# augtrain.augment without its table, or an op without its entry, fails the tests below.
+OP_CASES_BY_MODALITY = {"image": OP_CASES}
+
+
+def _shipped_catalogues() -> list[str]:
+    """Catalogues whose ops are augtrain's own (plug-ins registered by other tests are not)."""
+    return [m for m in list_catalogues() if all(op.apply.__module__.startswith("augtrain.") for op in ops(m).values())]
+
+
 def test_every_op_has_a_case() -> None:
     assert set(OP_CASES) == set(OPS), f"missing test entries: {sorted(set(OPS) - set(OP_CASES))}"
+
+
+def test_every_shipped_modality_has_a_case_for_each_op() -> None:
+    shipped = _shipped_catalogues()
+    assert "image" in shipped
+    for modality in shipped:
+        assert modality in OP_CASES_BY_MODALITY, f"no op test table for the {modality!r} catalogue"
+        cases = OP_CASES_BY_MODALITY[modality]
+        assert set(cases) == set(ops(modality)), f"{modality}: missing test entries {sorted(set(ops(modality)) - set(cases))}"
 
 
 def _step(name: str, img: np.ndarray, seed: int, magnitude: float | None = None) -> Step:

@@ -9,7 +9,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from augtrain.pipelines.data.writer import WriteOptions, encode_image, write_shards
+from augtrain.pipelines.data.writer import WriteOptions, write_shards
+from augtrain.pipelines.modalities.image import encode_image
 from augtrain.pipelines.data.sources import open_source
 
 

@@ -7,10 +7,11 @@ import pytest
 import webdataset
 
 from augtrain.pipelines.data.bad_data import BadSampleError
-from augtrain.pipelines.data.decode import DecodeSpec, decode_image
+from augtrain.pipelines.data.decode import DecodeSpec
+from augtrain.pipelines.modalities.image import decode_image
 from augtrain.pipelines.data.reader import ReaderConfig, ShardReader
 from augtrain.pipelines.data.shard_set import open_shards
-from augtrain.pipelines.data.writer import encode_image
+from augtrain.pipelines.modalities.image import encode_image
 from augtrain.pipelines.data.sources import open_source
 from augtrain.pipelines.data.stream_epoch import StreamOptions, stream_epoch
 
