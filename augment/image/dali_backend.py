@@ -120,103 +120,149 @@ def pack_plans(plans: list[list[Step]], names: list[str], slots: int) -> tuple[l
 # ---------------------------------------------------------------------------- graph ops
 
 
-def _dali_op(name: str, img, p, channels: int, gpu: bool = False):
-    """DALI graph for one op; ``img`` uint8 HWC node (on the GPU when ``gpu``), ``p`` CPU float vector node."""
-    from nvidia.dali import fn, types
+class _Graph:
+    """What every op's DALI graph builder needs: the operators, the image's channel count, the
+    device, and small helpers (constants, luma, mean luma, parameter vectors)."""
 
-    def const(value, dtype=types.FLOAT):
+    def __init__(self, channels: int, gpu: bool) -> None:
+        from nvidia.dali import fn, types
+
+        self.fn, self.types, self.channels, self.gpu = fn, types, channels, gpu
+
+    def const(self, value, dtype=None):
+        types = self.types
+        dtype = types.FLOAT if dtype is None else dtype
         return types.Constant(np.asarray(value, dtype=np.float32 if dtype == types.FLOAT else np.uint8), dtype=dtype)
 
-    def luma(x):  # float [H, W, 1]
-        xf = fn.cast(x, dtype=types.FLOAT)
-        if channels == 1:
+    def u8(self, value):
+        return self.const(value, self.types.UINT8)
+
+    def f32(self, x):
+        return self.fn.cast(x, dtype=self.types.FLOAT)
+
+    def to_u8(self, x):
+        return self.fn.cast(x, dtype=self.types.UINT8)
+
+    def luma(self, x):  # float [H, W, 1]
+        xf = self.f32(x)
+        if self.channels == 1:
             return xf
-        return fn.reductions.sum(xf * const(_LUMA), axis_names="C", keep_dims=True)
+        return self.fn.reductions.sum(xf * self.const(_LUMA), axis_names="C", keep_dims=True)
 
-    def mean_luma(x):  # float [1, 1, 1]
-        m = fn.reductions.mean(fn.cast(x, dtype=types.FLOAT), axis_names="HW", keep_dims=True)
-        if channels == 1:
+    def mean_luma(self, x):  # float [1, 1, 1]
+        m = self.fn.reductions.mean(self.f32(x), axis_names="HW", keep_dims=True)
+        if self.channels == 1:
             return m
-        return fn.reductions.sum(m * const(_LUMA), axis_names="C", keep_dims=True)
+        return self.fn.reductions.sum(m * self.const(_LUMA), axis_names="C", keep_dims=True)
 
-    def vec(*idx):
-        return fn.stack(*[p[i] for i in idx])
+    def blend(self, base, x, factor):  # base + (x - base) * factor, back to uint8
+        return self.to_u8(base + (self.f32(x) - base) * factor)
 
-    if name == "identity":
+
+def _resize(g: _Graph, img, p):
+    return g.fn.resize(img, size=g.fn.stack(p[0], p[1]), interp_type=g.types.INTERP_LINEAR, antialias=False)
+
+
+def _random_resized_crop(g: _Graph, img, p):  # crop, then resize (no pixels from outside the crop)
+    crop = g.fn.slice(img, g.fn.stack(p[0], p[1]), g.fn.stack(p[2], p[3]), axis_names="HW",
+                      normalized_anchor=False, normalized_shape=False)
+    return g.fn.resize(crop, size=g.fn.stack(p[4], p[5]), interp_type=g.types.INTERP_LINEAR, antialias=False)
+
+
+def _affine(g: _Graph, img, p):  # rotate, shear and translate: the inverse map, as the numpy ops
+    matrix = g.fn.reshape(g.fn.stack(*[p[i] for i in range(6)]), shape=[2, 3])
+    return g.fn.warp_affine(img, matrix=matrix, inverse_map=True, fill_value=FILL, interp_type=g.types.INTERP_LINEAR)
+
+
+def _auto_contrast(g: _Graph, img, p):
+    lo = g.fn.reductions.min(img, axis_names="HW", keep_dims=True)
+    hi = g.fn.reductions.max(img, axis_names="HW", keep_dims=True)
+    diff = hi - lo
+    scale_mask = diff > 0
+    div_by = diff * scale_mask + g.u8(255) * (scale_mask ^ True)
+    return g.to_u8((img - lo * scale_mask) * (255 / div_by))
+
+
+def _solarize(g: _Graph, img, p):
+    keep = img < p[0]
+    return keep * img + (keep ^ True) * (g.u8(255) - img)
+
+
+def _color(g: _Graph, img, p):
+    return img if g.channels == 1 else g.blend(g.luma(img), img, p[0])
+
+
+def _sharpness(g: _Graph, img, p):
+    smoothing = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=np.float32) / 13.0
+    kernel = g.types.Constant(smoothing, device="gpu" if g.gpu else "cpu")
+    smooth = g.fn.filter(g.f32(img), kernel, border="reflect_101", dtype=g.types.FLOAT)
+    return g.blend(smooth, img, p[0])
+
+
+def _cutout(g: _Graph, img, p):
+    anchor, shape = g.fn.stack(p[0], p[1]), g.fn.stack(p[2] - p[0], p[3] - p[1])
+    return g.fn.erase(img, anchor=anchor, shape=shape, axis_names="HW", fill_value=FILL)
+
+
+def _grayscale(g: _Graph, img, p):
+    if g.channels == 1:
         return img
-    if name == "resize":
-        return fn.resize(img, size=vec(0, 1), interp_type=types.INTERP_LINEAR, antialias=False)
-    if name == "random_resized_crop":  # crop, then resize (no pixels from outside the crop)
-        crop = fn.slice(
-            img, fn.stack(p[0], p[1]), fn.stack(p[2], p[3]), axis_names="HW", normalized_anchor=False, normalized_shape=False
-        )
-        return fn.resize(crop, size=vec(4, 5), interp_type=types.INTERP_LINEAR, antialias=False)
-    if name == "hflip":
-        return fn.flip(img, horizontal=1, vertical=0)
-    if name == "vflip":
-        return fn.flip(img, horizontal=0, vertical=1)
-    if name in ("rotate", "shear_x", "shear_y", "translate_x", "translate_y"):
-        matrix = fn.reshape(fn.stack(*[p[i] for i in range(6)]), shape=[2, 3])
-        return fn.warp_affine(img, matrix=matrix, inverse_map=True, fill_value=FILL, interp_type=types.INTERP_LINEAR)
-    if name == "auto_contrast":
-        lo = fn.reductions.min(img, axis_names="HW", keep_dims=True)
-        hi = fn.reductions.max(img, axis_names="HW", keep_dims=True)
-        diff = hi - lo
-        scale_mask = diff > 0
-        div_by = diff * scale_mask + const(255, types.UINT8) * (scale_mask ^ True)
-        return fn.cast((img - lo * scale_mask) * (255 / div_by), dtype=types.UINT8)
-    if name == "equalize":
-        return fn.equalize(img)
-    if name == "invert":
-        return const(255, types.UINT8) - img
-    if name == "solarize":
-        keep = img < p[0]
-        return keep * img + (keep ^ True) * (const(255, types.UINT8) - img)
-    if name == "posterize":
-        return img & fn.cast(p[0], dtype=types.UINT8)
-    if name == "brightness":
-        return fn.cast(fn.cast(img, dtype=types.FLOAT) * p[0], dtype=types.UINT8)
-    if name == "contrast":
-        center = mean_luma(img)
-        return fn.cast(center + (fn.cast(img, dtype=types.FLOAT) - center) * p[0], dtype=types.UINT8)
-    if name == "color":
-        if channels == 1:
-            return img
-        gray = luma(img)
-        return fn.cast(gray + (fn.cast(img, dtype=types.FLOAT) - gray) * p[0], dtype=types.UINT8)
-    if name == "sharpness":
-        smoothing = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=np.float32) / 13.0
-        kernel = types.Constant(smoothing, device="gpu" if gpu else "cpu")
-        smooth = fn.filter(fn.cast(img, dtype=types.FLOAT), kernel, border="reflect_101", dtype=types.FLOAT)
-        return fn.cast(smooth + (fn.cast(img, dtype=types.FLOAT) - smooth) * p[0], dtype=types.UINT8)
-    if name == "cutout":
-        anchor = fn.stack(p[0], p[1])
-        shape = fn.stack(p[2] - p[0], p[3] - p[1])
-        return fn.erase(img, anchor=anchor, shape=shape, axis_names="HW", fill_value=FILL)
-    if name == "grayscale":
-        if channels == 1:
-            return img
-        g = fn.color_space_conversion(img, image_type=types.RGB, output_type=types.GRAY)
-        return fn.cat(g, g, g, axis_name="C")
-    if name == "gaussian_noise":
-        return fn.noise.gaussian(img, stddev=p[0])
-    if name == "gaussian_blur":
-        sigma = p[0]
-        import nvidia.dali.math as dmath
+    gray = g.fn.color_space_conversion(img, image_type=g.types.RGB, output_type=g.types.GRAY)
+    return g.fn.cat(gray, gray, gray, axis_name="C")
 
-        window = fn.cast(dmath.ceil(sigma * 3.0), dtype=types.INT32) * 2 + 1
-        return fn.gaussian_blur(img, sigma=sigma, window_size=window)
-    if name == "color_jitter":
-        out = fn.cast(fn.cast(img, dtype=types.FLOAT) * p[0], dtype=types.UINT8)
-        center = mean_luma(out)
-        out = fn.cast(center + (fn.cast(out, dtype=types.FLOAT) - center) * p[1], dtype=types.UINT8)
-        if channels == 1:
-            return out
-        gray = luma(out)
-        out = fn.cast(gray + (fn.cast(out, dtype=types.FLOAT) - gray) * p[2], dtype=types.UINT8)
-        hue = fn.reshape(fn.stack(*[p[i] for i in range(3, 12)]), shape=[3, 3])
-        return fn.coord_transform(out, M=hue, dtype=types.UINT8)
-    raise PolicyError(f"op {name!r} has no DALI implementation")
+
+def _gaussian_blur(g: _Graph, img, p):
+    import nvidia.dali.math as dmath
+
+    window = g.fn.cast(dmath.ceil(p[0] * 3.0), dtype=g.types.INT32) * 2 + 1
+    return g.fn.gaussian_blur(img, sigma=p[0], window_size=window)
+
+
+def _color_jitter(g: _Graph, img, p):  # brightness, contrast, saturation, then the hue matrix
+    out = g.to_u8(g.f32(img) * p[0])
+    out = g.blend(g.mean_luma(out), out, p[1])
+    if g.channels == 1:
+        return out
+    out = g.blend(g.luma(out), out, p[2])
+    hue = g.fn.reshape(g.fn.stack(*[p[i] for i in range(3, 12)]), shape=[3, 3])
+    return g.fn.coord_transform(out, M=hue, dtype=g.types.UINT8)
+
+
+# op name -> graph builder ``(graph, img, p) -> img``: ``img`` a uint8 HWC node (on the GPU when
+# the graph is), ``p`` the op's CPU float parameter vector (``pack_step``'s layout)
+GRAPH_OPS = {
+    "identity": lambda g, img, p: img,
+    "resize": _resize,
+    "random_resized_crop": _random_resized_crop,
+    "hflip": lambda g, img, p: g.fn.flip(img, horizontal=1, vertical=0),
+    "vflip": lambda g, img, p: g.fn.flip(img, horizontal=0, vertical=1),
+    "rotate": _affine,
+    "shear_x": _affine,
+    "shear_y": _affine,
+    "translate_x": _affine,
+    "translate_y": _affine,
+    "auto_contrast": _auto_contrast,
+    "equalize": lambda g, img, p: g.fn.equalize(img),
+    "invert": lambda g, img, p: g.u8(255) - img,
+    "solarize": _solarize,
+    "posterize": lambda g, img, p: img & g.to_u8(p[0]),
+    "brightness": lambda g, img, p: g.to_u8(g.f32(img) * p[0]),
+    "contrast": lambda g, img, p: g.blend(g.mean_luma(img), img, p[0]),
+    "color": _color,
+    "sharpness": _sharpness,
+    "cutout": _cutout,
+    "grayscale": _grayscale,
+    "gaussian_noise": lambda g, img, p: g.fn.noise.gaussian(img, stddev=p[0]),
+    "gaussian_blur": _gaussian_blur,
+    "color_jitter": _color_jitter,
+}
+
+
+def _dali_op(name: str, img, p, channels: int, gpu: bool = False):
+    """DALI graph for one op (``GRAPH_OPS``)."""
+    if name not in GRAPH_OPS:
+        raise PolicyError(f"op {name!r} has no DALI implementation")
+    return GRAPH_OPS[name](_Graph(channels, gpu), img, p)
 
 
 def apply_plan_graph(img, codes, params, names: list[str], slots: int, channels: int, gpu: bool = False):
