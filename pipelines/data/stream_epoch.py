@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from augtrain.pipelines.data.position import DataPosition, RankProgress
 from augtrain.pipelines.data.reader import ShardReader
+from augtrain.pipelines.trainer import torch_trainer
 
 
 @dataclass
@@ -100,18 +101,10 @@ def _worker(config: dict) -> None:
 
 def stream_epoch(reader: ShardReader, options: StreamOptions) -> StreamSummary:
     """Run one epoch (or the rest of one, from ``options.position``) on ``options.workers`` workers."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     with tempfile.TemporaryDirectory(prefix="augtrain-stream-") as scratch:  # Ray Train's run folder, unless given
-        storage = os.path.abspath(options.storage_path or scratch)
-        trainer = TorchTrainer(
-            _worker,
-            train_loop_config={"reader": reader, "options": options},
-            scaling_config=ScalingConfig(num_workers=options.workers, use_gpu=False,
-                                         resources_per_worker={"CPU": options.cpus_per_worker}),
-            run_config=RunConfig(name=f"stream-{uuid.uuid4().hex[:8]}", storage_path=storage),
-        )
+        trainer = torch_trainer(_worker, {"reader": reader, "options": options}, workers=options.workers,
+                                cpus_per_worker=options.cpus_per_worker, storage_path=options.storage_path or scratch,
+                                name=f"stream-{uuid.uuid4().hex[:8]}")
         start = time.perf_counter()
         result = trainer.fit()
         seconds = time.perf_counter() - start

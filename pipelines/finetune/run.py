@@ -19,6 +19,7 @@ import torch
 from augtrain.pipelines.finetune.config import FinetuneConfig
 from augtrain.pipelines.finetune.data import DataPaths, load_data
 from augtrain.pipelines.modalities import get_modality
+from augtrain.pipelines.trainer import torch_trainer
 from augtrain.pipelines.finetune.session import STATE_FILE, FinetuneSession, PolicySource, policy_source_to_json
 
 
@@ -116,8 +117,7 @@ def run_finetune(cfg: FinetuneConfig, paths: DataPaths, checkpoint: str | None, 
     checkpoint (in ``storage_path``; the Ray ``Checkpoint`` is ``extra["checkpoint"]``).
     ``extra_state`` (JSON values) is stored in every checkpoint's ``finetune.json``.
     ``validate_every_epoch=False``: the validation split is evaluated at ``until_epoch`` only."""
-    from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train import Checkpoint
 
     if isinstance(resume_from, (str, Path)):
         resume_from = Checkpoint.from_directory(str(resume_from))
@@ -125,19 +125,15 @@ def run_finetune(cfg: FinetuneConfig, paths: DataPaths, checkpoint: str | None, 
         resume_from = Checkpoint(path=resume_from.path, filesystem=resume_from.filesystem)
 
     start = time.perf_counter()
-    trainer = TorchTrainer(
+    trainer = torch_trainer(
         finetune_worker,
-        train_loop_config={"cfg": cfg, "paths": paths, "checkpoint": str(checkpoint) if checkpoint else None,
-                           "source": policy_source_to_json(source), "until_epoch": until_epoch, "test": test,
-                           "resume_from": resume_from, "extra_state": dict(extra_state or {}),
-                           # the object: a worker unpickling it registers a plug-in modality it never imported
-                           "modality": get_modality(cfg.modality),
-                           "validate_every_epoch": validate_every_epoch},
-        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": cfg.cpus_per_worker}),
-        run_config=RunConfig(name=name or f"finetune-{uuid.uuid4().hex[:8]}", storage_path=os.path.abspath(storage_path),
-                             failure_config=FailureConfig(max_failures=max_failures)),
-    )
+        {"cfg": cfg, "paths": paths, "checkpoint": str(checkpoint) if checkpoint else None,
+         "source": policy_source_to_json(source), "until_epoch": until_epoch, "test": test,
+         "resume_from": resume_from, "extra_state": dict(extra_state or {}),
+         # the object: a worker unpickling it registers a plug-in modality it never imported
+         "modality": get_modality(cfg.modality), "validate_every_epoch": validate_every_epoch},
+        workers=cfg.workers, cpus_per_worker=cfg.cpus_per_worker, use_gpu=cfg.use_gpu,
+        storage_path=storage_path, name=name or f"finetune-{uuid.uuid4().hex[:8]}", max_failures=max_failures)
     result = trainer.fit()
     if result.error is not None:
         raise result.error

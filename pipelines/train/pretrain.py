@@ -27,6 +27,7 @@ from augtrain.pipelines.data.shard_set import open_shards
 from augtrain.pipelines.modalities import DecodeSpec, get_modality
 from augtrain.pipelines.train.loop import LoopConfig, pretrain
 from augtrain.pipelines.train.worker_augment import WorkerAugment, choose_placement
+from augtrain.pipelines.trainer import torch_trainer
 
 log = logging.getLogger(__name__)
 
@@ -144,26 +145,19 @@ def _worker(config: dict[str, Any]) -> None:
 def run_pretraining(plan: PretrainPlan) -> dict[str, Any]:
     """Run the plan on the connected Ray cluster; returns where the results are."""
     import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     cluster = plan.config.cluster
     use_gpu = bool(ray.cluster_resources().get("GPU", 0)) if cluster.use_gpu == "auto" else bool(cluster.use_gpu)
     out = os.path.abspath(plan.config.output_dir)
     save_resolved(plan.config, os.path.join(out, "config.yaml"))
-    trainer = TorchTrainer(
+    trainer = torch_trainer(
         _worker,
-        train_loop_config={"objective": plan.objective_spec, "reader": plan.reader,
-                           "encoded_reader": plan.encoded_reader, "num_views": plan.num_views, "engine": plan.engine,
-                           "loop": plan.loop, "resume_from": plan.resume_from, "experiment": plan.config,
-                           "config": plan.config.resolved(),
-                           "policy": plan.policy},
-        scaling_config=ScalingConfig(num_workers=cluster.workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": cluster.cpus_per_worker, **cluster.worker_resources},
-                                     placement_strategy=cluster.placement_strategy),
-        run_config=RunConfig(name="train", storage_path=os.path.join(out, "ray"),
-                             failure_config=FailureConfig(max_failures=cluster.max_failures)),
-    )
+        {"objective": plan.objective_spec, "reader": plan.reader, "encoded_reader": plan.encoded_reader,
+         "num_views": plan.num_views, "engine": plan.engine, "loop": plan.loop, "resume_from": plan.resume_from,
+         "experiment": plan.config, "config": plan.config.resolved(), "policy": plan.policy},
+        workers=cluster.workers, cpus_per_worker=cluster.cpus_per_worker, use_gpu=use_gpu,
+        extra_resources=cluster.worker_resources, placement_strategy=cluster.placement_strategy,
+        storage_path=os.path.join(out, "ray"), name="train", max_failures=cluster.max_failures)
     trainer.fit()
     latest = latest_checkpoint(plan.loop.checkpoint_dir)
     metrics_csv = os.path.join(plan.loop.metrics_dir, "metrics.csv")
