@@ -137,6 +137,7 @@ def _worker(config: dict[str, Any]) -> None:
                                    seed=experiment.seed, mean=loop.mean, std=loop.std,
                                    local_rank=ray.train.get_context().get_local_rank())
         log.info("augmenting in the worker with DALI (%s)", "GPU" if torch.cuda.is_available() else "CPU")
+    torch.manual_seed(loop.seed)  # the model's initial weights: the same on every rank and in every run
     pretrain(build_from_spec(config["objective"]), reader, config["engine"], loop,
              resume_from=source, config=config["config"], policy=config["policy"],
              on_metrics=lambda record: ray.train.report(dict(record)), make_views=make_views)

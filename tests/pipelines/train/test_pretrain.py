@@ -78,6 +78,19 @@ def test_pretrain_command_trains_checkpoints_and_resumes(ray_local, tmp_path, di
     assert os.path.exists(run / "metrics" / "loss.png") and os.path.exists(run / "config.yaml")
 
 
+@pytest.mark.timeout(420)
+def test_two_runs_of_one_config_train_the_same_model(ray_local, tmp_path, digits_shards):
+    """Same config and seed, two fresh runs: the same initial weights and data, so the same losses."""
+    losses = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        config = experiment(tmp_path / name, digits_shards, loop={"epochs": 1})
+        assert main(["pretrain", "-c", config, "--set", "loop.max_steps=3"]) == 0
+        rows = csv.DictReader(open(tmp_path / name / "run" / "metrics" / "metrics.csv"))
+        losses.append([float(r["loss"]) for r in rows if r["kind"] == "step"])
+    assert len(losses[0]) == 3 and losses[0] == losses[1]
+
+
 def test_augmentation_placement_is_chosen_in_one_place():
     from augtrain.pipelines.train.worker_augment import choose_placement
 
