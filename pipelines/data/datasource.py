@@ -1,11 +1,12 @@
 """A Ray Data datasource that reads WebDataset shard pieces in a fixed order.
 
 One read task per piece (a range of one shard's samples in that shard's epoch order): the
-task reads the shard, decodes the samples of its range through their modality and runs the
+task reads the shard, decodes the samples of its range through their modality, runs the
 sample transform on the decoded value (decode and augmentation fused in the read task: no
-object-store hop between them) and yields Arrow blocks. A sample that cannot be used becomes a row with ``__error__`` set, so that the
-consumer, which sees rows in order, can count and report it exactly; in strict mode the
-task raises ``BadSampleError`` naming shard and key instead.
+object-store hop between them) and yields Arrow blocks. A sample that cannot be used becomes
+a row with ``__error__`` set, so that the consumer, which sees rows in order, can count and
+report it exactly; in strict mode the task raises ``BadSampleError`` naming shard and key
+instead.
 """
 
 from __future__ import annotations

@@ -67,8 +67,9 @@ def raw_logistic_regression(data: FinetuneData, c_values: tuple[float, ...] = LO
         scored.append((val if val is not None else 0.0, c, model, val))
     _, c, model, val = max(scored, key=lambda s: (s[0], -s[1]))  # ties: the stronger regularisation
     predictions = model.predict(features(data.test[0]))
-    return ControlResult(f"logistic regression on {modality.raw_features_name}", val, float(np.mean(predictions == data.test[1])),
-                         predictions, time.perf_counter() - start, {"C": c})
+    return ControlResult(f"logistic regression on {modality.raw_features_name}", val,
+                         float(np.mean(predictions == data.test[1])), predictions, time.perf_counter() - start,
+                         {"C": c})
 
 
 @torch.no_grad()

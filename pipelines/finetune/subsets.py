@@ -119,9 +119,7 @@ def prepare_subsets(pool: str | list[str], out_dir: str, labels: int | float, se
 
     The validation subset is drawn from what the labelled subset left, so the two never overlap.
     """
-    wanted = {"pool": pool, "labels": labels, "val": val, "seed": seed, "label_key": label_key}
-    if modality != "image":  # recorded for other modalities only: image records stay as they were
-        wanted["modality"] = modality
+    wanted = {"pool": pool, "labels": labels, "val": val, "seed": seed, "label_key": label_key, "modality": modality}
     record_path = Path(out_dir) / SUBSET_FILE
     if record_path.is_file():
         record = json.loads(record_path.read_text())
