@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from augtrain.augment import parse_policy
+from augtrain.pipelines.validation import validation_message
 from augtrain.tune.pba import NUM_OPS, PBA_OPS, PBASpace
 from augtrain.tune.space import JointSpace
 
@@ -222,9 +223,4 @@ def parse_search_config(data: dict[str, Any] | None, where: str = "<config>") ->
     try:
         return SearchConfig.model_validate(data or {})
     except ValidationError as exc:
-        error = exc.errors()[0]
-        path = ".".join(str(p) for p in error["loc"])
-        key = f"search.{path}" if path else "search"
-        got = error.get("input")
-        shown = "" if got is None or isinstance(got, dict) else f" (got {got!r})"
-        raise ValueError(f"{where}: {key}: {error['msg']}{shown}") from None
+        raise ValueError(validation_message(exc, where, "search")) from None

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from augtrain.pipelines.modalities import get_modality
+from augtrain.pipelines.validation import validation_message
 
 
 class FinetuneConfig(BaseModel):
@@ -134,10 +135,7 @@ def parse_finetune_config(data: dict[str, Any] | None, where: str = "<config>", 
     try:
         return FinetuneConfig.model_validate(values)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        path = ".".join(str(p) for p in error["loc"] if not str(p).startswith(("int", "float")))
-        key = f"finetune.{path}" if path else "finetune"
-        raise ValueError(f"{where}: {key}: {error['msg']}") from None
+        raise ValueError(validation_message(exc, where, "finetune")) from None
 
 
 def finetune_config_from_experiment(experiment: Any, where: str = "<config>", **overrides: Any) -> FinetuneConfig:

@@ -30,6 +30,7 @@ from augtrain.pipelines.train.checkpoint import RetentionConfig
 from augtrain.pipelines.train.engine import EngineConfig
 from augtrain.pipelines.train.loop import LoopConfig
 from augtrain.pipelines.modalities import get_modality
+from augtrain.pipelines.validation import first_error, validation_message
 
 
 class ConfigError(ValueError):
@@ -164,14 +165,12 @@ def parse_config(data: Any, where: str = "<config>") -> ExperimentConfig:
     try:
         config = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
-        error = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]  # unknown keys first
-        path = ".".join(str(p) for p in error["loc"])
-        if error["type"] == "extra_forbidden":
+        error = first_error(exc)
+        if error["type"] == "extra_forbidden":  # with the nearest known key
             section = _section_model(error["loc"][:-1])
+            path = ".".join(str(p) for p in error["loc"])
             raise ConfigError(_unknown(where, path, str(error["loc"][-1]), section.model_fields)) from None
-        got = error.get("input")
-        shown = "" if got is None or isinstance(got, dict) else f" (got {got!r})"
-        raise ConfigError(f"{where}: {path}: {error['msg']}{shown}") from None
+        raise ConfigError(validation_message(exc, where)) from None
     _check_dataclass_section(EngineConfig, config.engine, "engine", where)
     _check_dataclass_section(LoopConfig, config.loop, "loop", where)
     try:
