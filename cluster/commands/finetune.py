@@ -54,6 +54,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from augtrain.cluster.connect import connect
     from augtrain.pipelines.train.config import load_config, save_resolved
     from augtrain.pipelines.finetune import finetune_config_from_experiment, prepare_data, resolve_checkpoint, run_finetune
+    from augtrain.pipelines.modalities import get_modality
 
     experiment = load_config(args.config, args.overrides)
     cfg = finetune_config_from_experiment(experiment, args.config, policy=args.policy, labels=args.labels,
@@ -79,13 +80,14 @@ def _finetune(args: argparse.Namespace) -> int:
 
         logreg = raw_logistic_regression(load_data(paths, cfg))
         control = {"method": logreg.name, "test_acc": logreg.test_acc, "val_acc": logreg.val_acc, **logreg.params}
-    record = {"checkpoint": checkpoint, "finetune": cfg.model_dump(mode="json"), "metrics": result.metrics,
-              "history": result.history, "model": result.checkpoint, "seconds": result.seconds, "control": control}
+    metric = get_modality(cfg.modality).metric  # what val_acc and test_acc measure
+    record = {"checkpoint": checkpoint, "finetune": cfg.model_dump(mode="json"), "metric": metric,
+              "metrics": result.metrics, "history": result.history, "model": result.checkpoint, "seconds": result.seconds, "control": control}
     with open(os.path.join(out, "finetune.json"), "w") as f:
         json.dump(record, f, indent=1, default=str)
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.metrics.items()
              if k in ("epoch", "train_loss", "val_acc", "test_acc")}
-    print(f"{cfg.mode} fine-tune, policy {cfg.policy}: {shown} in {result.seconds:.0f} s")
+    print(f"{cfg.mode} fine-tune, policy {cfg.policy} ({metric}): {shown} in {result.seconds:.0f} s")
     if control is not None and "test_acc" in result.metrics:
         gap = 100 * (result.metrics["test_acc"] - control["test_acc"])
         print(f"control: {control['method']} (C={control['C']:g}) on the same labels: test_acc "

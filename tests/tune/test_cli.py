@@ -43,7 +43,7 @@ def test_finetune_and_search_commands(ray_local, tmp_path, digits_splits, tiny_c
     assert main(["finetune", "-c", path, "--checkpoint", tiny_checkpoint, "--policy", "rand-n1-m5",
                  "--labels", "0.1", "--mode", "linear"]) == 0
     record = json.loads((tmp_path / "run" / "finetune" / "finetune.json").read_text())
-    assert record["finetune"]["labels"] == 0.1 and record["finetune"]["mode"] == "linear"
+    assert record["finetune"]["labels"] == 0.1 and record["finetune"]["mode"] == "linear" and record["metric"] == "accuracy"
     assert [h["epoch"] for h in record["history"]] == [1, 2] and 0 <= record["metrics"]["test_acc"] <= 1
     assert json.loads((tmp_path / "run" / "finetune" / "data" / "subset.json").read_text())["labelled"] == 144
     assert record["control"]["method"] == "logistic regression on raw pixels" and record["control"]["test_acc"] > 0.5
