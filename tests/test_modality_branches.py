@@ -1,5 +1,5 @@
 """No module asks for a modality by name: stages ask the modality object (pipelines/modalities)
-instead of comparing ``modality == "..."``. Read from the source, tests included."""
+instead of an equality test on its name. Read from the source, tests included."""
 
 from __future__ import annotations
 
