@@ -20,7 +20,7 @@ from augtrain.pipelines.data.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from augtrain.pipelines.data.sources import Source
 from augtrain.pipelines.data.storage import write_text_atomic
 from augtrain.pipelines.data.wds_format import ShardTarWriter
-from augtrain.pipelines.modalities import get_modality
+from augtrain.pipelines.modalities import Modality, get_modality
 
 
 @dataclass
@@ -64,7 +64,7 @@ def write_shards(
     for shard_index in range(n_shards):
         chunk = order[shard_index * options.samples_per_shard : (shard_index + 1) * options.samples_per_shard]
         name = f"{options.prefix}-{shard_index:06d}.tar"
-        shards.append(_write_one(source, chunk, os.path.join(out_dir, name), options, fmt))
+        shards.append(_write_one(source, chunk, os.path.join(out_dir, name), options, modality, fmt))
         progress(f"[{shard_index + 1}/{n_shards}] {name}: {len(chunk)} samples")
     manifest = Manifest(
         shards=shards,
@@ -80,9 +80,9 @@ def write_shards(
     return manifest
 
 
-def _write_one(source: Source, indices: np.ndarray, path: str, options: WriteOptions, fmt: str) -> ShardEntry:
+def _write_one(source: Source, indices: np.ndarray, path: str, options: WriteOptions, modality: Modality,
+               fmt: str) -> ShardEntry:
     tmp = path + ".tmp"
-    modality = get_modality(source.modality)
     with open(tmp, "wb") as f:
         writer = ShardTarWriter(f)
         for index in indices:
