@@ -19,13 +19,18 @@ from augtrain.models import create_objective
 from augtrain.pipelines.train import checkpoint as C
 from augtrain.pipelines.train.engine import EngineConfig, build_engine, train_step
 
+# ZeRO and checkpoint mechanics, checked exactly in fp32 (`precision: auto` is bf16 on a CPU
+# with AMX; tests/pipelines/train/test_engine.py trains in bf16)
+PRECISION = "fp32"
+
 REPO = Path(__file__).resolve().parents[3]
 
 
 def _simclr_engine(stage: int = 2):
     torch.manual_seed(0)
     objective = create_objective("simclr", encoder="cnn-tiny", proj_hidden_dim=32, proj_dim=16)
-    return build_engine(objective, EngineConfig(zero_stage=stage, micro_batch_size=4, total_steps=10))
+    return build_engine(objective, EngineConfig(precision=PRECISION, zero_stage=stage, micro_batch_size=4,
+                                                total_steps=10))
 
 
 def _step(engine, seed: int = 0) -> float:
@@ -63,7 +68,7 @@ def test_mae_checkpoint_loads_with_from_pretrained(tmp_path: Path):
 
     torch.manual_seed(0)
     engine = build_engine(create_objective("mae", encoder="vit-micro"),
-                          EngineConfig(zero_stage=0, micro_batch_size=4, total_steps=10))
+                          EngineConfig(precision=PRECISION, zero_stage=0, micro_batch_size=4, total_steps=10))
     train_step(engine, [torch.rand(4, 3, 32, 32)])
     ckpt = C.save_checkpoint(engine, tmp_path, 1)
     assert json.loads((ckpt / "config.json").read_text())["model_type"] == "vit_mae"
@@ -125,7 +130,8 @@ _CHILD = textwrap.dedent("""
     root, stall_in = Path(sys.argv[1]), sys.argv[2]
     torch.manual_seed(0)
     objective = create_objective("simclr", encoder="cnn-tiny", proj_hidden_dim=32, proj_dim=16)
-    engine = build_engine(objective, EngineConfig(zero_stage=2, micro_batch_size=4, total_steps=10))
+    engine = build_engine(objective, EngineConfig(precision="fp32", zero_stage=2, micro_batch_size=4,
+                                                  total_steps=10))
     x, probe = torch.rand(4, 3, 32, 32), torch.rand(2, 3, 32, 32)
     train_step(engine, [x, x.flip(-1)])
     C.save_checkpoint(engine, root, 1, metrics={"loss": 1.0})

@@ -12,6 +12,7 @@ from augtrain.models import create_objective
 from augtrain.pipelines.train.engine import (
     EngineConfig,
     build_engine,
+    cpu_has_fast_bf16,
     deepspeed_config,
     effective_batch_size,
     lr_factor,
@@ -73,7 +74,9 @@ def test_param_groups_do_not_decay_biases_and_norms():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
 def test_auto_falls_back_to_cpu_and_explicit_cuda_fails():
     assert resolve_device("auto") == torch.device("cpu")
-    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    # bf16 where the CPU has AMX tiles (oneDNN's fast bf16 kernels), fp32 elsewhere
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if cpu_has_fast_bf16() else "fp32")
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     with pytest.raises(RuntimeError, match="no CUDA device"):
         resolve_device("cuda")
 
@@ -118,8 +121,8 @@ def _plain_torch_losses(cfg: EngineConfig, batches) -> tuple[list[float], list[f
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("stage, clip", [(0, 0.0), (2, 0.0), (2, 0.05)])
 def test_one_process_engine_trains_like_plain_torch(stage: int, clip: float):
-    cfg = EngineConfig(zero_stage=stage, micro_batch_size=8, grad_accum_steps=2, grad_clip=clip,
-                       base_lr=0.05, lr_base_batch_size=256, warmup_steps=2, total_steps=5)
+    cfg = EngineConfig(zero_stage=stage, precision="fp32", micro_batch_size=8, grad_accum_steps=2,
+                       grad_clip=clip, base_lr=0.05, lr_base_batch_size=256, warmup_steps=2, total_steps=5)
     batches = _batches(10)
     engine = build_engine(_simclr(), cfg)
     assert engine.world_size == 1 and engine.precision == "fp32"

@@ -18,6 +18,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+# ZeRO and checkpoint mechanics, checked exactly in fp32 (`precision: auto` is bf16 on a CPU
+# with AMX; tests/pipelines/train/test_engine.py trains in bf16)
+PRECISION = "fp32"
+
 WORLD = 2
 STAGES = (0, 2, 3)
 STEPS, MORE = 8, 3  # micro-batches before the checkpoint, and after it
@@ -98,7 +102,7 @@ def _train_save_resume(rank: int, out: Path, name: str, stages: tuple[int, ...])
 
     results = {}
     for stage in stages:
-        cfg = EngineConfig(zero_stage=stage, micro_batch_size=4, grad_accum_steps=2, grad_clip=1.0,
+        cfg = EngineConfig(precision=PRECISION, zero_stage=stage, micro_batch_size=4, grad_accum_steps=2, grad_clip=1.0,
                            base_lr=0.05, lr_base_batch_size=256, warmup_steps=1, total_steps=6)
         engine = build_engine(_objective(name), cfg)
         torch.manual_seed(100 + rank)  # MAE's masks come from the global generator
@@ -179,7 +183,7 @@ def _different_inits(rank: int, out: Path) -> None:
 
     torch.manual_seed(rank)  # each rank draws its own initial weights
     objective = create_objective("simclr", encoder="cnn-tiny", proj_hidden_dim=32, proj_dim=16)
-    engine = build_engine(objective, EngineConfig(zero_stage=2, micro_batch_size=4, total_steps=2))
+    engine = build_engine(objective, EngineConfig(precision=PRECISION, zero_stage=2, micro_batch_size=4, total_steps=2))
     state = {k: v.clone() for k, v in engine.module.state_dict().items()}
     torch.save(state, out / f"init-rank{rank}.pt")
 
