@@ -142,7 +142,7 @@ def _run_train(cfg: FinetuneConfig, source: PolicySource, ctx: TrialContext) -> 
                               name=f"trial-{trial_id}-{uuid.uuid4().hex[:6]}-e{target}", resume_from=resume,
                               until_epoch=target, test=ctx.test and target == cfg.epochs,
                               max_failures=ctx.max_failures, extra_state={"trial_id": trial_id},
-                              validate_every_epoch=False)
+                              periodic_validation=False)
         _report(dict(result.metrics, epochs_run=target - epoch, restored_from=restored_from),
                 result.extra["checkpoint"])
         resume, epoch, restored_from = result.extra["checkpoint"], target, ""

@@ -50,6 +50,11 @@ class FinetuneConfig(BaseModel):
     warmup_epochs: float | None = Field(None, ge=0)  # absolute; when None, warmup_fraction of the run
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     seed: int = 0
+    # bf16 autocast where it is fast (a CUDA device with bf16, a CPU with AMX), fp32 otherwise
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # epochs between validation passes (and checkpoints) of `augtrain finetune`; auto: about 10
+    # a run (every epoch of a short run), the last epoch always
+    validate_every: int | Literal["auto"] = "auto"
     workers: int = Field(1, ge=1)
     cpus_per_worker: float = Field(1.0, gt=0)
     use_gpu: bool = False
@@ -78,6 +83,8 @@ class FinetuneConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> FinetuneConfig:
+        if isinstance(self.validate_every, int) and self.validate_every < 1:
+            raise ValueError(f"validate_every must be >= 1 or 'auto', got {self.validate_every}")
         if isinstance(self.steps, int) and self.steps < 1:
             raise ValueError(f"steps must be >= 1 or 'auto', got {self.steps}")
         if self.epochs is not None and self.warmup_epochs is not None and self.warmup_epochs > self.epochs:
@@ -102,6 +109,18 @@ class FinetuneConfig(BaseModel):
         if self.epochs is None:
             raise ValueError("finetune: the schedule is not fixed yet (call for_labelled with the labelled count)")
         return self.epochs
+
+    @property
+    def resolved_validate_every(self) -> int:
+        """Epochs between validation passes: ``validate_every``, or (auto) a tenth of the run."""
+        if self.validate_every != "auto":
+            return int(self.validate_every)
+        return max(1, self.resolved_epochs // 10)
+
+    def validates_after(self, epoch: int) -> bool:
+        """Whether the validation split is evaluated after ``epoch`` (1-based): every
+        ``resolved_validate_every`` epochs and after the last."""
+        return epoch == self.resolved_epochs or epoch % self.resolved_validate_every == 0
 
     @property
     def resolved_warmup_epochs(self) -> float:

@@ -93,11 +93,13 @@ def finetune_worker(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as d:
             session.restore(d)
     until = int(config.get("until_epoch") or session.cfg.resolved_epochs)
-    every_epoch = bool(config.get("validate_every_epoch", True))
+    periodic = bool(config.get("periodic_validation", True))
     while session.epoch < until:
         last = session.epoch + 1 == until
-        metrics = session.run_epoch(config["source"], test=bool(config.get("test")) and last,
-                                    validate=every_epoch or last)
+        validate = last or (periodic and session.cfg.validates_after(session.epoch + 1))
+        metrics = session.run_epoch(config["source"], test=bool(config.get("test")) and last, validate=validate)
+        if not validate:  # reported (and checkpointed) with its validation pass only
+            continue
         if rank == 0:
             with tempfile.TemporaryDirectory() as d:
                 session.save(Path(d) / "ckpt", extra={"source": policy_source_to_json(config["source"]),
@@ -110,13 +112,15 @@ def finetune_worker(config: dict[str, Any]) -> None:
 def run_finetune(cfg: FinetuneConfig, paths: DataPaths, checkpoint: str | None, source: PolicySource, *,
                  storage_path: str, name: str | None = None, resume_from: Any = None,
                  until_epoch: int | None = None, test: bool = True, max_failures: int = 0,
-                 extra_state: dict[str, Any] | None = None, validate_every_epoch: bool = True) -> FinetuneResult:
+                 extra_state: dict[str, Any] | None = None, periodic_validation: bool = True) -> FinetuneResult:
     """Fine-tune on ``cfg.workers`` Ray Train workers (a ``TorchTrainer``) up to ``until_epoch``
     (default ``cfg.epochs``), from ``resume_from`` (a fine-tune checkpoint: directory or Ray
     ``Checkpoint``) when given. Returns the last epoch's metrics, the history and the last
     checkpoint (in ``storage_path``; the Ray ``Checkpoint`` is ``extra["checkpoint"]``).
     ``extra_state`` (JSON values) is stored in every checkpoint's ``finetune.json``.
-    ``validate_every_epoch=False``: the validation split is evaluated at ``until_epoch`` only."""
+    The validation split is evaluated, and the run reported and checkpointed, every
+    ``cfg.validate_every`` epochs and at ``until_epoch``; ``periodic_validation=False``: at
+    ``until_epoch`` only."""
     from ray.train import Checkpoint
 
     if isinstance(resume_from, (str, Path)):
@@ -131,7 +135,7 @@ def run_finetune(cfg: FinetuneConfig, paths: DataPaths, checkpoint: str | None, 
          "source": policy_source_to_json(source), "until_epoch": until_epoch, "test": test,
          "resume_from": resume_from, "extra_state": dict(extra_state or {}),
          # the object: a worker unpickling it registers a plug-in modality it never imported
-         "modality": get_modality(cfg.modality), "validate_every_epoch": validate_every_epoch},
+         "modality": get_modality(cfg.modality), "periodic_validation": periodic_validation},
         workers=cfg.workers, cpus_per_worker=cfg.cpus_per_worker, use_gpu=cfg.use_gpu,
         storage_path=storage_path, name=name or f"finetune-{uuid.uuid4().hex[:8]}", max_failures=max_failures)
     result = trainer.fit()

@@ -23,6 +23,7 @@ from augtrain.pipelines.finetune.config import FinetuneConfig
 from augtrain.pipelines.finetune.data import FinetuneData
 from augtrain.pipelines.finetune.model import build_classifier, lr_at, param_groups
 from augtrain.pipelines.modalities import get_modality
+from augtrain.pipelines.train.engine import resolve_precision
 
 STATE_FILE = "finetune.json"
 PolicySource = str | dict[str, Any] | Policy | Schedule
@@ -67,7 +68,10 @@ class FinetuneSession:
         self.cfg, self.data, self.rank, self.world_size = cfg, data, rank, world_size
         self.modality = get_modality(data.modality)
         self.device = torch.device(device)
+        self.precision = resolve_precision(cfg.precision, self.device)
         self.model = build_classifier(cfg, checkpoint, data.num_classes).to(self.device)
+        if self.precision == "bf16":  # oneDNN's and cuDNN's fast bf16 convolutions want NHWC
+            self.model.to(memory_format=torch.channels_last)
         self.module = self.model  # unwrapped, for saving
         if wrap is not None:  # e.g. ray.train.torch.prepare_model (DDP)
             self.model = wrap(self.model)
@@ -78,7 +82,12 @@ class FinetuneSession:
     def _inputs(self, values: np.ndarray) -> torch.Tensor:
         """A batch of the modality's values (images: uint8 [B, H, W, C]) -> the encoder's input
         tensor on the device."""
-        return self.modality.to_tensor(values, self.cfg.mean, self.cfg.std).to(self.device)
+        x = self.modality.to_tensor(values, self.cfg.mean, self.cfg.std).to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.precision == "bf16" and x.ndim == 4 else x
+
+    def _autocast(self) -> torch.autocast:
+        """bf16 autocast of the forward pass (weights, optimizer and loss stay fp32)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def _augment(self, policy: Policy, indices: np.ndarray) -> np.ndarray:
         values = self.data.train[0]
@@ -105,7 +114,8 @@ class FinetuneSession:
             lo, hi = step * cfg.batch_size, min((step + 1) * cfg.batch_size, len(order))
             lr = self._set_lr(self.epoch + step / steps)
             x, y = self._inputs(values[lo:hi]), torch.as_tensor(labels[lo:hi], device=self.device)
-            logits = self.model(x)
+            with self._autocast():
+                logits = self.model(x).float()
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -123,7 +133,9 @@ class FinetuneSession:
         for lo in range(0, len(labels), self.cfg.eval_batch_size):
             x = self._inputs(values[lo:lo + self.cfg.eval_batch_size])
             y = torch.as_tensor(labels[lo:lo + self.cfg.eval_batch_size], device=self.device)
-            yield self.module(x), y
+            with self._autocast():
+                logits = self.module(x).float()
+            yield logits, y
 
     def evaluate(self, split: Literal["val", "test"]) -> dict[str, float]:
         """Accuracy and loss on a whole held-out split (every rank computes it; it is small)."""

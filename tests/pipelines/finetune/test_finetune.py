@@ -239,3 +239,39 @@ def test_fine_tuning_from_a_projection_head_layer(cfg, pretrained):
     assert scratch.num_features == 16 and not torch.equal(scratch.head[0].weight, objective.head.net[0].weight)
     with pytest.raises(ValueError, match="head_layers must be in"):
         load_encoder(pretrained, head_layers=2)
+
+
+def test_validation_runs_about_ten_times_a_run_and_after_the_last_epoch():
+    long = FinetuneConfig(batch_size=64).for_labelled(100)  # 250 epochs
+    assert long.resolved_validate_every == 25
+    assert [e for e in range(1, 251) if long.validates_after(e)] == list(range(25, 251, 25))
+    short = FinetuneConfig(epochs=4)
+    assert [e for e in range(1, 5) if short.validates_after(e)] == [1, 2, 3, 4]
+    fixed = FinetuneConfig(epochs=7, validate_every=3)
+    assert [e for e in range(1, 8) if fixed.validates_after(e)] == [3, 6, 7]
+    with pytest.raises(ValueError, match="validate_every"):
+        FinetuneConfig(validate_every=0)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_session_trains_in_either_precision_and_resumes_exactly(cfg, pretrained, tmp_path, precision):
+    # bf16 is autocast of the forward pass: the weights and the optimizer stay fp32, so a
+    # checkpoint holds fp32 tensors and a resumed run repeats the straight one bit for bit
+    cfg = cfg.with_updates(precision=precision)
+    paths = prepare_data(cfg, str(tmp_path / "data"))
+    data = load_data(paths, cfg)
+    straight = FinetuneSession(cfg, data, pretrained)
+    assert straight.precision == precision
+    for _ in range(3):
+        straight.run_epoch(cfg.policy)
+    assert straight.history[-1]["train_loss"] < straight.history[0]["train_loss"]
+    assert all(v.dtype == torch.float32 for v in straight.module.state_dict().values() if v.is_floating_point())
+    first = FinetuneSession(cfg, data, pretrained)
+    first.run_epoch(cfg.policy)
+    resumed = FinetuneSession(cfg, data, pretrained)
+    resumed.restore(first.save(tmp_path / "ckpt"))
+    for _ in range(2):
+        resumed.run_epoch(cfg.policy)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
+    assert 0.0 <= straight.evaluate("test")["test_acc"] <= 1.0
