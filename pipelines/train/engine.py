@@ -9,7 +9,7 @@ for minutes); the schedule is linear warmup then cosine decay, as a torch `Lambd
 DeepSpeed steps once per optimizer step; the peak LR scales linearly with the effective batch.
 Devices: `auto` is CUDA (NCCL) when present, else CPU (gloo); precision `auto` is bf16 on a CUDA
 device that supports it and on a CPU with AMX tiles (oneDNN runs bf16 convolutions and matmuls on
-them, about 2.5x fp32's speed for the shipped CNNs), fp32 otherwise. DeepSpeed is imported
+them: `benchmarks/precision.py`), fp32 otherwise. DeepSpeed is imported
 inside the functions that run it. World size 1 works without any launcher.
 """
 
