@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or ("runs/learning-quality-quick" if args.quick else "runs/learning-quality")).absolute()
 
     from augtrain.cluster.connect import connect
+    from augtrain.tune.stages import StageResult
 
     train, test = _shards(args.data)
     connect()
@@ -104,11 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     print((out / f"search-seed{seeds[0]}" / "comparison.md").read_text())
     print("| stage (search seed " + str(seeds[0]) + ") | trials | trial-epochs | wall (min) |\n|---|---|---|---|")
     for path in sorted((out / f"search-seed{seeds[0]}" / "stages").glob("*.json")):
-        if path.name.endswith(".results.jsonl"):
-            continue
-        stage = json.loads(path.read_text())
-        epochs = sum(t.get("epochs_trained", 0) or 0 for t in stage["trials"])
-        print(f"| {stage['stage']} | {len(stage['trials'])} | {epochs} | {stage['seconds'] / 60:.1f} |")
+        stage = StageResult.from_dict(json.loads(path.read_text()))
+        print(f"| {stage.stage} | {len(stage.trials)} | {stage.trial_epochs} | {stage.seconds / 60:.1f} |")
     print()
     grid = _row(first, "pretrained: RandAugment best")
     print("| search seed | searched test % | random search test % | searched trial-epochs | grid trial-epochs | "
