@@ -7,6 +7,7 @@ import pytest
 
 from augtrain.augment import Policy, parse_policy
 from augtrain.tune.config import HalvingSection, parse_search_config
+from augtrain.tune.methods import rung_epochs
 from augtrain.tune.space import OP_GROUPS, POLICY_KEYS, JointSpace, describe
 
 
@@ -63,3 +64,11 @@ def test_halving_rungs_end_at_the_full_length():
     assert HalvingSection(candidates=4, eta=4, min_fraction=0.1).rungs() == [(4, 0.1), (1, 0.4), (1, 1.0)]
     assert HalvingSection(candidates=5, min_fraction=1.0).rungs() == [(5, 1.0)]
     assert parse_search_config({}).method == "halving"
+
+
+def test_rungs_round_down_so_a_bracket_stays_within_its_budget():
+    # 9 -> 3 -> 1 at 1/9, 1/3 and the full 50 epochs: 5, 16 and 50 epochs (143 trial-epochs, not 155)
+    rungs = HalvingSection(candidates=9, eta=3, min_fraction=1 / 9).rungs()
+    epochs = [rung_epochs(50, fraction) for _, fraction in rungs]
+    assert epochs == [5, 16, 50] and sum(n * e for (n, _), e in zip(rungs, epochs)) == 143
+    assert rung_epochs(50, 0.0111111) == 1 and rung_epochs(3, 1.0) == 3 and rung_epochs(10, 0.3) == 3
