@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shlex
+import signal
 import sys
 import traceback
 
@@ -36,26 +38,58 @@ def build_parser() -> argparse.ArgumentParser:
         description="Augmentation-aware pretraining at cluster scale (Ray, DeepSpeed, DALI).",
     )
     parser.add_argument("--version", action="version", version=f"augtrain {version('augtrain')}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="print Ray's, Tune's and DeepSpeed's own logs and workers' output here, and "
+                             "tracebacks of errors (by default they go to the run folder's logs/)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
 
 
+# what continues an interrupted command: its checkpoints and finished stages are kept
+RESUME_FLAGS = {"pretrain": ("--resume", "latest"), "search": ("--resume",), "quickstart": ()}
+
+
+def resume_hint(command: str, argv: list[str] | None) -> str:
+    """How to continue ``command`` after Ctrl-C (the same command line, resuming)."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if command not in RESUME_FLAGS:
+        return "its finished results are kept; run it again to start over"
+    flags = RESUME_FLAGS[command]
+    if flags and flags[0] not in words:
+        words += list(flags)
+    return "the last complete checkpoint is kept; continue with: augtrain " + " ".join(
+        shlex.quote(w) for w in words)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from augtrain.pipelines import console
+
+    outer = not console.is_configured()  # the quickstart runs `search` through main() again
+    console.configure(verbose=args.verbose or console.verbose())
+    closing = None  # the last line: how to resume an interrupted command
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("augtrain: interrupted", file=sys.stderr)
+        if not outer:
+            raise  # the command the user ran says how to resume
+        signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # a second Ctrl-C: out at once
+        closing = f"augtrain {args.command}: interrupted; {resume_hint(args.command, argv)}"
         return 130
     except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as exc:
-        if os.environ.get("AUGTRAIN_DEBUG"):
+        if args.verbose or os.environ.get("AUGTRAIN_DEBUG"):
             traceback.print_exc()
         print(f"augtrain {args.command}: error: {exc}", file=sys.stderr)
         return 2
-
+    finally:
+        kept = console.keep_ray_logs() if outer else None
+        if kept is not None and not args.verbose:
+            print(f"logs: {console.log_file()} and Ray's in {kept}", file=sys.stderr)
+        if closing is not None:
+            print(closing, file=sys.stderr)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from augtrain.pipelines import console
 from augtrain.pipelines.finetune.controls import ControlResult, knn_of_checkpoint, raw_logistic_regression
 from augtrain.pipelines.finetune import FinetuneConfig, load_data
 from augtrain.tune.space import JointSpace
@@ -47,6 +48,7 @@ def run_controls(run: SearchRun, cfg: FinetuneConfig) -> StageResult:
         rows.append({"trial_id": key, "config": {"method": result.name, **result.params}, "val_acc": result.val_acc,
                      "test_acc": result.test_acc, "epochs_trained": 0, "epoch": None, "error": None,
                      "best_val_acc": result.val_acc, "predictions": str(file), "seconds": result.seconds})
+    console.say("controls: " + ", ".join(f"{result.name} test {100 * result.test_acc:.2f} %" for _, result in results))
     return save_done(run, StageResult("controls", rows, time.perf_counter() - start))
 
 

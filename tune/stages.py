@@ -19,10 +19,12 @@ from typing import Any, Callable
 
 from ray.tune import Callback
 
+from augtrain.pipelines import console
 from augtrain.pipelines.data.storage import write_text_atomic
 from augtrain.pipelines.finetune import DataPaths, FinetuneConfig
 from augtrain.tune.config import SearchConfig
 from augtrain.tune.pba import PBASpace
+from augtrain.tune.progress import StageProgress
 from augtrain.tune.resources import trial_cpus
 from augtrain.tune.trainable import TrialContext, finetune_trial
 
@@ -144,7 +146,7 @@ def tuner(run: SearchRun, stage: str, ctx: TrialContext, param_space: dict[str, 
     history.parent.mkdir(parents=True, exist_ok=True)
     history.unlink(missing_ok=True)  # a fresh stage: no rows from an earlier, unrestorable attempt
     run_config = tune.RunConfig(
-        name=experiment.name, storage_path=str(storage), callbacks=[ResultLog(str(history))],
+        name=experiment.name, storage_path=str(storage), callbacks=[ResultLog(str(history)), StageProgress(stage)],
         failure_config=tune.FailureConfig(max_failures=run.search.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # PBT exploits need every checkpoint
         verbose=0,
@@ -195,10 +197,13 @@ def run_stage(run: SearchRun, stage: str, ctx: TrialContext, param_space: dict[s
     """Run ``stage`` (or take its finished result); ``finish(rows, grid)`` computes its ``extra``."""
     done = load_done(run, stage)
     if done is not None:
-        log.info("stage %s already done (%d trials)", stage, len(done.trials))
+        console.say(f"{stage}: done earlier, reused ({len(done.trials)} trials)")
         return done
     start = time.perf_counter()
     grid = tuner(run, stage, ctx, param_space, **tune_kwargs).fit()
+    unfinished = len(grid) - grid.num_terminated - grid.num_errors
+    if unfinished:  # Tune ends its run on Ctrl-C and returns: the stage is not done, and --resume restores it
+        raise KeyboardInterrupt(f"stage {stage} stopped with {unfinished} of {len(grid)} trials unfinished")
     rows = _trial_rows(grid, read_history(history_file(run, stage)))
     failed = [r for r in rows if r["error"]]
     if failed and len(failed) == len(rows):

@@ -45,12 +45,13 @@ def build_reader(shards, seed: int, policy: str | None, size: int | None, channe
 
 
 def _stream(args: argparse.Namespace) -> int:
-    from augtrain.cluster.connect import connect
+    from augtrain.cluster.connect import check_spare_cpu, connect
     from augtrain.pipelines.data.stream_epoch import StreamOptions, stream_epoch
 
     reader = build_reader(args.shards, args.seed, args.policy, args.size, args.channels, args.strict, args.modality)
     print(f"{len(reader.shards.urls)} shards, {reader.shards.num_samples} samples; "
           f"streaming epoch {args.epoch} to {args.workers} workers")
+    check_spare_cpu(args.workers, StreamOptions.cpus_per_worker, args.address, names="--workers x CPUs per worker")
     connect(args.address)
     summary = stream_epoch(reader, StreamOptions(workers=args.workers, batch_size=args.batch_size, epoch=args.epoch))
     if args.json:

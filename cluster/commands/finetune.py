@@ -54,6 +54,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from augtrain.cluster.connect import connect
     from augtrain.pipelines.train.config import load_config, save_resolved
     from augtrain.pipelines.finetune import finetune_config_from_experiment, prepare_data, resolve_checkpoint, run_finetune
+    from augtrain.pipelines import console
     from augtrain.pipelines.modalities import get_modality
 
     experiment = load_config(args.config, args.overrides)
@@ -64,6 +65,7 @@ def _finetune(args: argparse.Namespace) -> int:
         raise ValueError(f"finetune.mode {cfg.mode!r} needs --checkpoint (or use --mode scratch)")
     out = args.out or os.path.join(experiment.output_dir, "finetune")
     os.makedirs(out, exist_ok=True)
+    console.set_run_dir(out)
     save_resolved(experiment, os.path.join(out, "config.yaml"))
     paths = prepare_data(cfg, os.path.join(out, "data"))
     cfg = cfg.for_labelled(paths.num_labelled)
@@ -72,7 +74,7 @@ def _finetune(args: argparse.Namespace) -> int:
           + (f" (steps: {cfg.steps})" if experiment.finetune is None or "epochs" not in experiment.finetune else ""))
     connect(args.address or experiment.cluster.address)
     result = run_finetune(cfg, paths, checkpoint, cfg.policy, storage_path=os.path.join(out, "train"),
-                          test=paths.test is not None)
+                          test=paths.test is not None, progress_file=os.path.join(out, "progress.jsonl"))
     control = None
     if paths.test is not None:  # the floor every fine-tune must clear, on the same labels and test split
         from augtrain.pipelines.finetune.controls import raw_logistic_regression

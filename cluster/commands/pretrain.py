@@ -30,7 +30,13 @@ def _pretrain(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     from augtrain.cluster.connect import connect
+    from augtrain.pipelines import console
 
+    console.set_run_dir(config.output_dir)
+
+    from augtrain.cluster.connect import check_spare_cpu
+
+    check_spare_cpu(config.cluster.workers, config.cluster.cpus_per_worker, args.address or config.cluster.address)
     connect(args.address or config.cluster.address)
     result = run_pretraining(plan)
     print(f"checkpoint: {result['checkpoint']}\nmetrics: {result['metrics']}\nloss curve: {result['loss_plot']}")

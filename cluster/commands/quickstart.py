@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 
@@ -69,12 +70,20 @@ def _quickstart(args: argparse.Namespace) -> int:
         from augtrain.cluster.config_check import check_search
 
         check_search(Path(args.search_config), search_args)
+    from augtrain.pipelines import console
+
+    from augtrain.cluster.connect import check_spare_cpu
+
+    check_spare_cpu(max(args.workers, config.cluster.workers), config.cluster.cpus_per_worker)
+    run_dir = console.set_run_dir(config.output_dir)  # the log file; the search's folder has its own
     connect()
 
     print(f"\n== data path: one epoch of {train} through Ray Data to {args.workers} Ray Train workers")
     reader = build_reader([train], seed=0, policy=None, size=None, channels=1, strict=False)
     summary = stream_epoch(reader, StreamOptions(workers=args.workers, batch_size=256))
-    print(summary.format(reader.shards.class_names))
+    record = run_dir / "data-path.json"  # the skipped samples' full list among it
+    record.write_text(json.dumps(summary.to_dict(), indent=1, default=str))
+    print(summary.format(reader.shards.class_names, skipped_limit=0) + f"\n(every sample and skip: {record})")
     if plan is None:
         return 0
 

@@ -32,6 +32,7 @@ def _search(args: argparse.Namespace) -> int:
     import yaml
 
     from augtrain.cluster.connect import connect
+    from augtrain.pipelines import console
     from augtrain.pipelines.data.shard_set import check_modality
     from augtrain.pipelines.train.config import load_config
     from augtrain.pipelines.finetune import finetune_config_from_experiment, resolve_checkpoint
@@ -47,6 +48,7 @@ def _search(args: argparse.Namespace) -> int:
         raise ValueError(f"finetune.mode {cfg.mode!r} needs --checkpoint (or set finetune.mode: scratch)")
     out = args.out or os.path.join(experiment.output_dir, "search")
     os.makedirs(out, exist_ok=True)
+    console.set_run_dir(out)
     resolved = {**experiment.resolved(), "finetune": cfg.model_dump(mode="json"),
                 "search": search.model_dump(mode="json"), "checkpoint": checkpoint}
     with open(os.path.join(out, "config.yaml"), "w") as f:

@@ -57,10 +57,11 @@ class SkipReport:
         return cls(Counter(data.get("counts", {})), [SkipRecord(**r) for r in data.get("records", [])])
 
     def format(self, limit: int = 20) -> str:
+        """The counts by reason, then at most ``limit`` records (0: the counts alone)."""
         if not self.total:
             return "skipped samples: 0"
         lines = [f"skipped samples: {self.total} (" + ", ".join(f"{k}: {v}" for k, v in sorted(self.counts.items())) + ")"]
         lines += [f"  {r.shard} key={r.key}: {r.reason}" + (f" ({r.detail})" if r.detail else "") for r in self.records[:limit]]
-        if self.total > limit:
+        if limit and self.total > limit:
             lines.append(f"  ... {self.total - min(limit, len(self.records))} more")
         return "\n".join(lines)

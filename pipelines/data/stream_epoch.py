@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from augtrain.pipelines.data.position import DataPosition, RankProgress
 from augtrain.pipelines.data.reader import ShardReader
-from augtrain.pipelines.trainer import torch_trainer
+from augtrain.pipelines.trainer import fit, torch_trainer
 
 
 @dataclass
@@ -44,7 +44,13 @@ class StreamSummary:
     def samples(self) -> int:
         return sum(w["samples"] for w in self.workers)
 
-    def format(self, class_names: list[str] | None = None) -> str:
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, "samples": self.samples, "seconds": self.seconds, "workers": self.workers,
+                "position": self.position.state_dict(), "skipped": self.position.skipped.to_dict()}
+
+    def format(self, class_names: list[str] | None = None, skipped_limit: int = 20) -> str:
+        """The summary in a few lines; at most ``skipped_limit`` skipped samples listed (their
+        counts by reason always)."""
         lines = [f"epoch {self.epoch}: {self.samples} samples to {len(self.workers)} workers in {self.seconds:.1f} s "
                  f"({self.samples / max(self.seconds, 1e-9):.0f} samples/s end to end, Ray Train start-up included)"]
         for w in self.workers:
@@ -57,7 +63,7 @@ class StreamSummary:
             lines.append("per class: " + ", ".join(
                 f"{names[k] if k < len(names) else k}={v}" for k, v in sorted(classes.items())))
         lines.append(f"position: {self.position.samples_consumed} of the epoch consumed")
-        lines.append(self.position.skipped.format())
+        lines.append(self.position.skipped.format(limit=skipped_limit))
         return "\n".join(lines)
 
 
@@ -106,7 +112,7 @@ def stream_epoch(reader: ShardReader, options: StreamOptions) -> StreamSummary:
                                 cpus_per_worker=options.cpus_per_worker, storage_path=options.storage_path or scratch,
                                 name=f"stream-{uuid.uuid4().hex[:8]}")
         start = time.perf_counter()
-        result = trainer.fit()
+        result = fit(trainer)
         seconds = time.perf_counter() - start
         with result.checkpoint.as_directory() as d, open(os.path.join(d, "summary.json")) as f:
             workers = json.load(f)

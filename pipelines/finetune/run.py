@@ -19,7 +19,7 @@ import torch
 from augtrain.pipelines.finetune.config import FinetuneConfig
 from augtrain.pipelines.finetune.data import DataPaths, load_data
 from augtrain.pipelines.modalities import get_modality
-from augtrain.pipelines.trainer import torch_trainer
+from augtrain.pipelines.trainer import fit, torch_trainer
 from augtrain.pipelines.finetune.session import STATE_FILE, FinetuneSession, PolicySource, policy_source_to_json
 
 
@@ -98,6 +98,9 @@ def finetune_worker(config: dict[str, Any]) -> None:
         last = session.epoch + 1 == until
         validate = last or (periodic and session.cfg.validates_after(session.epoch + 1))
         metrics = session.run_epoch(config["source"], test=bool(config.get("test")) and last, validate=validate)
+        if rank == 0 and config.get("progress_file"):  # the driver's bar follows it (finetune.progress)
+            with open(config["progress_file"], "a") as f:
+                f.write(json.dumps({"until": until, **metrics}) + "\n")
         if not validate:  # reported (and checkpointed) with its validation pass only
             continue
         if rank == 0:
@@ -112,7 +115,8 @@ def finetune_worker(config: dict[str, Any]) -> None:
 def run_finetune(cfg: FinetuneConfig, paths: DataPaths, checkpoint: str | None, source: PolicySource, *,
                  storage_path: str, name: str | None = None, resume_from: Any = None,
                  until_epoch: int | None = None, test: bool = True, max_failures: int = 0,
-                 extra_state: dict[str, Any] | None = None, periodic_validation: bool = True) -> FinetuneResult:
+                 extra_state: dict[str, Any] | None = None, periodic_validation: bool = True,
+                 progress_file: str | None = None) -> FinetuneResult:
     """Fine-tune on ``cfg.workers`` Ray Train workers (a ``TorchTrainer``) up to ``until_epoch``
     (default ``cfg.epochs``), from ``resume_from`` (a fine-tune checkpoint: directory or Ray
     ``Checkpoint``) when given. Returns the last epoch's metrics, the history and the last
@@ -120,8 +124,11 @@ def run_finetune(cfg: FinetuneConfig, paths: DataPaths, checkpoint: str | None, 
     ``extra_state`` (JSON values) is stored in every checkpoint's ``finetune.json``.
     The validation split is evaluated, and the run reported and checkpointed, every
     ``cfg.validate_every`` epochs and at ``until_epoch``; ``periodic_validation=False``: at
-    ``until_epoch`` only."""
+    ``until_epoch`` only. ``progress_file``: rank 0 appends every epoch's metrics to it as a JSON
+    line, and the driver shows them as a bar (``pipelines.finetune.progress``) while it runs."""
     from ray.train import Checkpoint
+
+    from augtrain.pipelines.finetune.progress import EpochWatcher
 
     if isinstance(resume_from, (str, Path)):
         resume_from = Checkpoint.from_directory(str(resume_from))
@@ -135,10 +142,15 @@ def run_finetune(cfg: FinetuneConfig, paths: DataPaths, checkpoint: str | None, 
          "source": policy_source_to_json(source), "until_epoch": until_epoch, "test": test,
          "resume_from": resume_from, "extra_state": dict(extra_state or {}),
          # the object: a worker unpickling it registers a plug-in modality it never imported
-         "modality": get_modality(cfg.modality), "periodic_validation": periodic_validation},
+         "modality": get_modality(cfg.modality), "periodic_validation": periodic_validation,
+         "progress_file": str(Path(progress_file).absolute()) if progress_file else None},
         workers=cfg.workers, cpus_per_worker=cfg.cpus_per_worker, use_gpu=cfg.use_gpu,
         storage_path=storage_path, name=name or f"finetune-{uuid.uuid4().hex[:8]}", max_failures=max_failures)
-    result = trainer.fit()
+    if progress_file:
+        with EpochWatcher(progress_file, int(until_epoch or cfg.resolved_epochs)):
+            result = fit(trainer)
+    else:
+        result = fit(trainer)
     if result.error is not None:
         raise result.error
     ckpt = result.checkpoint

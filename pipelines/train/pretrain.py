@@ -19,15 +19,16 @@ from typing import Any
 
 import torch
 
-from augtrain.pipelines.train.checkpoint import latest_checkpoint, list_checkpoints
+from augtrain.pipelines.train.checkpoint import latest_checkpoint, list_checkpoints, read_metadata
 from augtrain.pipelines.train.config import ExperimentConfig, save_resolved
 from augtrain.pipelines.train.engine import EngineConfig, resolve_schedule
 from augtrain.pipelines.data.reader import ReaderConfig, ShardReader
 from augtrain.pipelines.data.shard_set import open_shards
 from augtrain.pipelines.modalities import DecodeSpec, get_modality
 from augtrain.pipelines.train.loop import LoopConfig, pretrain
+from augtrain.pipelines.train.progress import MetricsWatcher
 from augtrain.pipelines.train.worker_augment import WorkerAugment, choose_placement
-from augtrain.pipelines.trainer import torch_trainer
+from augtrain.pipelines.trainer import fit, torch_trainer
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +160,14 @@ def run_pretraining(plan: PretrainPlan) -> dict[str, Any]:
         workers=cluster.workers, cpus_per_worker=cluster.cpus_per_worker, use_gpu=use_gpu,
         extra_resources=cluster.worker_resources, placement_strategy=cluster.placement_strategy,
         storage_path=os.path.join(out, "ray"), name="train", max_failures=cluster.max_failures)
-    trainer.fit()
-    latest = latest_checkpoint(plan.loop.checkpoint_dir)
     metrics_csv = os.path.join(plan.loop.metrics_dir, "metrics.csv")
+    total = plan.steps_per_epoch * plan.loop.epochs
+    if plan.loop.max_steps is not None:
+        total = min(total, plan.loop.max_steps)
+    start = read_metadata(plan.resume_from)["optimizer_steps"] if plan.resume_from else 0
+    with MetricsWatcher(metrics_csv, total, plan.loop.epochs, start_step=start, desc=plan.config.name):
+        fit(trainer)
+    latest = latest_checkpoint(plan.loop.checkpoint_dir)
     plot = None
     if os.path.exists(metrics_csv):
         from augtrain.pipelines.train.loss_plot import plot_loss_curve

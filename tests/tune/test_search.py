@@ -278,7 +278,9 @@ def test_a_killed_search_resumes_and_finishes(ray_local, tiny_checkpoint, tiny_c
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_killed_halving_search_resumes_its_rung_and_finishes(ray_local, tiny_checkpoint, tiny_cfg, tmp_path):
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_a_killed_halving_search_resumes_its_rung_and_finishes(ray_local, tiny_checkpoint, tiny_cfg, tmp_path, how):
+    # SIGINT: Tune ends its run and returns; the rung must not be taken for a finished one
     cfg = tiny_cfg.with_updates(epochs=6, size=8)
     search_dict = {"halving": {"candidates": 4, "eta": 2, "min_fraction": 0.5}, "random": {"enabled": False},
                    "controls": {"enabled": False}, "baselines": {"policies": ["none"], "randaugment_n": [],
@@ -300,6 +302,9 @@ def test_a_killed_halving_search_resumes_its_rung_and_finishes(ray_local, tiny_c
             time.sleep(0.5)
         assert proc.poll() is None, "the search ended before it could be killed"
         assert time.monotonic() < deadline, "the first rung never started"
+        if how == "SIGINT":
+            proc.send_signal(signal.SIGINT)  # the driver only, as `kill -INT`
+            assert proc.wait(timeout=60) != 0
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
