@@ -54,6 +54,7 @@ def ensure_shards(root: str, split: str) -> str:
 def _quickstart(args: argparse.Namespace) -> int:
     from augtrain.cluster.commands.data import build_reader
     from augtrain.cluster.connect import connect
+    from augtrain.pipelines.train.checkpoint import list_checkpoints
     from augtrain.pipelines.train.config import load_config
     from augtrain.pipelines.train.pretrain import plan_pretraining, run_pretraining
     from augtrain.pipelines.data.stream_epoch import StreamOptions, stream_epoch
@@ -62,7 +63,10 @@ def _quickstart(args: argparse.Namespace) -> int:
     test = ensure_shards(args.data, "test")
     overrides = [f"data.train={train}", f"data.test={test}", f"cluster.workers={args.workers}", *args.overrides]
     config = load_config(args.config, overrides)
-    plan = None if args.skip_pretrain else plan_pretraining(config, resume="latest")  # checked before Ray starts
+    # a rerun continues (or reuses) its pretraining; a first run starts it, with nothing to warn about
+    earlier = os.path.join(config.output_dir, "checkpoints")
+    resume = "latest" if os.path.isdir(earlier) and list_checkpoints(earlier) else None
+    plan = None if args.skip_pretrain else plan_pretraining(config, resume=resume)  # checked before Ray starts
     search_args = ["--set", f"data.train={train}", "--set", f"data.test={test}"]
     if plan is not None and not args.skip_search:
         from pathlib import Path
