@@ -91,5 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         if closing is not None:
             print(closing, file=sys.stderr)
 
+
 if __name__ == "__main__":
     sys.exit(main())
