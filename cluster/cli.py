@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "augtrain.cluster.commands.k8s",
     "augtrain.cluster.commands.finetune",
     "augtrain.cluster.commands.search",
+    "augtrain.cluster.commands.report",
 )
 
 
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     outer = not console.is_configured()  # the quickstart runs `search` through main() again
     console.configure(verbose=args.verbose or console.verbose())
+    console.set_command(["augtrain", *(sys.argv[1:] if argv is None else argv)])
     closing = None  # the last line: how to resume an interrupted command
     try:
         return int(args.func(args) or 0)

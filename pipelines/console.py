@@ -32,6 +32,7 @@ class _State:
     configured = False  # by a command (the Python API alone keeps Ray's defaults)
     verbose = False
     run_dir: Path | None = None
+    command: list[str] | None = None  # the command line being run, recorded in its run folder
     file_handler: logging.Handler | None = None
     buffer: list[logging.LogRecord] = []
 
@@ -127,10 +128,21 @@ def quiet_ray_loggers() -> None:
         pass
 
 
+def set_command(argv: list[str]) -> None:
+    """The command line being run (``["augtrain", "pretrain", ...]``): ``set_run_dir`` records it
+    in the run folder as ``command.json``, so that its report says how to run it again."""
+    _State.command = list(argv)
+
+
 def set_run_dir(path: str | os.PathLike) -> Path:
-    """The command's run folder: its log file is ``<path>/logs/augtrain.log`` (appended to)."""
+    """The command's run folder: its log file is ``<path>/logs/augtrain.log`` (appended to), and
+    the command line (``set_command``) with its working folder goes to ``<path>/command.json``."""
     run_dir = Path(path).absolute()
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    if _State.command is not None:
+        import json
+
+        (run_dir / "command.json").write_text(json.dumps({"argv": _State.command, "cwd": os.getcwd()}, indent=1))
     if _State.run_dir != run_dir:
         if _State.file_handler is not None:
             logging.getLogger().removeHandler(_State.file_handler)

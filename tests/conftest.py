@@ -90,3 +90,49 @@ def tiny_checkpoint(session_tmp) -> str:
 @pytest.fixture(scope="session")
 def digits_splits(session_tmp) -> tuple[str, str]:
     return write_digits(os.path.join(session_tmp, "tune-digits"))
+
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+
+_IMAGE_CHECK = """<script>
+window.addEventListener("load", () => {
+  const images = Array.from(document.images);
+  document.body.dataset.images = images.length;
+  document.body.dataset.loaded = images.filter(i => i.complete && i.naturalWidth > 0).length;
+});
+</script>"""
+
+
+def render_in_chromium(html_path, screenshot=None) -> dict:
+    """Open a page in headless Chromium (Debian's package; `make test` installs it): the count of
+    its images and of those that loaded, its rendered text, and a screenshot when asked.
+    The page is opened from a copy with a script that counts the images after the load event."""
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    html_path = Path(html_path)
+    probe = html_path.with_name(".probe-" + html_path.name)
+    probe.write_text(html_path.read_text().replace("</body>", _IMAGE_CHECK + "</body>"))
+    with tempfile.TemporaryDirectory() as profile:
+        flags = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000"]
+        dom = subprocess.run([*flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120).stdout
+        if screenshot is not None:
+            subprocess.run([*flags, "--window-size=1200,1600", f"--screenshot={screenshot}", html_path.as_uri()],
+                           capture_output=True, timeout=120)
+    probe.unlink()
+    counts = {k: int(v) for k, v in re.findall(r'data-(images|loaded)="(\d+)"', dom)}
+    assert "images" in counts, f"Chromium did not finish loading {html_path}: {dom[:300]!r}"
+    return {"images": counts["images"], "loaded": counts.get("loaded", 0), "dom": dom}
+
+
+@pytest.fixture()
+def chromium():
+    """``render_in_chromium``: skips the test where Chromium is not installed."""
+    return render_in_chromium

@@ -94,5 +94,8 @@ def _finetune(args: argparse.Namespace) -> int:
         gap = 100 * (result.metrics["test_acc"] - control["test_acc"])
         print(f"control: {control['method']} (C={control['C']:g}) on the same labels: test_acc "
               f"{control['test_acc']:.4f}; the fine-tune is {gap:+.2f} points from it")
-    print(f"results: {out}/finetune.json")
+    from augtrain.pipelines.report import write_report_quietly
+
+    report = write_report_quietly(out)
+    print(f"results: {out}/finetune.json" + (f"\nreport: {report}" if report is not None else ""))
     return 0

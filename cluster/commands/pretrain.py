@@ -40,4 +40,9 @@ def _pretrain(args: argparse.Namespace) -> int:
     connect(args.address or config.cluster.address)
     result = run_pretraining(plan)
     print(f"checkpoint: {result['checkpoint']}\nmetrics: {result['metrics']}\nloss curve: {result['loss_plot']}")
+    from augtrain.pipelines.report import write_report_quietly
+
+    report = write_report_quietly(config.output_dir)
+    if report is not None:
+        print(f"report: {report}")
     return 0

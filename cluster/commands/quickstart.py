@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="override a pretraining config value (repeatable)")
     parser.add_argument("--search-config", default="configs/quickstart-search.yaml", help="the policy search")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", default="runs/quickstart",
+                        help="the quickstart's folder: its log, the data path's record, the search, report.html")
     parser.add_argument("--skip-pretrain", action="store_true", help="stop after the data path")
     parser.add_argument("--skip-search", action="store_true", help="stop after pretraining")
     parser.set_defaults(func=_quickstart)
@@ -74,12 +76,13 @@ def _quickstart(args: argparse.Namespace) -> int:
         from augtrain.cluster.config_check import check_search
 
         check_search(Path(args.search_config), search_args)
+    from augtrain.cluster.connect import check_spare_cpu
     from augtrain.pipelines import console
 
-    from augtrain.cluster.connect import check_spare_cpu
-
     check_spare_cpu(max(args.workers, config.cluster.workers), config.cluster.cpus_per_worker)
-    run_dir = console.set_run_dir(config.output_dir)  # the log file; the search's folder has its own
+    run_dir = console.set_run_dir(args.out)  # the quickstart's own folder: its log, the data path, the report
+    search_out = run_dir / "search"
+    _record_parts(run_dir, config.output_dir, plan is not None, not args.skip_search)
     connect()
 
     print(f"\n== data path: one epoch of {train} through Ray Data to {args.workers} Ray Train workers")
@@ -89,17 +92,45 @@ def _quickstart(args: argparse.Namespace) -> int:
     record.write_text(json.dumps(summary.to_dict(), indent=1, default=str))
     print(summary.format(reader.shards.class_names, skipped_limit=0) + f"\n(every sample and skip: {record})")
     if plan is None:
-        return 0
+        return _finish(run_dir)
 
     print(f"\n== pretraining: {plan.describe()}")
     result = run_pretraining(plan)
+    from augtrain.pipelines.report import write_report_quietly
+
+    write_report_quietly(config.output_dir)
     print(f"\ncheckpoint: {result['checkpoint']}\nmetrics:    {result['metrics']}\nloss curve: {result['loss_plot']}")
     if args.skip_search:
-        return 0
+        return _finish(run_dir)
 
     from augtrain.cluster.cli import main as augtrain_main
 
     print(f"\n== policy search and fine-tuning on {result['checkpoint']} ({args.search_config})")
     # --resume: a rerun of the quickstart continues (or reuses) the same search instead of refusing
-    return augtrain_main(["search", "-c", args.search_config, "--checkpoint", result["checkpoint"], "--resume",
-                          *search_args])
+    status = augtrain_main(["search", "-c", args.search_config, "--checkpoint", result["checkpoint"], "--resume",
+                            "--out", str(search_out), *search_args])
+    console.set_run_dir(run_dir)  # the search had its own folder and log
+    return _finish(run_dir, status)
+
+
+def _record_parts(run_dir, pretrain_dir: str, pretrain: bool, search: bool) -> None:
+    """What the quickstart's report is made of: the data path here, the pretraining run, the search."""
+    from augtrain.pipelines.report import write_parts
+
+    parts = [{"title": "Data path", "dir": ".", "kind": "stream"}]
+    if pretrain:
+        parts.append({"title": "Pretraining", "dir": os.path.abspath(pretrain_dir)})
+    if search:
+        parts.append({"title": "Search and fine-tuning", "dir": "search"})
+    write_parts(run_dir, "quickstart", parts)
+
+
+def _finish(run_dir, status: int = 0) -> int:
+    """The quickstart's report (from its parts' folders), named on the last line."""
+    import augtrain.tune.search_report  # noqa: F401  (registers the search's run kind)
+    from augtrain.pipelines.report import write_report_quietly
+
+    report = write_report_quietly(run_dir)
+    if report is not None:
+        print(f"\nquickstart report: {report}")
+    return status

@@ -65,4 +65,10 @@ def _search(args: argparse.Namespace) -> int:
     write_results(results, out, run.cfg.epochs, resolved, title=f"{experiment.name}: augmentation search")
     print(open(os.path.join(out, "comparison.md")).read())
     print(f"results: {out} (comparison.md, best_policy.json, trials.csv)")
+    import augtrain.tune.search_report  # noqa: F401  (registers the search's run kind)
+    from augtrain.pipelines.report import write_report_quietly
+
+    report = write_report_quietly(out)
+    if report is not None:
+        print(f"report: {report}")
     return 0

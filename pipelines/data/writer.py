@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from augtrain.pipelines.console import Progress
 from augtrain.pipelines.data.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from augtrain.pipelines.data.sources import Source
 from augtrain.pipelines.data.storage import write_text_atomic
@@ -46,13 +46,13 @@ def write_shards(
     options: WriteOptions,
     progress: Callable[[str], None] | None = None,
 ) -> Manifest:
-    """Write ``source`` into ``out_dir`` and return the manifest (also written there)."""
+    """Write ``source`` into ``out_dir`` and return the manifest (also written there). ``progress``
+    gets a line per shard; by default a bar over the shards is shown (one line at the end on a pipe)."""
     options.check()
     modality = get_modality(source.modality)
     fmt = options.format or modality.formats[0]
     if fmt not in modality.formats:
         raise ValueError(f"format {fmt!r} cannot hold {modality.name} samples; choose one of {', '.join(modality.formats)}")
-    progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     os.makedirs(out_dir, exist_ok=True)
     order = np.arange(len(source))
     if options.shuffle_seed is not None:
@@ -61,11 +61,17 @@ def write_shards(
         order = order[: options.limit]
     n_shards = max(1, -(-len(order) // options.samples_per_shard))
     shards: list[ShardEntry] = []
+    bar = None if progress is not None else Progress(f"write {source.name} {split}", n_shards, "shards")
     for shard_index in range(n_shards):
         chunk = order[shard_index * options.samples_per_shard : (shard_index + 1) * options.samples_per_shard]
         name = f"{options.prefix}-{shard_index:06d}.tar"
         shards.append(_write_one(source, chunk, os.path.join(out_dir, name), options, modality, fmt))
-        progress(f"[{shard_index + 1}/{n_shards}] {name}: {len(chunk)} samples")
+        if bar is not None:
+            bar.update(advance=1, samples=sum(s.samples for s in shards))
+        else:
+            progress(f"[{shard_index + 1}/{n_shards}] {name}: {len(chunk)} samples")
+    if bar is not None:
+        bar.close()
     manifest = Manifest(
         shards=shards,
         modality=source.modality,

@@ -113,6 +113,12 @@ class Modality:
             raise ModalityError(f"augment.backend {backend!r}: the {self.name} modality has one backend (auto)")
         return CatalogueTransform(self.parse_policy(policy), size, self.view_keys(views))
 
+    def preview(self, values: Sequence[Any], policy: Any, *, size: int | None = None, per_sample: int = 4,
+                seed: int = 0) -> np.ndarray | None:
+        """A picture (RGB uint8 ``[H, W, 3]``) of ``values`` beside ``per_sample`` augmented copies
+        each under ``policy``, for reports; None where the modality has no picture of its samples."""
+        return None
+
     def view_keys(self, num_views: int) -> list[str]:
         """The reader's column names of ``num_views`` augmented views of a sample."""
         from augtrain.augment.plan import view_names

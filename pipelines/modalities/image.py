@@ -87,6 +87,12 @@ class ImageModality(Modality):
 
         return make_sample_transform(policy, size=size, views=views, backend=backend)
 
+    def preview(self, values: Sequence[Any], policy: Any, *, size: int | None = None, per_sample: int = 4,
+                seed: int = 0) -> np.ndarray:
+        from augtrain.augment.image.preview import render_preview
+
+        return render_preview(list(values), policy, size=size, per_sample=per_sample, seed=seed)
+
     def to_tensor(self, column: np.ndarray, mean: Sequence[float], std: Sequence[float]):
         """uint8 [B, H, W, C] -> float [B, C, H, W], normalised per channel."""
         from augtrain.augment import normalize_batch

@@ -16,6 +16,7 @@ position of all workers, so a resume continues both the loss curve and the sampl
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -102,7 +103,8 @@ class Meter:
 
 
 class MetricsWriter:
-    """Rank 0's metrics.csv (one row per step record and per epoch) and TensorBoard events."""
+    """Rank 0's metrics.csv (one row per step record and per epoch), ``epochs.jsonl`` (a line per
+    epoch, its skipped samples counted by reason) and TensorBoard events."""
 
     FIELDS = ("kind", "epoch", "step", "lr", "loss", "samples_per_s", "data_wait", "samples",
               "skipped")
@@ -128,6 +130,9 @@ class MetricsWriter:
                 self._writer.writeheader()
         self._writer.writerow(record)
         self._csv.flush()
+        if record.get("kind") == "epoch":
+            with open(self._path.with_name("epochs.jsonl"), "a") as f:
+                f.write(json.dumps({k: v for k, v in record.items() if k != "kind"}, default=str) + "\n")
         for key, value in record.items():
             if key not in ("step", "epoch", "kind") and isinstance(value, (int, float)):
                 self._tb.add_scalar(f"{record['kind']}/{key}", value, record["step"])
@@ -239,7 +244,8 @@ def _run_epoch(run: _Run, epoch: int) -> bool:
 
     position = _merged_position(run.position, iterator.progress(), engine.world_size)
     run.emit({"kind": "epoch", "epoch": epoch, "step": run.step, "loss": loss_sum / max(micro, 1),
-              "samples": position.samples_consumed, "skipped": position.skipped.total})
+              "samples": position.samples_consumed, "skipped": position.skipped.total,
+              "skipped_by_reason": dict(position.skipped.counts)})
     if run.done():
         run.position = position
         return False

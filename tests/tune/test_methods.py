@@ -47,7 +47,7 @@ def _check_table(out, results, method_label: str) -> dict:
 
 @pytest.mark.timeout(600)
 def test_halving_restarts_each_rung_and_random_search_gets_the_same_compute(ray_local, tiny_checkpoint, tiny_cfg,
-                                                                           tmp_path):
+                                                                           tmp_path, chromium):
     search = parse_search_config({"halving": {"candidates": 4, "eta": 2, "min_fraction": 0.5},
                                   "baselines": GRID, "resources": LOCAL, "evaluate_seeds": [1]})
     with pytest.raises(ValueError, match="finetune.size"):  # crops in the space, and no output size
@@ -70,6 +70,24 @@ def test_halving_restarts_each_rung_and_random_search_gets_the_same_compute(ray_
     assert "paired" in rows["raw pixels: logistic regression"] and "paired" in rows["scratch: none"]
     labels = np.load(results["predictions"].extra["labels"])
     assert len(labels) == len(np.load(results["controls"].trials[0]["predictions"]))
+    _check_report(tmp_path / "out", chromium)
+
+
+def _check_report(out, chromium) -> None:
+    """The search's report.html: the verdict, every control's row, the finalists' curves, the searched
+    policy pictured, its files; every image loads in a browser."""
+    import augtrain.tune.search_report  # noqa: F401  (registers searches)
+    from augtrain.pipelines.report import write_report
+
+    html = write_report(out)
+    md = (out / "report.md").read_text()
+    for row in CONTROL_ROWS:
+        assert f"| {row}" in md, row
+    for text in ("Did the search help?", "search-finalists.png", "searched-policy.png", "best_policy.json",
+                 "| halving-r0 | 4 |", "the searched model"):
+        assert text in md, text
+    rendered = chromium(html)
+    assert rendered["images"] == 2 and rendered["loaded"] == 2
 
 
 @pytest.mark.slow

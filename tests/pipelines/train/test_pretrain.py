@@ -57,7 +57,7 @@ def test_warmup_as_a_fraction_fits_any_corpus_size(tmp_path, digits_shards):
 
 
 @pytest.mark.timeout(420)
-def test_pretrain_command_trains_checkpoints_and_resumes(ray_local, tmp_path, digits_shards):
+def test_pretrain_command_trains_checkpoints_and_resumes(ray_local, tmp_path, digits_shards, chromium):
     config = experiment(tmp_path, digits_shards)
     assert main(["pretrain", "-c", config, "--set", "loop.max_steps=2"]) == 0
     run = tmp_path / "run"
@@ -76,6 +76,12 @@ def test_pretrain_command_trains_checkpoints_and_resumes(ray_local, tmp_path, di
     assert [int(r["epoch"]) for r in epochs][-2:] == [0, 1] and all(int(r["skipped"]) == 0 for r in epochs)
     assert float([r for r in rows if r["kind"] == "step"][-1]["data_wait"]) < 1
     assert os.path.exists(run / "metrics" / "loss.png") and os.path.exists(run / "config.yaml")
+    # the run's report: written by the command, every figure shown by a browser, the command to run it again
+    md = (run / "report.md").read_text()
+    assert "- **epochs:** 2 finished of 2" in md and "- **optimizer steps:** 12" in md
+    assert "--resume latest" in md and "| 1 | " in md and "| 2 | " in md  # the epoch table
+    rendered = chromium(run / "report.html")
+    assert rendered["images"] >= 1 and rendered["loaded"] == rendered["images"]
 
 
 @pytest.mark.timeout(420)
