@@ -4,35 +4,43 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA ?= data
-# Debian packages the project needs (datasets shipped by Debian, read offline).
+# Debian packages the project needs (datasets shipped by Debian, read offline); the tests also
+# render a run's report.html in a headless browser.
 DEB_PACKAGES := dataset-fashion-mnist
+TEST_DEB_PACKAGES := $(DEB_PACKAGES) chromium
 PYTEST_ARGS ?=
 
-.PHONY: quickstart test test-all venv debs benchmarks clean
+.PHONY: quickstart test test-all venv debs test-debs benchmarks clean
 
 venv: $(VENV)/.installed
 
+# pip's own output goes to a log; on failure its end is printed.
 $(VENV)/.installed: pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
-	touch $@
+	@echo "installing augtrain and its dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@$(PYTHON) -m venv $(VENV)
+	@{ $(PY) -m pip install --upgrade pip setuptools wheel && \
+	   $(PY) -m pip install -c constraints.txt -e '.[dev]'; } > $(VENV)/install.log 2>&1 || \
+	 { tail -n 40 $(VENV)/install.log; echo "install failed: the whole log is $(VENV)/install.log"; exit 1; }
+	@touch $@
 
-debs:
-	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+debs test-debs: PACKAGES = $(if $(filter test-debs,$@),$(TEST_DEB_PACKAGES),$(DEB_PACKAGES))
+debs test-debs:
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	  mkdir -p $(VENV); \
+	  { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; } \
+	    > $(VENV)/apt.log 2>&1 || { tail -n 40 $(VENV)/apt.log; echo "apt-get failed: see $(VENV)/apt.log"; exit 1; }; \
 	fi
 
 quickstart: venv debs
-	$(VENV)/bin/augtrain quickstart --data $(DATA)
+	@$(VENV)/bin/augtrain quickstart --data $(DATA)
 
-test: venv debs
+test: venv test-debs
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: venv debs
+test-all: venv test-debs
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 benchmarks: venv debs

@@ -64,14 +64,22 @@ def resume_hint(command: str, argv: list[str] | None) -> str:
         shlex.quote(w) for w in words)
 
 
+_RUNNING: list[str] = []  # the commands running in this process, outermost first
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from augtrain.pipelines import console
 
     outer = not console.is_configured()  # the quickstart runs `search` through main() again
+    nested = bool(_RUNNING)  # a command run by another one in this process
     console.configure(verbose=args.verbose or console.verbose())
+    calling = console.command()  # the command running this one, restored after
     console.set_command(["augtrain", *(sys.argv[1:] if argv is None else argv)])
+    if not nested:
+        console.set_closing(None)  # a closing line of an earlier command in this process is not this one's
+    _RUNNING.append(args.command)
     closing = None  # the last line: how to resume an interrupted command
     try:
         return int(args.func(args) or 0)
@@ -87,11 +95,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"augtrain {args.command}: error: {exc}", file=sys.stderr)
         return 2
     finally:
+        _RUNNING.pop()
+        if nested:
+            console.set_command(calling)
+        sys.stdout.flush()  # what the command printed comes before the closing lines on stderr
         kept = console.keep_ray_logs() if outer else None
         if kept is not None and not args.verbose:
             print(f"logs: {console.log_file()} and Ray's in {kept}", file=sys.stderr)
         if closing is not None:
             print(closing, file=sys.stderr)
+        elif not nested and console.closing() is not None:
+            print(console.closing(), file=sys.stderr)
+        if not nested:
+            console.close_run_dir()
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ class _State:
     verbose = False
     run_dir: Path | None = None
     command: list[str] | None = None  # the command line being run, recorded in its run folder
+    closing: str | None = None  # the command's last line (where its report is)
     file_handler: logging.Handler | None = None
     buffer: list[logging.LogRecord] = []
 
@@ -128,10 +129,23 @@ def quiet_ray_loggers() -> None:
         pass
 
 
-def set_command(argv: list[str]) -> None:
+def set_command(argv: list[str] | None) -> None:
     """The command line being run (``["augtrain", "pretrain", ...]``): ``set_run_dir`` records it
     in the run folder as ``command.json``, so that its report says how to run it again."""
-    _State.command = list(argv)
+    _State.command = None if argv is None else list(argv)
+
+
+def command() -> list[str] | None:
+    return _State.command
+
+
+def set_closing(text: str | None) -> None:
+    """The line a command ends with (where its results are), printed after everything else."""
+    _State.closing = text
+
+
+def closing() -> str | None:
+    return _State.closing
 
 
 def set_run_dir(path: str | os.PathLike) -> Path:
@@ -154,6 +168,14 @@ def set_run_dir(path: str | os.PathLike) -> Path:
             handler.handle(record)
         _State.buffer.clear()
     return run_dir
+
+
+def close_run_dir() -> None:
+    """The command is over: its log file is closed, and records wait for the next run folder."""
+    if _State.file_handler is not None:
+        logging.getLogger().removeHandler(_State.file_handler)
+        _State.file_handler.close()
+    _State.file_handler, _State.run_dir = None, None
 
 
 def run_dir() -> Path | None:

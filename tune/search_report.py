@@ -16,7 +16,7 @@ from augtrain.pipelines.report.figures import curves_png
 from augtrain.pipelines.report.finetune import subset_blocks
 from augtrain.pipelines.report.kinds import RunKind, register_run_kind
 from augtrain.tune.comparison import verdict
-from augtrain.tune.stages import StageResult, final_checkpoint, stage_history
+from augtrain.tune.stages import StageResult, final_checkpoint, read_history
 
 
 def _test_cell(row: dict[str, Any]) -> str:
@@ -48,19 +48,18 @@ def comparison_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def _finalist_histories(out: Path, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Each comparison row's first trained model's reports (stage history rows), by row name."""
-    cache: dict[str, list[dict[str, Any]]] = {}
+    """Each comparison row's first trained model's reports, by row name. A model is found by its
+    trial id in every stage's history (the searched model was trained in the last rung's stage)."""
+    by_trial: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted((out / "stages").glob("*.results.jsonl")):
+        for report in read_history(path):
+            if report.get("val_acc") is not None:
+                by_trial.setdefault(report.get("trial_id"), []).append(report)
     curves = {}
     for row in rows:
         models = row.get("models") or []
-        if not models or models[0].startswith("controls/"):
-            continue
-        stage, trial_id = models[0].split("/", 1)
-        if stage not in cache:
-            cache[stage] = stage_history(out, stage)
-        reports = [r for r in cache[stage] if r.get("trial_id") == trial_id and r.get("val_acc") is not None]
-        if reports:
-            curves[row["method"]] = reports
+        if models and not models[0].startswith("controls/") and models[0].split("/", 1)[1] in by_trial:
+            curves[row["method"]] = by_trial[models[0].split("/", 1)[1]]
     return curves
 
 

@@ -97,5 +97,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from augtrain.pipelines.report import write_report_quietly
 
     report = write_report_quietly(out)
-    print(f"results: {out}/finetune.json" + (f"\nreport: {report}" if report is not None else ""))
+    print(f"results: {out}/finetune.json")
+    if report is not None:
+        console.set_closing(f"report: {report}")
     return 0

@@ -44,5 +44,5 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     report = write_report_quietly(config.output_dir)
     if report is not None:
-        print(f"report: {report}")
+        console.set_closing(f"report: {report}")
     return 0

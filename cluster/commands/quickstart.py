@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--search-config", default="configs/quickstart-search.yaml", help="the policy search")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="runs/quickstart",
-                        help="the quickstart's folder: its log, the data path's record, the search, report.html")
+                        help="the quickstart's folder: its log, the data path's record, the pretraining run "
+                             "(pretrain/), the search (search/), report.html")
     parser.add_argument("--skip-pretrain", action="store_true", help="stop after the data path")
     parser.add_argument("--skip-search", action="store_true", help="stop after pretraining")
     parser.set_defaults(func=_quickstart)
@@ -63,7 +64,8 @@ def _quickstart(args: argparse.Namespace) -> int:
 
     train = ensure_shards(args.data, "train")
     test = ensure_shards(args.data, "test")
-    overrides = [f"data.train={train}", f"data.test={test}", f"cluster.workers={args.workers}", *args.overrides]
+    overrides = [f"data.train={train}", f"data.test={test}", f"cluster.workers={args.workers}",
+                 f"output={os.path.join(args.out, 'pretrain')}", *args.overrides]
     config = load_config(args.config, overrides)
     # a rerun continues (or reuses) its pretraining; a first run starts it, with nothing to warn about
     earlier = os.path.join(config.output_dir, "checkpoints")
@@ -117,7 +119,7 @@ def _record_parts(run_dir, pretrain_dir: str, pretrain: bool, search: bool) -> N
     """What the quickstart's report is made of: the data path here, the pretraining run, the search."""
     from augtrain.pipelines.report import write_parts
 
-    parts = [{"title": "Data path", "dir": ".", "kind": "stream"}]
+    parts = [{"title": "Data path: one epoch through Ray Data", "dir": ".", "kind": "stream"}]
     if pretrain:
         parts.append({"title": "Pretraining", "dir": os.path.abspath(pretrain_dir)})
     if search:
@@ -130,7 +132,9 @@ def _finish(run_dir, status: int = 0) -> int:
     import augtrain.tune.search_report  # noqa: F401  (registers the search's run kind)
     from augtrain.pipelines.report import write_report_quietly
 
+    from augtrain.pipelines import console
+
     report = write_report_quietly(run_dir)
     if report is not None:
-        print(f"\nquickstart report: {report}")
+        console.set_closing(f"\nquickstart report (open it in a browser): {report}")
     return status

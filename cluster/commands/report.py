@@ -22,5 +22,5 @@ def _report(args: argparse.Namespace) -> int:
 
     kind = detect_run_kind(args.run_dir)  # a folder that holds no run: one line naming it
     path = write_report(args.run_dir)
-    print(f"report of the {kind.title} run: {path} (and report.md beside it)")
+    print(f"report ({kind.title}): {path} (and report.md beside it)")
     return 0

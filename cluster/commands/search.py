@@ -70,5 +70,5 @@ def _search(args: argparse.Namespace) -> int:
 
     report = write_report_quietly(out)
     if report is not None:
-        print(f"report: {report}")
+        console.set_closing(f"report: {report}")
     return 0

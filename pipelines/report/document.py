@@ -157,9 +157,9 @@ h1{font-size:26px;margin:8px 0 2px} .subtitle{color:#5a6272;margin:0 0 16px}
 h2{font-size:20px;border-bottom:2px solid #e3e6eb;padding-bottom:4px;margin-top:36px}
 h3{font-size:17px;margin-top:26px} h4{font-size:15px;margin-top:20px}
 nav{background:#f0f2f5;border-radius:6px;padding:8px 16px;font-size:14px} nav ul{margin:4px 0;padding-left:18px}
-table{border-collapse:collapse;margin:10px 0;font-size:13.5px} th,td{border:1px solid #dde1e7;padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
-th{background:#eef1f5} tr:nth-child(even) td{background:#fafbfc} td.num{text-align:right;font-variant-numeric:tabular-nums}
-table.facts td:first-child{color:#5a6272;white-space:nowrap;background:#fafbfc}
+table{border-collapse:collapse;margin:10px 0;font-size:13.5px} th,td{border:1px solid #dde1e7;padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:break-word}
+th{background:#eef1f5} tr:nth-child(even) td{background:#fafbfc} td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+table.facts td:first-child{color:#5a6272;white-space:nowrap;background:#fafbfc} table.facts td:last-child{overflow-wrap:anywhere}
 figure{margin:14px 0} figure img{max-width:100%;border:1px solid #e3e6eb;border-radius:4px}
 figcaption{color:#5a6272;font-size:13px} .note{color:#5a6272;font-size:13px;margin-top:2px}
 pre{background:#f3f4f7;border-radius:6px;padding:10px 12px;overflow-x:auto;font-size:12.5px}

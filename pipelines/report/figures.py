@@ -41,14 +41,16 @@ def curves_png(panels: Sequence[tuple[str, Mapping[str, tuple[Sequence[float], S
                xlabel: str, title: str = "") -> bytes:
     """One panel per (y label, {series name: (x, y)}), sharing the x axis."""
     plt = _pyplot()
-    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.6 * len(panels) + 0.6), sharex=True, squeeze=False)
+    legends = max(len(series) for _, series in panels) > 1
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11 if legends else 8, 2.6 * len(panels) + 0.6), sharex=True,
+                             squeeze=False)
     for ax, (ylabel, series) in zip(axes[:, 0], panels):
         for name, (x, y) in series.items():
             ax.plot(x, y, label=name, marker="o" if len(x) <= 30 else None, markersize=3)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        if len(series) > 1:
-            ax.legend(fontsize=8, loc="best")
+        if len(series) > 1:  # beside the plot, never over the curves
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     axes[-1, 0].set_xlabel(xlabel)
     if title:
         axes[0, 0].set_title(title)

@@ -132,9 +132,13 @@ def _composite_sections(run_dir: Path) -> list[Section]:
         inner = _safe_sections(kind, folder)
         own = Section(part["title"], [Text(f"Run folder: {folder}" + ("" if folder == run_dir else
                                            f" (its own report: {folder / 'report.html'})"))])
-        own.sections = inner
+        if inner and inner[0].title == part["title"]:  # the part's main section: its blocks under the part's title
+            own.blocks += inner[0].blocks
+            own.sections = inner[0].sections + inner[1:]
+        else:
+            own.sections = inner
         sections.append(own)
     return sections
 
 
-_COMPOSITE = RunKind("composite", PARTS_FILE, "a run made of several", _composite_sections)
+_COMPOSITE = RunKind("composite", PARTS_FILE, "several runs together", _composite_sections)

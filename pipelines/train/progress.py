@@ -5,6 +5,7 @@ shows it as a ``console.Progress`` bar over optimizer steps with a line per fini
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import IO
 
@@ -57,4 +58,13 @@ class MetricsWatcher(Watcher):
             skipped, samples = int(number("skipped") or 0), int(number("samples") or 0)
             self.progress.update(done=int(step) if step is not None else None)
             self.progress.note(f"epoch {epoch}/{self.epochs}: loss {loss:.4f}, {samples} samples"
-                               + (f", {skipped} skipped (listed in the workers' log)" if skipped else ""))
+                               + (f", {skipped} skipped ({self._reasons(epoch - 1)})" if skipped else ""))
+
+    def _reasons(self, epoch: int) -> str:
+        """An epoch's skipped samples by reason (``epochs.jsonl``, written beside the CSV)."""
+        path = self.follower.path.with_name("epochs.jsonl")
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+        counts = next((r.get("skipped_by_reason") for r in reversed(rows) if r.get("epoch") == epoch), None)
+        if not counts:
+            return "listed in the workers' log"
+        return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + "; each listed in the workers' log"

@@ -47,17 +47,25 @@ def test_finetune_and_search_commands(ray_local, tmp_path, digits_splits, tiny_c
     assert [h["epoch"] for h in record["history"]] == [1, 2] and 0 <= record["metrics"]["test_acc"] <= 1
     assert json.loads((tmp_path / "run" / "finetune" / "data" / "subset.json").read_text())["labelled"] == 144
     assert record["control"]["method"] == "logistic regression on raw pixels" and record["control"]["test_acc"] > 0.5
-    assert "control: logistic regression on raw pixels" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "control: logistic regression on raw pixels" in captured.out
+    assert captured.err.rstrip().endswith(f"report: {tmp_path / 'run' / 'finetune' / 'report.html'}")
+    md = (tmp_path / "run" / "finetune" / "report.md").read_text()  # the fine-tune's report
+    assert "finetune-curves.png" in md and "finetune-policy.png" in md and "| 144 drawn" not in md
+    assert "logistic regression on raw pixels on the same labels" in md and "augtrain finetune -c" in md
 
     assert main(["search", "-c", path, "--checkpoint", tiny_checkpoint]) == 0
     out = tmp_path / "run" / "search"
     for name in ("best_policy.json", "best_policy.txt", "best_point.json", "best_policy.dali.json", "trials.csv",
                  "comparison.md", "search.json", "config.yaml"):
         assert (out / name).is_file(), name
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "pretrained: RandAugment best (N=1, M=5) of 1-point grid" in printed
     assert "pretrained: searched (halving, 2 -> 1)" in printed and "pretrained: random search (2 points)" in printed
     for row in ("raw pixels: logistic regression", "checkpoint: linear probe", "scratch: none", "pretrained: none",
                 "pretrained: trivialaugment"):
         assert f"| {row} |" in printed, row
     assert yaml.safe_load((out / "config.yaml").read_text())["search"]["halving"]["candidates"] == 2
+    assert captured.err.rstrip().endswith(f"report: {out / 'report.html'}")
+    assert "augtrain search -c" in (out / "report.md").read_text()
