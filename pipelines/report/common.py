@@ -57,10 +57,11 @@ def provenance_sections(run_dir: Path) -> list[Section]:
     if config.is_file():
         section.add(Text("The fully resolved configuration (every default filled in):"),
                     Code(config.read_text(), collapsed="config.yaml"))
-    logs = [("augtrain's log (Ray's and DeepSpeed's records included)", str(run_dir / "logs" / "augtrain.log")),
-            ("Ray's own log files, workers' output included", str(run_dir / "logs" / "ray"))]
-    section.add(Files([(label, path) for label, path in logs if Path(path).exists()]
-                      + [("this report in Markdown", str(run_dir / "report.md"))]))
+    logs = [("augtrain's log (Ray's and DeepSpeed's records included)", str(run_dir / "logs" / "augtrain.log"))]
+    logs = [(label, path) for label, path in logs if Path(path).exists()]
+    if logs:  # an embedded Ray's own files are copied there as the command ends, after this report
+        logs.append(("Ray's own log files, workers' output included (an embedded Ray's)", str(run_dir / "logs" / "ray")))
+    section.add(Files(logs + [("this report in Markdown", str(run_dir / "report.md"))]))
     return [section]
 
 

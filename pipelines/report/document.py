@@ -162,7 +162,7 @@ th{background:#eef1f5} tr:nth-child(even) td{background:#fafbfc} td.num{text-ali
 table.facts td:first-child{color:#5a6272;white-space:nowrap;background:#fafbfc} table.facts td:last-child{overflow-wrap:anywhere}
 figure{margin:14px 0} figure img{max-width:100%;border:1px solid #e3e6eb;border-radius:4px}
 figcaption{color:#5a6272;font-size:13px} .note{color:#5a6272;font-size:13px;margin-top:2px}
-pre{background:#f3f4f7;border-radius:6px;padding:10px 12px;overflow-x:auto;font-size:12.5px}
+pre{background:#f3f4f7;border-radius:6px;padding:10px 12px;white-space:pre-wrap;overflow-wrap:anywhere;font-size:12.5px}
 details{margin:8px 0} summary{cursor:pointer;color:#2456a6} code{font-size:13px} a{color:#2456a6}
 """
 
