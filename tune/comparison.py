@@ -181,7 +181,13 @@ def _fmt(value: Any, pct: bool = True) -> str:
     return f"{100 * value:.2f}" if pct else str(value)
 
 
-def _fmt_paired(paired: dict[str, Any] | None) -> str:
+def test_text(row: dict[str, Any]) -> str:
+    """A row's test accuracy in percent, with its seeds' spread: ``82.78 ± 0.16``."""
+    return _fmt(row["test_acc"]) + (f" ± {100 * row['test_acc_sd']:.2f}" if row.get("test_acc_sd") else "")
+
+
+def paired_text(paired: dict[str, Any] | None) -> str:
+    """A row against the reference on the same test samples: difference [95 % CI], McNemar p."""
     if not paired:
         return "-"
     if paired.get("reference"):
@@ -197,10 +203,10 @@ def comparison_markdown(rows: list[dict[str, Any]], title: str) -> str:
         header += " test vs RandAugment best: difference (points) [95 % CI], McNemar p |"
     lines = [f"# {title}", "", header, "|---|---|---|---|---|---|" + ("---|" if paired else "")]
     for r in rows:
-        test = _fmt(r["test_acc"]) + (f" ± {100 * r['test_acc_sd']:.2f}" if r.get("test_acc_sd") else "")
+        test = test_text(r)
         minutes = "-" if r.get("trial_minutes") is None else f"{r['trial_minutes']:.1f}"
         line = f"| {r['method']} | {_fmt(r['val_acc'])} | {test} | {r['trial_epochs']} | {r.get('seeds', '-')} | {minutes} |"
-        lines.append(line + (f" {_fmt_paired(r.get('paired'))} |" if paired else ""))
+        lines.append(line + (f" {paired_text(r.get('paired'))} |" if paired else ""))
     lines += ["", "Test accuracy: mean ± sd over the row's seeds, on the whole test split. Trial-epochs and "
                   "trial-minutes: the training the row is charged for (the whole grid for its best point, every "
                   "stage of a search for its product; seeds trained again for the table are not search compute)."]

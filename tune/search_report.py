@@ -15,29 +15,14 @@ from augtrain.pipelines.report.document import Facts, Figure, Files, Section, Ta
 from augtrain.pipelines.report.figures import curves_png
 from augtrain.pipelines.report.finetune import subset_blocks
 from augtrain.pipelines.report.kinds import RunKind, register_run_kind
-from augtrain.tune.comparison import verdict
+from augtrain.tune.comparison import paired_text, test_text, verdict
 from augtrain.tune.stages import StageResult, final_checkpoint, read_history
-
-
-def _test_cell(row: dict[str, Any]) -> str:
-    if row.get("test_acc") is None:
-        return "-"
-    return percent(row["test_acc"]) + (f" ± {100 * row['test_acc_sd']:.2f}" if row.get("test_acc_sd") else "")
-
-
-def _paired_cell(paired: dict[str, Any] | None) -> str:
-    if not paired:
-        return "-"
-    if paired.get("reference"):
-        return "reference"
-    low, high = paired["ci95"]
-    return f"{100 * paired['difference']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}], p = {paired['p_value']:.2g}"
 
 
 def comparison_table(rows: list[dict[str, Any]]) -> Table:
     """The comparison with its controls, as ``comparison.md`` has it."""
-    body = [[r["method"], percent(r.get("val_acc")), _test_cell(r), str(r.get("seeds", "-")), str(r.get("trial_epochs", "-")),
-             "-" if r.get("trial_minutes") is None else f"{r['trial_minutes']:.1f}", _paired_cell(r.get("paired"))]
+    body = [[r["method"], percent(r.get("val_acc")), test_text(r), str(r.get("seeds", "-")), str(r.get("trial_epochs", "-")),
+             "-" if r.get("trial_minutes") is None else f"{r['trial_minutes']:.1f}", paired_text(r.get("paired"))]
             for r in rows]
     return Table(["method", "val acc (%)", "test acc (%)", "seeds", "trial-epochs", "trial-minutes",
                   "vs RandAugment best: points [95 % CI], McNemar p"], body,
