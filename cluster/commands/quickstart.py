@@ -130,9 +130,8 @@ def _record_parts(run_dir, pretrain_dir: str, pretrain: bool, search: bool) -> N
 def _finish(run_dir, status: int = 0) -> int:
     """The quickstart's report (from its parts' folders), named on the last line."""
     import augtrain.tune.search_report  # noqa: F401  (registers the search's run kind)
-    from augtrain.pipelines.report import write_report_quietly
-
     from augtrain.pipelines import console
+    from augtrain.pipelines.report import write_report_quietly
 
     report = write_report_quietly(run_dir)
     if report is not None:
