@@ -14,7 +14,7 @@ COMMAND_FILE = "command.json"  # {"argv": [...], "cwd": ...}, written by ``conso
 def read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
-    return yaml.safe_load(path.read_text()) or {} if path.is_file() else {}
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
 
 def command_of(run_dir: Path) -> tuple[str, Path] | None:
