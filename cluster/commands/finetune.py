@@ -56,6 +56,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from augtrain.pipelines.finetune import finetune_config_from_experiment, prepare_data, resolve_checkpoint, run_finetune
     from augtrain.pipelines import console
     from augtrain.pipelines.modalities import get_modality
+    from augtrain.pipelines.data.storage import write_text_atomic
 
     experiment = load_config(args.config, args.overrides)
     cfg = finetune_config_from_experiment(experiment, args.config, policy=args.policy, labels=args.labels,
@@ -75,6 +76,12 @@ def _finetune(args: argparse.Namespace) -> int:
     connect(args.address or experiment.cluster.address)
     result = run_finetune(cfg, paths, checkpoint, cfg.policy, storage_path=os.path.join(out, "train"),
                           test=paths.test is not None, progress_file=os.path.join(out, "progress.jsonl"))
+    metric = get_modality(cfg.modality).metric  # what val_acc and test_acc measure
+    record = {"checkpoint": checkpoint, "finetune": cfg.model_dump(mode="json"), "metric": metric,
+              "metrics": result.metrics, "history": result.history, "model": result.checkpoint,
+              "seconds": result.seconds, "control": None}
+    record_path = os.path.join(out, "finetune.json")
+    write_text_atomic(record_path, json.dumps(record, indent=1, default=str))  # kept, whatever follows
     control = None
     if paths.test is not None:  # the floor every fine-tune must clear, on the same labels and test split
         from augtrain.pipelines.finetune.controls import raw_logistic_regression
@@ -82,11 +89,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
         logreg = raw_logistic_regression(load_data(paths, cfg))
         control = {"method": logreg.name, "test_acc": logreg.test_acc, "val_acc": logreg.val_acc, **logreg.params}
-    metric = get_modality(cfg.modality).metric  # what val_acc and test_acc measure
-    record = {"checkpoint": checkpoint, "finetune": cfg.model_dump(mode="json"), "metric": metric,
-              "metrics": result.metrics, "history": result.history, "model": result.checkpoint, "seconds": result.seconds, "control": control}
-    with open(os.path.join(out, "finetune.json"), "w") as f:
-        json.dump(record, f, indent=1, default=str)
+        write_text_atomic(record_path, json.dumps({**record, "control": control}, indent=1, default=str))
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.metrics.items()
              if k in ("epoch", "train_loss", "val_acc", "test_acc")}
     print(f"{cfg.mode} fine-tune, policy {cfg.policy} ({metric}): {shown} in {result.seconds:.0f} s")

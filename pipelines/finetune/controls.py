@@ -55,7 +55,10 @@ def raw_logistic_regression(data: FinetuneData, c_values: tuple[float, ...] = LO
     start = time.perf_counter()
     modality = get_modality(data.modality)
     features = modality.raw_features
-    x, y = features(data.train[0]), data.train[1]
+    train = data.train[0]
+    if data.size is not None:  # the held-out splits were resized: the same features for all three
+        train = modality.stack([modality.resize(v, data.size) for v in train], "the labelled subset")
+    x, y = features(train), data.train[1]
 
     def fit(c: float):
         return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x, y)

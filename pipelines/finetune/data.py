@@ -36,6 +36,7 @@ class FinetuneData:
     test: tuple[np.ndarray, np.ndarray] | None
     num_classes: int
     modality: str = "image"
+    size: int | None = None  # the held-out splits were resized to it (the labelled one keeps its own)
 
 
 def prepare_data(cfg: FinetuneConfig, out_dir: str) -> DataPaths:
@@ -70,4 +71,5 @@ def load_data(paths: DataPaths, cfg: FinetuneConfig, splits: tuple[str, ...] = (
 
     train = read(paths.labelled, resize=False)
     return FinetuneData(train, read(paths.val, True) if "val" in splits else None,
-                        read(paths.test, True) if "test" in splits else None, paths.num_classes, cfg.modality)
+                        read(paths.test, True) if "test" in splits else None, paths.num_classes, cfg.modality,
+                        cfg.size)

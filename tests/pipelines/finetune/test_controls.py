@@ -55,3 +55,15 @@ def test_knn_of_a_checkpoint(data, tiny_checkpoint):
     result = knn_of_checkpoint(d, cfg, tiny_checkpoint, k=5)
     assert result.predictions.shape == d.test[1].shape and 0.1 < result.test_acc <= 1.0
     assert result.name == "kNN of the checkpoint (k=5)" and result.val_acc is not None
+
+
+def test_logistic_regression_sees_every_split_at_the_fine_tunes_size(digits_splits, tmp_path):
+    # finetune.size resizes the held-out splits; the labelled one keeps its size for the crops of
+    # the policy: the control must still compare like with like (it failed with 64 vs 144 features)
+    train, test = digits_splits
+    cfg = FinetuneConfig(train=train, test=test, labels=200, val_labels=200, channels=1, epochs=1, size=12,
+                         mean=(0.5,), std=(0.5,))
+    d = load_data(prepare_data(cfg, str(tmp_path / "subsets")), cfg)
+    assert d.train[0].shape[1:3] == (8, 8) and d.test[0].shape[1:3] == (12, 12)
+    result = raw_logistic_regression(d)
+    assert result.test_acc > 0.8 and result.predictions.shape == d.test[1].shape
