@@ -117,6 +117,10 @@ class Report:
         names = [f.name for f in self.figures()]
         if len(set(names)) != len(names):
             raise ValueError(f"report {self.title!r}: two figures share a file name: {sorted(names)}")
+        if figures.is_dir():  # the folder is the report's own: figures of an earlier version go
+            for stale in figures.glob("*.png"):
+                if stale.name not in names:
+                    stale.unlink()
         if names:
             figures.mkdir(parents=True, exist_ok=True)
             for f in self.figures():

@@ -12,7 +12,6 @@ import numpy as np
 
 from augtrain.pipelines.report.common import data_section, read_yaml, resolve_path, skipped_table
 from augtrain.pipelines.report.document import Facts, Figure, Files, Section, Table, Text
-from augtrain.pipelines.report.figures import curves_png
 from augtrain.pipelines.report.kinds import RunKind, register_run_kind
 
 METRICS = Path("metrics") / "metrics.csv"
@@ -23,26 +22,22 @@ def _rows(metrics_csv: Path) -> tuple[list[dict[str, float]], list[dict[str, flo
     steps, epochs = [], []
     with open(metrics_csv, newline="") as f:
         for row in csv.DictReader(f):
-            if row.get("kind") == "kind":  # a header repeated by an appended run
-                continue
             values = {k: float(v) for k, v in row.items() if k != "kind" and v not in ("", None)}
             (steps if row.get("kind") == "step" else epochs).append(values)
     return steps, epochs
 
 
-def _curves(steps: list[dict[str, float]], name: str) -> Figure:
-    x = [r["step"] for r in steps]
+def _curves(run_dir: Path, name: str) -> Figure | None:
+    """The run's loss curve (``metrics/loss.png``, drawn again from the CSV so that an interrupted
+    run's is current)."""
+    from augtrain.pipelines.train.loss_plot import plot_loss_curve
 
-    def series(key: str, scale: float = 1.0) -> tuple[list[float], list[float]]:
-        pairs = [(r["step"], scale * r[key]) for r in steps if key in r]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
-
-    panels = [("loss", {"training loss": series("loss")}),
-              ("samples/s per worker", {"throughput": series("samples_per_s")}),
-              ("data wait (%)", {"time waiting for data": series("data_wait", 100.0)})]
-    return Figure(curves_png(panels, "optimizer step", f"{name}: pretraining ({len(x)} logged steps)"),
-                  "Pretraining loss, throughput and the share of step time spent waiting for data, per logged "
-                  "optimizer step (rank 0).", "pretrain-curves.png")
+    png = plot_loss_curve(str(run_dir / METRICS), str(run_dir / "metrics" / "loss.png"), title=name)
+    if png is None:
+        return None
+    return Figure(Path(png).read_bytes(), "Pretraining loss, throughput (samples/s per worker) and the share of step "
+                                          "time spent waiting for data (red), per logged optimizer step (rank 0).",
+                  "pretrain-loss.png")
 
 
 def _epochs_text(meta: dict[str, Any] | None, planned: Any) -> str:
@@ -88,8 +83,9 @@ def pretrain_sections(run_dir: Path) -> list[Section]:
                                     f"{config.get('cluster', {}).get('workers', '?')} workers; data wait median "
                                     f"{100 * np.median(waits):.1f} %" if waits else ""))
     summary.add(Facts(facts))
-    if steps:
-        summary.add(_curves(steps, config.get("name", run_dir.name)))
+    figure = _curves(run_dir, config.get("name", run_dir.name)) if steps else None
+    if figure is not None:
+        summary.add(figure)
     reasons = _epoch_reasons(run_dir)
     epochs = list({int(r.get("epoch", 0)): r for r in epochs}.values())  # a resumed epoch's row replaces the first
     if epochs:
