@@ -29,37 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     listing.set_defaults(func=_list)
 
 
-def _read_images(spec: str, n: int):
-    from augtrain.pipelines.data import storage
-    from augtrain.pipelines.modalities import SampleError
-    from augtrain.pipelines.modalities.image import decode_image, find_image_key
-    from augtrain.pipelines.data.shard_set import open_shards
-    from augtrain.pipelines.data.wds_format import iter_raw_samples
-
-    images = []
-    for url in open_shards(spec).urls:
-        with storage.open_binary(url) as f:
-            for raw in iter_raw_samples(f):
-                key = find_image_key(raw.members) if raw.error is None else None
-                if key is None:
-                    continue
-                try:
-                    images.append(decode_image(raw.members[key], None))
-                except SampleError:
-                    continue
-                if len(images) == n:
-                    return images
-    if not images:
-        raise ValueError(f"{spec}: no decodable images found")
-    return images
-
-
 def _preview(args: argparse.Namespace) -> int:
     from augtrain.augment.image.preview import render_preview, write_png
+    from augtrain.pipelines.data.decode import first_values
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
-    images = _read_images(args.shards, args.n)
+    images = first_values(args.shards, args.n, "image")
+    if not images:
+        raise ValueError(f"{args.shards}: no decodable images found")
     grid = render_preview(images, args.policy, size=args.size, per_sample=args.per_sample, seed=args.seed,
                           backend=args.backend)
     write_png(args.out, grid)

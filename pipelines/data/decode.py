@@ -3,10 +3,14 @@ be used."""
 
 from __future__ import annotations
 
-from augtrain.pipelines.data.wds_format import RawSample
+from typing import Any, Sequence
+
+from augtrain.pipelines.data import storage
+from augtrain.pipelines.data.shard_set import open_shards
+from augtrain.pipelines.data.wds_format import RawSample, iter_raw_samples
 from augtrain.pipelines.modalities import DecodeSpec, Modality, SampleError, get_modality
 
-__all__ = ["DecodeSpec", "SampleError", "decode_sample", "parse_label"]
+__all__ = ["DecodeSpec", "SampleError", "decode_sample", "first_values", "parse_label"]
 
 
 def parse_label(data: bytes) -> int:
@@ -32,3 +36,23 @@ def decode_sample(raw: RawSample, spec: DecodeSpec, modality: Modality | None = 
             raise SampleError("missing label", f"no .{spec.label_key} member")
         out["label"] = parse_label(raw.members[spec.label_key])
     return out
+
+
+def first_values(spec: str | Sequence[str], n: int, modality: str) -> list[Any]:
+    """The decoded values (as stored: no label, channels kept) of the first ``n`` good samples of
+    the shards ``spec`` names, read in order; fewer when the shards hold fewer."""
+    kind = get_modality(modality)
+    decode = DecodeSpec(label_key=None, channels=None, modality=kind.name)
+    values: list[Any] = []
+    for url in open_shards(spec, modality=kind.name).urls:
+        with storage.open_binary(url) as f:
+            for raw in iter_raw_samples(f):
+                if raw.error is not None:
+                    continue
+                try:
+                    values.append(kind.decode_members(raw.members, decode)[kind.column])
+                except SampleError:
+                    continue
+                if len(values) == n:
+                    return values
+    return values

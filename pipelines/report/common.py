@@ -101,32 +101,9 @@ def skipped_table(counts: dict[str, int], records: list[dict[str, Any]], where: 
     return blocks
 
 
-def first_values(spec: Any, n: int, modality: str) -> list[Any]:
-    """The decoded values of the first ``n`` good samples of the shards ``spec`` names."""
-    from augtrain.pipelines.data import storage
-    from augtrain.pipelines.data.shard_set import open_shards
-    from augtrain.pipelines.data.wds_format import iter_raw_samples
-    from augtrain.pipelines.modalities import DecodeSpec, SampleError, get_modality
-
-    kind = get_modality(modality)
-    decode = DecodeSpec(label_key=None, channels=None, modality=kind.name)
-    values: list[Any] = []
-    for url in open_shards(spec, modality=kind.name).urls:
-        with storage.open_binary(url) as f:
-            for raw in iter_raw_samples(f):
-                if raw.error is not None:
-                    continue
-                try:
-                    values.append(kind.decode_members(raw.members, decode)[kind.column])
-                except SampleError:
-                    continue
-                if len(values) == n:
-                    return values
-    return values
-
-
 def policy_preview(spec: Any, policy: Any, modality: str, name: str, what: str, size: int | None = None) -> Any:
     """A Figure of samples of ``spec`` beside copies augmented by ``policy`` (or a Text saying why not)."""
+    from augtrain.pipelines.data.decode import first_values
     from augtrain.pipelines.modalities import get_modality
     from augtrain.pipelines.report.document import Figure
     from augtrain.pipelines.report.figures import image_png

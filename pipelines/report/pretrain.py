@@ -28,14 +28,15 @@ def _rows(metrics_csv: Path) -> tuple[list[dict[str, float]], list[dict[str, flo
 
 
 def _curves(run_dir: Path, name: str) -> Figure | None:
-    """The run's loss curve (``metrics/loss.png``, drawn again from the CSV so that an interrupted
-    run's is current)."""
+    """The run's loss curve (``metrics/loss.png``; drawn again from the CSV when older than it, as
+    after an interrupted run)."""
     from augtrain.pipelines.train.loss_plot import plot_loss_curve
 
-    png = plot_loss_curve(str(run_dir / METRICS), str(run_dir / "metrics" / "loss.png"), title=name)
-    if png is None:
+    png, metrics = run_dir / "metrics" / "loss.png", run_dir / METRICS
+    if (not png.is_file() or png.stat().st_mtime < metrics.stat().st_mtime) and \
+            plot_loss_curve(str(metrics), str(png), title=name) is None:
         return None
-    return Figure(Path(png).read_bytes(), "Pretraining loss, throughput (samples/s per worker) and the share of step "
+    return Figure(png.read_bytes(), "Pretraining loss, throughput (samples/s per worker) and the share of step "
                                           "time spent waiting for data (red), per logged optimizer step (rank 0).",
                   "pretrain-loss.png")
 
