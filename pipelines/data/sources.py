@@ -1,8 +1,8 @@
 """Corpora that ``augtrain shards write`` can turn into shards, all available offline.
 
-A source yields ``(value, label)`` pairs of one modality: for images (every source shipped here)
-``value`` is uint8 ``[H, W]`` (grayscale) or ``[H, W, 3]`` (RGB); ``label`` is an int index into
-``class_names``.
+A source yields ``(value, label)`` pairs of one modality: for images ``value`` is uint8 ``[H, W]``
+(grayscale) or ``[H, W, 3]`` (RGB), for text a ``str`` (``text_sources``); ``label`` is an int
+index into ``class_names``, or None in an unlabelled corpus.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
+
+from augtrain.pipelines.data.source_base import Source, SourceError
 
 FASHION_MNIST_DIR = os.environ.get("AUGTRAIN_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
@@ -21,31 +21,7 @@ FASHION_MNIST_CLASSES = [
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]  # fmt: skip
 IMAGE_FILE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
-
-
-@dataclass
-class Source:
-    """An in-memory or lazily read labelled corpus of one modality."""
-
-    name: str
-    class_names: list[str]
-    length: int
-    _items: object  # callable(index) -> (value, label)
-    modality: str = "image"
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
-        return self._items(index)
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
-        for i in range(self.length):
-            yield self[i]
-
-
-class SourceError(ValueError):
-    """A source spec or its files are unusable; the message names the spec or file."""
+__all__ = ["Source", "SourceError", "open_source"]
 
 
 def _read_idx(path: str) -> np.ndarray:
@@ -140,8 +116,17 @@ def _arrays(name: str, images: np.ndarray, labels: np.ndarray, class_names: list
     return Source(name, class_names, len(images), lambda i: (images[i], int(labels[i])))
 
 
-def open_source(spec: str, split: str) -> Source:
-    """``fashion-mnist`` | ``digits`` | ``imagefolder:PATH`` | ``npz:PATH``."""
+def open_source(spec: str, split: str, **fields: str | None) -> Source:
+    """``fashion-mnist`` | ``digits`` | ``imagefolder:PATH`` | ``npz:PATH`` (images);
+    ``rotten-tomatoes`` | ``text:PATH`` (text; ``fields``: ``text_field``, ``label_field``)."""
+    if spec == "rotten-tomatoes":
+        from augtrain.pipelines.data.text_sources import rotten_tomatoes
+
+        return rotten_tomatoes(split)
+    if spec.startswith("text:") and len(spec) > 5:
+        from augtrain.pipelines.data.text_sources import text_file
+
+        return text_file(spec[5:], **fields)
     if split not in ("train", "test"):
         raise SourceError(f"split must be 'train' or 'test', got {split!r}")
     if spec == "fashion-mnist":
@@ -153,4 +138,5 @@ def open_source(spec: str, split: str) -> Source:
         return imagefolder(path)
     if kind == "npz" and path:
         return npz(path)
-    raise SourceError(f"unknown source {spec!r}: use fashion-mnist, digits, imagefolder:PATH or npz:PATH")
+    raise SourceError(f"unknown source {spec!r}: use fashion-mnist, digits, imagefolder:PATH, npz:PATH, "
+                      f"rotten-tomatoes or text:PATH")

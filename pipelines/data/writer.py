@@ -77,8 +77,8 @@ def write_shards(
         modality=source.modality,
         split=split,
         source=source.name,
-        class_names=list(source.class_names),
-        extensions=sorted([fmt, "cls"]),
+        class_names=list(source.class_names) or None,  # None: an unlabelled corpus
+        extensions=sorted([fmt, "cls"] if source.class_names else [fmt]),
         dali_index=options.dali_index,
         **modality.manifest_fields(fmt),
     )
@@ -94,7 +94,8 @@ def _write_one(source: Source, indices: np.ndarray, path: str, options: WriteOpt
         for index in indices:
             value, label = source[int(index)]
             ext, data = modality.encode(value, fmt)
-            writer.write(f"{int(index):09d}", {ext: data, "cls": str(label).encode()})
+            members = {ext: data} if label is None else {ext: data, "cls": str(label).encode()}
+            writer.write(f"{int(index):09d}", members)
         writer.close()
     os.replace(tmp, path)
     if options.dali_index:

@@ -90,11 +90,21 @@ class FinetuneSession:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def _augment(self, policy: Policy, indices: np.ndarray) -> np.ndarray:
+        """The epoch's training values. With ``policy.copies = c`` (EDA's augmented copies beside
+        each original) a slot holds the original with probability 1 / (c + 1) and an augmented
+        copy otherwise: the epoch mixes originals and copies in EDA's proportion at the same
+        number of steps, so policies with and without copies train for equal compute."""
         values = self.data.train[0]
         transform = self.modality.sample_transform(policy, size=self.cfg.size, views=1, backend=self.cfg.backend)
         key = self.modality.view_keys(1)[0]
         rng = augment_rng(self.cfg.seed, self.epoch, self.rank)
-        return self.modality.stack([transform(values[i], rng)[key] for i in indices], "finetune.train (augmented)")
+        if not policy.copies:
+            return self.modality.stack([transform(values[i], rng)[key] for i in indices], "finetune.train (augmented)")
+        plain = self.modality.sample_transform(parse_policy("none", self.modality.name), size=self.cfg.size, views=1,
+                                               backend=self.cfg.backend)
+        original = rng.random(len(indices)) < 1.0 / (policy.copies + 1)
+        return self.modality.stack([(plain if keep else transform)(values[i], rng)[key]
+                                    for i, keep in zip(indices, original)], "finetune.train (augmented)")
 
     def _set_lr(self, progress: float) -> float:
         factor = lr_at(self.cfg, progress)

@@ -1,0 +1,12 @@
+"""Text augmentation: EDA's and AEDA's word-level ops (``ops``), WordNet synonyms read offline
+(``wordnet``) and the standard text policies (``policies``). Texts are ``str``; the modality's
+default per-sample transform applies the ops (no other backend).
+
+Importing this package registers the text catalogue.
+"""
+
+from augtrain.augment.registry import Catalogue, register_catalogue
+from augtrain.augment.text import policies
+from augtrain.augment.text.ops import OPS
+
+CATALOGUE = register_catalogue(Catalogue("text", OPS, policies.standard, tuple(policies.STANDARD), ("eda-mM-cC",)))
