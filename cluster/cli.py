@@ -14,6 +14,7 @@ import traceback
 
 COMMAND_MODULES = (
     "augtrain.cluster.commands.shards",
+    "augtrain.cluster.commands.tokenizer",
     "augtrain.cluster.commands.data",
     "augtrain.cluster.commands.quickstart",
     "augtrain.cluster.commands.pretrain",

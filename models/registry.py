@@ -97,7 +97,8 @@ def list_objectives() -> list[str]:
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the encoder registered as `name`; it gets `.spec = {"name": name, **kwargs}`."""
     model = MODELS.get(name)(**kwargs)
-    model.spec = {"name": name, **copy.deepcopy(kwargs)}
+    # a model may resolve its arguments (a relative path made absolute): the spec keeps those
+    model.spec = {"name": name, **copy.deepcopy(getattr(model, "spec_kwargs", kwargs))}
     return model
 
 
@@ -115,10 +116,11 @@ def create_objective(
     encoder_kwargs = dict(encoder_kwargs or {})
     factory = OBJECTIVES.get(name)
     objective = factory(encoder_name=encoder, encoder_kwargs=encoder_kwargs, **kwargs)
+    built = getattr(objective, "encoder", None)
     objective.spec = {
         "objective": name,
         "encoder": encoder,
-        "encoder_kwargs": copy.deepcopy(encoder_kwargs),
+        "encoder_kwargs": copy.deepcopy(getattr(built, "spec_kwargs", encoder_kwargs)),
         **copy.deepcopy(kwargs),
     }
     return objective

@@ -27,7 +27,6 @@ from augtrain.pipelines.finetune.data import FinetuneData
 from augtrain.pipelines.finetune.model import load_encoder
 from augtrain.pipelines.modalities import get_modality
 
-LOGREG_C = (0.01, 0.1, 1.0)  # inverse regularisation strengths tried on the validation split
 
 
 @dataclass
@@ -42,34 +41,34 @@ class ControlResult:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def raw_logistic_regression(data: FinetuneData, c_values: tuple[float, ...] = LOGREG_C) -> ControlResult:
-    """Multinomial logistic regression on the standardised raw features of the labelled subset
-    (its modality's: pixels for images); C is chosen by validation accuracy (the first value
-    when there is no validation split)."""
+def raw_logistic_regression(data: FinetuneData, c_values: tuple[float, ...] | None = None) -> ControlResult:
+    """Multinomial logistic regression on the raw features of the labelled subset (its
+    modality's: standardised pixels for images, TF-IDF for text); C is chosen by validation
+    accuracy among ``c_values`` (default: the modality's; the first value when there is no
+    validation split)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     if data.test is None:
         raise ValueError("controls: the raw-feature baseline needs a test split (finetune.test)")
     start = time.perf_counter()
     modality = get_modality(data.modality)
-    features = modality.raw_features
+    c_values = tuple(c_values or modality.raw_c_values)
     train = data.train[0]
     if data.size is not None:  # the held-out splits were resized: the same features for all three
         train = modality.stack([modality.resize(v, data.size) for v in train], "the labelled subset")
-    x, y = features(train), data.train[1]
+    y = data.train[1]
 
     def fit(c: float):
-        return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x, y)
+        return make_pipeline(*modality.raw_feature_steps(), LogisticRegression(C=c, max_iter=2000)).fit(train, y)
 
     scored = []
     for c in c_values if data.val is not None else c_values[:1]:
         model = fit(c)
-        val = float(model.score(features(data.val[0]), data.val[1])) if data.val is not None else None
+        val = float(model.score(data.val[0], data.val[1])) if data.val is not None else None
         scored.append((val if val is not None else 0.0, c, model, val))
     _, c, model, val = max(scored, key=lambda s: (s[0], -s[1]))  # ties: the stronger regularisation
-    predictions = model.predict(features(data.test[0]))
+    predictions = model.predict(data.test[0])
     return ControlResult(f"logistic regression on {modality.raw_features_name}", val,
                          float(np.mean(predictions == data.test[1])), predictions, time.perf_counter() - start,
                          {"C": c})

@@ -153,6 +153,16 @@ class Modality:
         """Values [N, ...] -> float32 [N, D]: the raw features of the linear control."""
         return np.asarray(values, dtype=np.float32).reshape(len(values), -1)
 
+    # inverse regularisation strengths of the linear control, chosen on the validation split
+    raw_c_values: tuple[float, ...] = (0.01, 0.1, 1.0)
+
+    def raw_feature_steps(self) -> list[Any]:
+        """scikit-learn steps from values to the linear control's features, fitted on the
+        labelled subset: ``raw_features`` standardised, by default."""
+        from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+        return [FunctionTransformer(self.raw_features), StandardScaler()]
+
     def check_model(self, encoder: str | None = None, objective: str | None = None, where: str = "model") -> None:
         """Raise ``ModalityError`` when a registered encoder or objective is made for another modality."""
         from augtrain.models import model_modalities, objective_modalities

@@ -1,7 +1,9 @@
 """The text modality: ``txt`` members (UTF-8) or ``json`` members (an object with a string
 ``text`` field) decoded to ``str``. Batches become UTF-8 byte ids (ByT5's token-free vocabulary,
 Xue et al. 2022: byte value + 1, 0 pads), ``[B, L]`` with L the longest sample up to
-``max_bytes``; the raw features of the linear control are byte frequencies."""
+``max_bytes`` (text encoders tokenize them with their own vocabulary, ``augtrain.models.text``);
+the linear control reads TF-IDF of words and word pairs; ``raw_features`` (byte frequencies)
+remain for callers that want a fixed-length vector without fitting."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ class TextModality(Modality):
     name = "text"
     members = ("txt", "json")
     column = "text"
-    raw_features_name = "byte frequencies"
+    raw_features_name = "TF-IDF of words and word pairs"
     formats = ("txt",)
     max_bytes = 1024
 
@@ -59,6 +61,15 @@ class TextModality(Modality):
         import torch
 
         return torch.as_tensor(self.byte_ids(column))
+
+    raw_c_values = (0.1, 1.0, 10.0, 100.0)
+
+    def raw_feature_steps(self) -> list[Any]:
+        """TF-IDF of words and word pairs (sublinear term frequency) fitted on the labelled texts:
+        the bag-of-words floor every text model must beat."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        return [TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, lowercase=True)]
 
     def raw_features(self, values: np.ndarray) -> np.ndarray:
         """Strings -> float32 [N, 256]: the frequency of each byte value in each sample."""
