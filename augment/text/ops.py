@@ -8,7 +8,7 @@ and trailing punctuation. Parameters are floats like every op's: the fraction ``
 same text on every backend and in every process.
 
 =================  ===================================================================  ==========
-op                 at magnitude m (``alpha = m / 20``; n = max(1, round(alpha * words)))  m = 10
+op                 at magnitude m (``alpha = m / 20``; n = max(1, int(alpha * words)))    m = 10
 =================  ===================================================================  ==========
 synonym_replace    n distinct non-stop words with a WordNet synonym get a random one       alpha 0.5
 random_insert      n times, a random synonym of a random non-stop word at a random place
@@ -64,7 +64,7 @@ def _level(m: float) -> float:
 
 
 def _count(alpha: float, words: int) -> int:
-    return max(1, int(round(alpha * words)))
+    return max(1, int(alpha * words))  # EDA: max(1, int(alpha * words))
 
 
 def _sample_alpha(rng: np.random.Generator, m: float, args, h, w, size) -> Params:

@@ -10,14 +10,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                             description="Look at what an augmentation policy does, and list ops and policies.")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    preview = actions.add_parser("preview", help="write a PNG grid of originals and augmented samples",
-                                 description="Read the first N images of the shards and write a grid: each original "
-                                             "(framed) followed by augmented views drawn from the policy.")
+    preview = actions.add_parser("preview", help="show originals beside augmented samples (a PNG grid, or text)",
+                                 description="Read the first N samples of the shards and show each original followed by "
+                                             "augmented views drawn from the policy: a PNG grid for images (the "
+                                             "original framed), the texts side by side for text, printed and, "
+                                             "with --out, written.")
     preview.add_argument("--policy", required=True,
-                         help="policy spec: none, basic, mae, simclr, rand-n2-m9, trivialaugment, autoaugment-imagenet, "
-                              "autoaugment-cifar10, pba, A+B, the pre=...|choices=... form, or a JSON object")
+                         help="policy spec of the shards' modality: images: none, basic, mae, simclr, rand-n2-m9, "
+                              "trivialaugment, autoaugment-imagenet, autoaugment-cifar10, pba, A+B; text: none, eda, "
+                              "eda-m1-c16, aeda, text-trivialaugment; the pre=...|choices=... form, or a JSON object")
     preview.add_argument("--shards", required=True, help="directory, manifest.json, shard file, pattern or URL")
-    preview.add_argument("--out", required=True, help="output PNG path")
+    preview.add_argument("--out", default=None, help="output file (a PNG for images: required there)")
     preview.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
     preview.add_argument("--per-sample", type=int, default=4, help="augmented views per sample (default 4)")
     preview.add_argument("--size", type=int, default=None, help="output size of the transform (default: input size)")
@@ -32,12 +35,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _preview(args: argparse.Namespace) -> int:
     from augtrain.augment.image.preview import render_preview, write_png
     from augtrain.pipelines.data.decode import first_values
+    from augtrain.pipelines.data.shard_set import open_shards
+    from augtrain.pipelines.modalities import get_modality
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
-    images = first_values(args.shards, args.n, "image")
-    if not images:
-        raise ValueError(f"{args.shards}: no decodable images found")
+    manifest = open_shards(args.shards).manifest
+    modality = get_modality(manifest.modality if manifest is not None else "image")
+    values = first_values(args.shards, args.n, modality.name)
+    if not values:
+        raise ValueError(f"{args.shards}: no decodable {modality.name} samples found")
+    text = modality.describe_augmented(values, args.policy, per_sample=args.per_sample, seed=args.seed)
+    if text is not None:
+        print(text)
+        if args.out:
+            with open(args.out, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+            print(f"\nwrote {args.out}")
+        return 0
+    if not args.out:
+        raise ValueError(f"--out: a preview of {modality.name} samples is a PNG; name the file to write")
+    images = values
     grid = render_preview(images, args.policy, size=args.size, per_sample=args.per_sample, seed=args.seed,
                           backend=args.backend)
     write_png(args.out, grid)
@@ -47,7 +65,10 @@ def _preview(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     from augtrain.augment import list_ops, list_policies
+    from augtrain.augment.registry import catalogue, list_catalogues
 
-    print("ops:      " + ", ".join(list_ops()))
-    print("policies: " + ", ".join(list_policies()) + ", rand-nN-mM")
+    for modality in list_catalogues():
+        forms = catalogue(modality).spec_forms
+        print(f"{modality}:\n  ops:      " + ", ".join(list_ops(modality)))
+        print("  policies: " + ", ".join(list(list_policies(modality)) + list(forms)))
     return 0

@@ -119,6 +119,12 @@ class Modality:
         each under ``policy``, for reports; None where the modality has no picture of its samples."""
         return None
 
+    def describe_augmented(self, values: Sequence[Any], policy: Any, *, per_sample: int = 4, seed: int = 0
+                           ) -> str | None:
+        """Each of ``values`` beside ``per_sample`` augmented copies under ``policy``, as text (for
+        modalities whose samples read as text); None where a picture (``preview``) shows them."""
+        return None
+
     def view_keys(self, num_views: int) -> list[str]:
         """The reader's column names of ``num_views`` augmented views of a sample."""
         from augtrain.augment.plan import view_names

@@ -63,7 +63,7 @@ def test_synonym_replace_changes_words_not_their_number_and_keeps_punctuation():
 def test_random_insert_adds_synonyms_of_words_in_the_text():
     words = SENTENCE.split()
     out = text_ops.random_insert(SENTENCE, {"alpha": 0.1, "seed": 2.0}).split()
-    assert len(out) == len(words) + round(0.1 * len(words))
+    assert len(out) == len(words) + max(1, int(0.1 * len(words)))  # EDA's count
     added = list(out)
     for w in words:
         added.remove(w)
@@ -137,3 +137,23 @@ def test_the_text_modality_applies_a_policy_per_sample_reproducibly():
     assert a == b and set(a) == {"view0", "view1"} and all(isinstance(v, str) for v in a.values())
     plan = sample_plan(parse_policy("eda", "text"), np.random.default_rng(0), 1, 1, None)
     assert len(plan) == 1 and plan[0].name in APPLY and set(plan[0].params) == {"alpha", "seed"}
+
+
+def test_augment_preview_prints_texts_beside_their_copies(tmp_path, capsys):
+    from augtrain.cluster.cli import main
+    from augtrain.pipelines.data.sources import open_source
+    from augtrain.pipelines.data.writer import WriteOptions, write_shards
+
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "A charming and funny film about growing up."}\n{"text": "Dull."}\n', encoding="utf-8")
+    write_shards(open_source(f"text:{path}", "train"), str(tmp_path / "shards"), "train", WriteOptions(),
+                 progress=lambda _: None)
+    out = tmp_path / "preview.txt"
+    assert main(["augment", "preview", "--policy", "eda-m4-c2", "--shards", str(tmp_path / "shards"), "--n", "2",
+                 "--per-sample", "3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "(2 copies of each text beside it in training)" in printed and printed.count("copy ") == 6
+    assert "original : A charming and funny film about growing up." in printed
+    assert out.read_text().strip() in printed
+    assert main(["augment", "preview", "--policy", "rand-n2-m9", "--shards", str(tmp_path / "shards")]) == 2
+    assert "unknown policy 'rand-n2-m9' for modality 'text'" in capsys.readouterr().err

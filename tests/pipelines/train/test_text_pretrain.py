@@ -130,7 +130,7 @@ def test_fine_tuning_text_from_the_mlm_checkpoint_and_from_scratch_with_eda(revi
                          epochs=3, batch_size=32, lr=3e-4, policy="eda-m2-c4", encoder="bert-tiny",
                          encoder_kwargs={"tokenizer": reviews["tokenizer"]})
     data = load_data(prepare_data(cfg, str(tmp_path / "data")), cfg)
-    assert data.modality == "text" and isinstance(data.train[0][0], str)
+    assert isinstance(data.train[0][0], str) and data.num_classes == 2
     results = {}
     for mode, source in (("full", checkpoint), ("scratch", None)):
         session = FinetuneSession(cfg.with_updates(mode=mode), data, source)
