@@ -58,8 +58,14 @@ def check_search(path: Path, argv: list[str]) -> None:
     from augtrain.tune.config import parse_search_config
 
     experiment = load_config(str(path), set_overrides(argv))
-    finetune_config_from_experiment(experiment, str(path))
-    parse_search_config(experiment.search, str(path))
+    cfg = finetune_config_from_experiment(experiment, str(path))
+    search = parse_search_config(experiment.search, str(path))
+    from augtrain.tune.search import check_searchable
+
+    try:
+        check_searchable(cfg, search)  # the space and baselines of the fine-tune's modality
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 CONFIG_VALIDATORS: dict[str, Validator] = {

@@ -24,14 +24,21 @@ import numpy as np
 
 from augtrain.tune.evaluation import LINEAR_PROBE, SCRATCH_NONE, SCRATCH_SEARCHED
 from augtrain.tune.significance import compare
+from augtrain.tune.space import grid_family
 from augtrain.tune.stages import StageResult
 
-GRID_ROW = "pretrained: RandAugment best"
+GRID_ROW = "pretrained: RandAugment best"  # the images' grid row; text's is "pretrained: EDA best"
 
 
-def _rand_nm(spec: str) -> tuple[int, float] | None:
+def _grid_point(spec: str) -> str:
+    """A grid spec's parameters for the row's name: ``(N=2, M=3)``, ``(magnitude 1, 16 copies)``."""
     match = re.fullmatch(r"rand-n(\d+)-m([\d.]+)", spec)
-    return (int(match[1]), float(match[2])) if match else None
+    if match:
+        return f"(N={int(match[1])}, M={float(match[2]):g})"
+    match = re.fullmatch(r"eda-m([\d.]+)-c(\d+)", spec)
+    if match:
+        return f"(magnitude {float(match[1]):g}, {int(match[2])} copies)"
+    return f"({spec})"
 
 
 def _evaluated(results: dict[str, StageResult]) -> dict[str, list[dict[str, Any]]]:
@@ -53,8 +60,11 @@ def comparison_rows(results: dict[str, StageResult]) -> list[dict[str, Any]]:
     more = _evaluated(results)
     controls = results.get("controls")
     for t in controls.trials if controls else []:
-        name = "raw pixels: logistic regression" if t["trial_id"] == "logreg" else f"checkpoint: kNN (k={t['config'].get('k')})"
-        rows.append(_row(name, _tag("controls", [t]), 0))
+        if t["trial_id"] == "logreg":  # "logistic regression on raw pixels" -> "raw pixels: logistic regression"
+            features = str(t["config"].get("method", "raw features")).removeprefix("logistic regression on ")
+            rows.append({**_row(f"{features}: logistic regression", _tag("controls", [t]), 0), "raw": True})
+        else:
+            rows.append(_row(f"checkpoint: kNN (k={t['config'].get('k')})", _tag("controls", [t]), 0))
     for key, name in ((LINEAR_PROBE, "checkpoint: linear probe"), (SCRATCH_NONE, "scratch: none"),
                       (SCRATCH_SEARCHED, "scratch: searched")):
         if key in more:
@@ -63,16 +73,17 @@ def comparison_rows(results: dict[str, StageResult]) -> list[dict[str, Any]]:
     if base is not None:
         by_spec = {t["config"].get("policy"): t for t in base.trials}
         for spec, trial in by_spec.items():
-            if _rand_nm(spec) is None:
+            if grid_family(spec) is None:
                 rows.append(_row(f"pretrained: {spec}", _tag("baselines", [trial]) + more.get(spec, []),
                                  trial["epochs_trained"], charged=[trial]))
-        grid = [t for s, t in by_spec.items() if _rand_nm(s) is not None and t["val_acc"] is not None]
+        grid = [t for s, t in by_spec.items() if grid_family(s) is not None and t["val_acc"] is not None]
         if grid:
             best = max(grid, key=lambda t: t["val_acc"])
-            n, m = _rand_nm(best["config"]["policy"])
-            rows.append(_row(f"{GRID_ROW} (N={n}, M={m:g}) of {len(grid)}-point grid",
-                             _tag("baselines", [best]) + more.get(best["config"]["policy"], []),
-                             sum(t["epochs_trained"] for t in grid), charged=grid))
+            name = grid_family(best["config"]["policy"]).grid_name
+            rows.append({**_row(f"pretrained: {name} best {_grid_point(best['config']['policy'])} of "
+                                f"{len(grid)}-point grid",
+                                _tag("baselines", [best]) + more.get(best["config"]["policy"], []),
+                                sum(t["epochs_trained"] for t in grid), charged=grid), "grid": name})
     rows += _search_rows(results, more)
     for stage in ("hpo", "hpo_after"):
         if stage in results:
@@ -148,7 +159,7 @@ def _add_paired(rows: list[dict[str, Any]], predictions: StageResult | None) -> 
     if predictions is None or not predictions.extra.get("labels"):
         return
     files = {f"{p['stage']}/{p['trial_id']}": p["predictions"] for p in predictions.trials if p["matches"]}
-    reference = next((r for r in rows if r["method"].startswith(GRID_ROW)), None)
+    reference = next((r for r in rows if r.get("grid")), None)
     if reference is None or not reference["models"] or reference["models"][0] not in files:
         return
     labels = np.load(predictions.extra["labels"])
@@ -198,9 +209,10 @@ def paired_text(paired: dict[str, Any] | None) -> str:
 
 def comparison_markdown(rows: list[dict[str, Any]], title: str) -> str:
     paired = any(r.get("paired") for r in rows)
+    grid_name = next((r["grid"] for r in rows if r.get("grid")), "the grid's")
     header = "| method | val acc (%) | test acc (%) | trial-epochs | seeds | trial-minutes |"
     if paired:
-        header += " test vs RandAugment best: difference (points) [95 % CI], McNemar p |"
+        header += f" test vs {grid_name} best: difference (points) [95 % CI], McNemar p |"
     lines = [f"# {title}", "", header, "|---|---|---|---|---|---|" + ("---|" if paired else "")]
     for r in rows:
         test = test_text(r)
@@ -211,8 +223,8 @@ def comparison_markdown(rows: list[dict[str, Any]], title: str) -> str:
                   "trial-minutes: the training the row is charged for (the whole grid for its best point, every "
                   "stage of a search for its product; seeds trained again for the table are not search compute)."]
     if paired:
-        lines += ["The last column compares each row's first model with the RandAugment grid's best on the same "
-                  "test images (test-set noise only; training noise is what the seeds' spread shows)."]
+        lines += [f"The last column compares each row's first model with the {grid_name} grid's best on the same "
+                  "test samples (test-set noise only; training noise is what the seeds' spread shows)."]
     answers = verdict(rows)
     if answers:
         lines += ["", "## Did it help?", ""] + [f"- **{q}** {a}" for q, a in answers]
@@ -246,17 +258,19 @@ def verdict(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
                                                  f"{_difference(pretrained, scratch)}."))
     if searched and pretrained:
         answers.append(("Did augmentation help?", f"searched vs no augmentation: {_difference(searched, pretrained)}."))
-    grid, random = _find(rows, GRID_ROW), _find(rows, "pretrained: random search")
+    grid = next((r for r in rows if r.get("grid") and r.get("test_acc") is not None), None)
+    random = _find(rows, "pretrained: random search")
     if searched and grid:
         ratio = searched["trial_epochs"] / grid["trial_epochs"] if grid["trial_epochs"] else float("nan")
-        text = f"searched vs the RandAugment grid's best: {_difference(searched, grid)}, at {ratio:.2f}x its trial-epochs"
+        text = f"searched vs the {grid['grid']} grid's best: {_difference(searched, grid)}, at {ratio:.2f}x its trial-epochs"
         if random:
             text += f"; vs random search at {random['trial_epochs']} trial-epochs: {_difference(searched, random)}"
         answers.append(("Did the search help?", text + "."))
-    raw = _find(rows, "raw pixels")
-    best = max((r for r in rows if r.get("test_acc") is not None and not r["method"].startswith("raw pixels")),
+    raw = next((r for r in rows if r.get("raw") and r.get("test_acc") is not None), None)
+    best = max((r for r in rows if r.get("test_acc") is not None and not r.get("raw")),
                key=lambda r: r["test_acc"], default=None)
     if raw and best:
         answers.append(("Above the linear model on raw features?",
-                        f"best row ({best['method']}) vs logistic regression on raw pixels: {_difference(best, raw)}."))
+                        f"best row ({best['method']}) vs logistic regression on {raw['method'].split(':')[0]}: "
+                        f"{_difference(best, raw)}."))
     return answers

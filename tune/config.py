@@ -8,6 +8,7 @@ and fine-tune hyperparameters, the controls, baselines, seeds and resources. Che
       random:    {num_samples: auto}  # the control: random points at full length, at the method's compute
       controls:  {enabled: true, knn_k: 20}
       baselines: {policies: [none, basic, trivialaugment], randaugment_n: [1, 2, 3], randaugment_m: [2, 4, 6, 8]}
+                                      # text: {policies: [none, text-trivialaugment], eda_m: [1, 2], eda_c: [4, 16]}
       evaluate_seeds: [1, 2]          # every row of the table trained again with these seeds
       pbt:       {population: 4, perturbation_interval: 3, quantile_fraction: 0.25, init: zeros, epochs: null}
       hpo:       {when: before, num_samples: 8, policy: trivialaugment}
@@ -28,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from augtrain.augment import parse_policy
 from augtrain.pipelines.validation import validation_message
 from augtrain.tune.pba import NUM_OPS, PBA_OPS, PBASpace
-from augtrain.tune.space import JointSpace
+from augtrain.tune.space import FAMILIES, JointSpace, family
 
 
 class _Section(BaseModel):
@@ -71,22 +72,40 @@ class PBTSection(_Section):
 
 
 class BaselineSection(_Section):
-    policies: tuple[str, ...] = ("none", "basic", "trivialaugment")
+    """Standard policies and a grid trained beside the search: images the RandAugment (N, M)
+    grid, text EDA's (magnitude, copies) grid (``tune.space.FAMILIES``)."""
+
+    policies: tuple[str, ...] | None = None  # default: the modality's (none, basic, trivialaugment for images)
     randaugment_n: tuple[int, ...] = (1, 2, 3)
     randaugment_m: tuple[float, ...] = (2, 4, 6, 8)
+    eda_m: tuple[float, ...] = (1, 2)  # magnitude (alpha = m / 20): EDA's recommended 0.05 and 0.1
+    eda_c: tuple[int, ...] = (4, 16)  # copies: EDA's recommendations for 5,000+ and for 500 texts
 
     @model_validator(mode="after")
     def _check(self) -> BaselineSection:
-        for spec in self.policies:
-            parse_policy(spec)
+        for spec in self.policies or ():  # a spec no modality knows (each is checked for its modality later)
+            errors = []
+            for modality in FAMILIES:
+                try:
+                    parse_policy(spec, modality)
+                    break
+                except ValueError as exc:
+                    errors.append(str(exc))
+            else:
+                raise ValueError(errors[0])
         if any(n < 0 for n in self.randaugment_n) or any(not 0 <= m <= 10 for m in self.randaugment_m):
             raise ValueError("randaugment_n must be >= 0 and randaugment_m in [0, 10]")
+        if any(not 0 <= m <= 10 for m in self.eda_m) or any(c < 0 for c in self.eda_c):
+            raise ValueError("eda_m must be in [0, 10] and eda_c >= 0")
         return self
 
-    def specs(self) -> list[str]:
-        """Every baseline policy spec: the named ones, then the RandAugment grid."""
-        grid = [f"rand-n{n}-m{m:g}" for n in self.randaugment_n for m in self.randaugment_m]
-        return list(self.policies) + grid
+    def specs(self, modality: str = "image") -> list[str]:
+        """Every baseline policy spec of ``modality``: the named ones, then its grid (each checked)."""
+        fam = family(modality)
+        specs = list(self.policies if self.policies is not None else fam.baselines) + fam.grid(self)
+        for spec in specs:
+            parse_policy(spec, modality)  # PolicyError naming the spec
+        return specs
 
 
 class HPOSection(_Section):
@@ -117,25 +136,32 @@ class HPOSection(_Section):
 
 
 class SpaceSection(_Section):
-    """Ranges of the joint space (``tune.space.JointSpace`` has their meaning)."""
+    """Ranges of the joint space (``tune.space.JointSpace`` has their meaning); a range left out
+    takes the fine-tune's modality's default (``tune.space.FAMILIES``)."""
 
-    lr: tuple[float, float] = JointSpace.lr
-    weight_decay: tuple[float, float] = JointSpace.weight_decay
-    label_smoothing: tuple[float, float] = JointSpace.label_smoothing
-    crop: tuple[float, ...] = JointSpace.crop
-    hflip: tuple[float, ...] = JointSpace.hflip
-    ops: tuple[str, ...] = JointSpace.ops
-    n: tuple[int, ...] = JointSpace.n
-    m: tuple[int, int] = JointSpace.m
-    cutout: tuple[float, ...] = JointSpace.cutout
+    lr: tuple[float, float] | None = None
+    weight_decay: tuple[float, float] | None = None
+    label_smoothing: tuple[float, float] | None = None
+    crop: tuple[float, ...] | None = None
+    hflip: tuple[float, ...] | None = None
+    ops: tuple[str, ...] | None = None
+    n: tuple[int, ...] | None = None
+    m: tuple[int, int] | None = None
+    cutout: tuple[float, ...] | None = None
+    copies: tuple[int, ...] | None = None  # text: EDA's augmented copies per sample
 
     @model_validator(mode="after")
     def _check(self) -> SpaceSection:
-        self.build()
+        """The ranges, checked now for the modality whose op groups hold ``ops`` (images when
+        unset); ``build`` checks them again for the fine-tune's modality."""
+        modality = next((m for m, f in FAMILIES.items() if self.ops is None or set(self.ops) <= set(f.op_groups)),
+                        "image")
+        self.build(modality)
         return self
 
-    def build(self) -> JointSpace:
-        return JointSpace(**self.model_dump())
+    def build(self, modality: str = "image") -> JointSpace:
+        """The space for ``modality`` (ValueError naming the range at fault)."""
+        return JointSpace.for_modality(modality, **self.model_dump())
 
 
 class HalvingSection(_Section):

@@ -22,7 +22,7 @@ import numpy as np
 from augtrain.pipelines import console
 from augtrain.pipelines.finetune.controls import ControlResult, knn_of_checkpoint, raw_logistic_regression
 from augtrain.pipelines.finetune import FinetuneConfig, load_data
-from augtrain.tune.space import JointSpace
+from augtrain.tune.space import JointSpace, family
 from augtrain.tune.stages import SearchRun, StageResult, load_done, run_stage, save_done
 
 # evaluation rows that are controls (trained with every seed, since no search trial has them)
@@ -53,9 +53,11 @@ def run_controls(run: SearchRun, cfg: FinetuneConfig) -> StageResult:
 
 
 def grid_best(run: SearchRun) -> str | None:
-    """The RandAugment grid's best point (validation accuracy), as a policy spec."""
+    """The baselines grid's best point (validation accuracy: RandAugment's for images, EDA's for
+    text), as a policy spec."""
     base = run.results.get("baselines")
-    grid = [t for t in (base.trials if base else []) if str(t["config"].get("policy", "")).startswith("rand-")
+    prefix = family(run.cfg.modality).grid_prefix
+    grid = [t for t in (base.trials if base else []) if str(t["config"].get("policy", "")).startswith(prefix)
             and t["val_acc"] is not None]
     return max(grid, key=lambda t: t["val_acc"])["config"]["policy"] if grid else None
 
@@ -75,7 +77,7 @@ def evaluation_methods(run: SearchRun) -> dict[str, dict[str, Any]]:
     search trained it with ``finetune.seed`` already (``trained``)."""
     methods: dict[str, dict[str, Any]] = {}
     base = {t["config"].get("policy") for t in run.results["baselines"].trials} if "baselines" in run.results else set()
-    for spec in ("none", "trivialaugment", grid_best(run)):
+    for spec in ("none", family(run.cfg.modality).simple, grid_best(run)):
         if spec is not None:
             methods[spec] = {"overrides": {}, "source": spec, "trained": spec in base}
     searched = searched_method(run)

@@ -66,7 +66,7 @@ def _product(run: SearchRun, name: str, method: str, best: dict[str, Any], stage
 
 def _points(run: SearchRun, count: int, offset: int = 0) -> list[dict[str, Any]]:
     """``count`` points drawn from the joint space with the search's seed (and ``offset``)."""
-    space = run.search.space.build()
+    space = run.search.space.build(run.cfg.modality)
     rng = np.random.default_rng([run.search.seed, offset])
     return [space.sample(rng) for _ in range(count)]
 
@@ -102,7 +102,7 @@ def run_tpe(run: SearchRun, cfg: FinetuneConfig) -> StageResult:
     if done is not None:
         return done
     tpe = run.search.tpe
-    space = {**run.search.space.build().tune_domains(), "epochs": rung_epochs(cfg.epochs, tpe.fraction),
+    space = {**run.search.space.build(cfg.modality).tune_domains(), "epochs": rung_epochs(cfg.epochs, tpe.fraction),
              "seed": cfg.seed}
     short = run_stage(run, "tpe", run.context(cfg, test=False), space,
                       search_alg=OptunaSearch(seed=run.search.seed), num_samples=tpe.num_samples)

@@ -23,6 +23,7 @@ from augtrain.pipelines.data.storage import write_text_atomic
 from augtrain.tune.comparison import comparison_markdown, comparison_rows
 from augtrain.tune.dali_export import dali_export
 from augtrain.tune.pba import schedule_table
+from augtrain.pipelines.modalities import get_modality
 from augtrain.tune.space import JointSpace, describe
 from augtrain.tune.stages import StageResult
 
@@ -81,6 +82,10 @@ def write_trials_csv(results: dict[str, StageResult], path: Path) -> None:
                                  "test_acc": t["test_acc"], "error": t["error"] or ""})
 
 
+class _NoExport(Exception):
+    """A policy DALI cannot run (another modality's ops)."""
+
+
 def write_results(results: dict[str, StageResult], out_dir: str | Path, epochs: int,
                   resolved: dict[str, Any] | None = None, title: str = "augmentation search") -> dict[str, Any]:
     """Write every result file (module docstring) and return the summary written to search.json."""
@@ -105,12 +110,16 @@ def write_results(results: dict[str, StageResult], out_dir: str | Path, epochs: 
         _write(out / "best_policy.json", json.dumps(final.to_dict(), indent=1, sort_keys=True))
         _write(out / "best_policy.txt", final.to_string() + "\n")
         try:
+            if not get_modality(final.modality).worker_augment:  # DALI augments images only
+                raise _NoExport
             dali, info = dali_export(final)
             _write(out / "best_policy.dali.json", json.dumps(info, indent=1))
             _write(out / "best_policy.dali.txt", str(dali) + "\n")
             summary["dali_export"] = {"sub_policies": len(info["sub_policies"]), "dropped_ops": info["dropped_ops"]}
         except ImportError as exc:  # DALI not installed: the JSON policy is still there
             summary["dali_export"] = {"error": str(exc)}
+        except _NoExport:
+            summary["dali_export"] = {"error": f"DALI has no {final.modality} ops"}
         summary["best_policy"] = final.to_string()
     write_trials_csv(results, out / "trials.csv")
     rows = comparison_rows(results)

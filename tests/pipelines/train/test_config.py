@@ -60,7 +60,16 @@ def test_shipped_configs_validate():
 
     paths = sorted(glob.glob("configs/*.yaml"))
     assert paths
+    from augtrain.pipelines.finetune import finetune_config_from_experiment
+    from augtrain.tune.config import parse_search_config
+    from augtrain.tune.search import check_searchable
+
     for path in paths:
         data = yaml.safe_load(open(path))
         if "data" in data:  # experiment files (others are k8s or search inputs)
-            assert parse_config(data, path).name
+            experiment = parse_config(data, path)
+            assert experiment.name
+            if experiment.finetune is not None:  # its fine-tune section, and its search for that modality
+                cfg = finetune_config_from_experiment(experiment, path)
+                if experiment.search is not None:
+                    check_searchable(cfg, parse_search_config(experiment.search, path))
