@@ -23,7 +23,35 @@ OBJECTIVE_CASES: dict[str, tuple[dict, tuple[int, ...]]] = {
 
 
 def test_every_registered_objective_has_a_case():
-    assert set(list_objectives()) == set(OBJECTIVE_CASES)
+    assert set(list_objectives()) == set(OBJECTIVE_CASES) | {"mlm"}  # mlm: the test below
+
+
+@pytest.mark.timeout(120)
+def test_mlm_loss_decreases_and_its_encoder_exports(tmp_path):
+    import numpy as np
+
+    from augtrain.models import objective_modalities
+    from augtrain.pipelines.data.text_sources import rotten_tomatoes
+    from augtrain.pipelines.data.tokenizer import train_wordpiece
+    from augtrain.pipelines.modalities import get_modality
+
+    texts = [t for t, _ in rotten_tomatoes("train")][:1500]
+    tokenizer = str(train_wordpiece(texts, tmp_path / "tok", vocab_size=600))
+    torch.manual_seed(0)
+    objective = create_objective("mlm", encoder="bert-tiny", encoder_kwargs={"tokenizer": tokenizer})
+    views = [get_modality("text").to_tensor(np.array(texts[:16], dtype=object), (0.0,), (1.0,))]
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = objective(views)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 1.0, losses  # from about ln(600) = 6.4 (random masks each step)
+    encoder = objective.export_encoder()
+    assert encoder.forward_features(views[0]).shape == (16, encoder.num_features)
+    assert objective.num_views == 1 and objective_modalities("mlm") == ("text",)
 
 
 def _views(num_views: int, shape: tuple[int, ...], seed: int = 0) -> list[torch.Tensor]:

@@ -22,10 +22,51 @@ MODEL_CASES: dict[str, tuple[dict, tuple[int, ...], tuple[float, float]]] = {
 }
 
 
+# text encoders: name -> (kwargs beside the tokenizer, parameter-count range with a 600-token vocabulary)
+TEXT_MODEL_CASES: dict[str, tuple[dict, tuple[float, float]]] = {
+    "bert-tiny": ({"tokenizer": True}, (4.5e5, 5.5e5)),
+    "bert-mini": ({"tokenizer": True}, (3.2e6, 3.5e6)),
+    "bert-small": ({"tokenizer": True}, (12.5e6, 13.5e6)),
+    "minilm-l6": ({"pretrained": False}, (22.4e6, 22.7e6)),  # its own 30,522-token vocabulary
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory) -> str:
+    from augtrain.pipelines.data.text_sources import rotten_tomatoes
+    from augtrain.pipelines.data.tokenizer import train_wordpiece
+
+    texts = [t for t, _ in rotten_tomatoes("train")][:1500]
+    return str(train_wordpiece(texts, tmp_path_factory.mktemp("tok"), vocab_size=600))
+
+
 def test_every_registered_model_has_a_case():
     # the package's own models (plug-ins registered by other tests, such as the toy modality's, are not)
     shipped = {name for name in list_models() if MODELS.get(name).__module__.startswith("augtrain.")}
-    assert shipped == set(MODEL_CASES)
+    assert shipped == set(MODEL_CASES) | set(TEXT_MODEL_CASES)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", sorted(TEXT_MODEL_CASES))
+def test_text_model_embeds_backpropagates_and_rebuilds(name: str, tokenizer: str):
+    import numpy as np
+
+    from augtrain.pipelines.modalities import get_modality
+
+    kwargs, (low, high) = TEXT_MODEL_CASES[name]
+    kwargs = {k: tokenizer if v is True else v for k, v in kwargs.items()}
+    torch.manual_seed(0)
+    model = create_model(name, **kwargs)
+    assert low <= sum(p.numel() for p in model.parameters()) <= high
+    ids = get_modality("text").to_tensor(np.array(["a fine film .", "dull"], dtype=object), (0.0,), (1.0,))
+    features = model.forward_features(ids)
+    assert features.shape == (2, model.num_features) and torch.isfinite(features).all()
+    features.square().mean().backward()
+    used = [n for n, p in model.named_parameters() if p.grad is not None]
+    assert any("embeddings.word_embeddings" in n for n in used) and any("encoder.layer" in n for n in used)
+    rebuilt = build_from_spec(model.spec)
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert rebuilt.spec == model.spec and model_modalities(name) == ("text",)
 
 
 @pytest.mark.timeout(120)
