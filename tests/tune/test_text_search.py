@@ -65,6 +65,7 @@ def test_text_search_settings_are_checked_for_the_modality(text_run):
     assert set(hparams) == {"lr", "weight_decay", "label_smoothing"}
 
 
+@pytest.mark.slow  # minutes of BERT trials; the image searches cover the machinery in the default run
 @pytest.mark.timeout(900)
 def test_halving_over_text_policies_writes_its_policy_and_every_control(ray_local, text_run, tmp_path):
     cfg, checkpoint = text_run
