@@ -28,10 +28,12 @@ import os
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("quickstart", help="run the main flow locally on Fashion-MNIST",
-                            description="Write Fashion-MNIST shards (train and test), stream one epoch through "
-                                        "Ray Data to two Ray Train workers, then pretrain with SimCLR "
-                                        "(Ray Train + DeepSpeed), all on an embedded local Ray.")
+    parser = sub.add_parser("quickstart", help="run the main flow locally on Fashion-MNIST (or reviews: --modality text)",
+                            description="Write shards (Fashion-MNIST; with --modality text, Rotten Tomatoes reviews "
+                                        "and a tokenizer), stream one epoch through Ray Data to two Ray Train workers, "
+                                        "pretrain (SimCLR; masked language modelling for text) under Ray Train + "
+                                        "DeepSpeed, then search policy and fine-tune hyperparameters with every "
+                                        "control, all on an embedded local Ray.")
     parser.add_argument("--modality", default="image", choices=sorted(RECIPES),
                         help="image: Fashion-MNIST, SimCLR; text: Rotten Tomatoes reviews, masked language modelling")
     parser.add_argument("--data", default="data", help="where shards are written (reused when present)")
