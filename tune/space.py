@@ -54,11 +54,11 @@ TEXT_OP_GROUPS: dict[str, tuple[str, ...]] = {
 TEXT_POLICY_KEYS = ("aug_modality", "aug_ops", "aug_n", "aug_m", "aug_copies")
 
 
-def _randaugment_grid(n: tuple[int, ...], m: tuple[float, ...], **_: Any) -> list[str]:
+def _randaugment_grid(n: tuple[int, ...], m: tuple[float, ...]) -> list[str]:
     return [f"rand-n{a}-m{b:g}" for a in n for b in m]
 
 
-def _eda_grid(eda_m: tuple[float, ...], eda_c: tuple[int, ...], **_: Any) -> list[str]:
+def _eda_grid(eda_m: tuple[float, ...], eda_c: tuple[int, ...]) -> list[str]:
     return [f"eda-m{a:g}-c{b}" for a in eda_m for b in eda_c]
 
 

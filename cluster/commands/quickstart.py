@@ -82,17 +82,14 @@ def ensure_shards(root: str, split: str, source: str = "fashion-mnist", folder: 
 def ensure_tokenizer(root: str, folder: str, corpus: list[str]) -> str:
     """A WordPiece tokenizer trained on ``corpus`` (shard folders) under ``root/folder/tokenizer``
     (trained once, then reused); its folder."""
-    from augtrain.pipelines.data.decode import first_values
-    from augtrain.pipelines.data.shard_set import open_shards
-    from augtrain.pipelines.data.tokenizer import train_wordpiece
+    from augtrain.pipelines.data.tokenizer import train_wordpiece_on_shards
 
     out = os.path.join(root, folder, "tokenizer")
     if os.path.exists(os.path.join(out, "tokenizer.json")):
         print(f"reusing {out}")
         return out
-    texts = [t for spec in corpus for t in first_values(spec, open_shards(spec).num_samples, "text")]
-    train_wordpiece(texts, out)
-    print(f"trained a WordPiece tokenizer on {len(texts)} texts: {out}")
+    _, count = train_wordpiece_on_shards(corpus, out)
+    print(f"trained a WordPiece tokenizer on {count} texts: {out}")
     return out
 
 

@@ -21,15 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from augtrain.pipelines.data.decode import first_values
-    from augtrain.pipelines.data.shard_set import open_shards
-    from augtrain.pipelines.data.tokenizer import load_tokenizer, train_wordpiece
+    from augtrain.pipelines.data.tokenizer import load_tokenizer, train_wordpiece_on_shards
 
-    texts: list[str] = []
-    for spec in args.data:
-        shards = open_shards(spec, modality="text")  # refuses shards of another modality
-        texts += first_values(spec, shards.num_samples, "text")
-    folder = train_wordpiece(texts, args.out, vocab_size=args.vocab_size, min_frequency=args.min_frequency)
-    tokenizer = load_tokenizer(folder)
-    print(f"tokenizer: {len(tokenizer)} tokens trained on {len(texts)} texts, saved in {folder}")
+    folder, count = train_wordpiece_on_shards(args.data, args.out, vocab_size=args.vocab_size,
+                                              min_frequency=args.min_frequency)
+    print(f"tokenizer: {len(load_tokenizer(folder))} tokens trained on {count} texts, saved in {folder}")
     return 0

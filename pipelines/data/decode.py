@@ -38,9 +38,10 @@ def decode_sample(raw: RawSample, spec: DecodeSpec, modality: Modality | None = 
     return out
 
 
-def first_values(spec: str | Sequence[str], n: int, modality: str) -> list[Any]:
+def first_values(spec: str | Sequence[str], n: int | None, modality: str) -> list[Any]:
     """The decoded values (as stored: no label, channels kept) of the first ``n`` good samples of
-    the shards ``spec`` names, read in order; fewer when the shards hold fewer."""
+    the shards ``spec`` names (``None``: every good sample), read in order; fewer when the shards
+    hold fewer."""
     kind = get_modality(modality)
     decode = DecodeSpec(label_key=None, channels=None, modality=kind.name)
     values: list[Any] = []

@@ -54,6 +54,15 @@ def train_wordpiece(texts: Iterable[str], out_dir: str | os.PathLike, vocab_size
     return out
 
 
+def train_wordpiece_on_shards(specs: Sequence[str], out_dir: str | os.PathLike, **options) -> tuple[Path, int]:
+    """``train_wordpiece`` on every text of the shard sets ``specs`` (shards of another modality
+    are refused); returns the folder and the number of texts."""
+    from augtrain.pipelines.data.decode import first_values
+
+    texts = [t for spec in specs for t in first_values(spec, None, "text")]
+    return train_wordpiece(texts, out_dir, **options), len(texts)
+
+
 def load_tokenizer(folder: str | os.PathLike):
     """A saved tokenizer folder -> transformers' fast tokenizer (local files only)."""
     from transformers import AutoTokenizer
