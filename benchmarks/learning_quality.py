@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
+
+from stages import pretrain_once, row, run_search
 
 FULL = {"pretrain": "configs/pretrain-fmnist.yaml", "search": "configs/search-fmnist.yaml"}
 QUICK = {"pretrain": "configs/quickstart-simclr.yaml", "search": "configs/quickstart-search.yaml"}
@@ -36,42 +37,6 @@ def _shards(data: str) -> tuple[str, str]:
     from augtrain.cluster.commands.quickstart import ensure_shards
 
     return ensure_shards(data, "train"), ensure_shards(data, "test")
-
-
-def _pretrain(config_path: str, train: str, test: str) -> tuple[str, float]:
-    """The pretraining checkpoint (trained, or finished and reused) and the seconds spent now."""
-    from augtrain.pipelines.train.checkpoint import latest_checkpoint, read_metadata
-    from augtrain.pipelines.train.config import load_config
-    from augtrain.pipelines.train.pretrain import plan_pretraining, run_pretraining
-
-    # the config's own output folder: the run `augtrain pretrain -c CONFIG` makes is the one reused
-    config = load_config(config_path, [f"data.train={train}", f"data.test={test}"])
-    plan = plan_pretraining(config, resume="latest")
-    latest = latest_checkpoint(plan.loop.checkpoint_dir) if os.path.isdir(plan.loop.checkpoint_dir) else None
-    total = plan.steps_per_epoch * plan.loop.epochs
-    if latest is not None and read_metadata(latest)["optimizer_steps"] >= total:
-        print(f"pretraining: reusing {latest} ({total} steps)")
-        return str(latest), 0.0
-    print(f"pretraining: {plan.describe()}")
-    start = time.perf_counter()
-    result = run_pretraining(plan)
-    return result["checkpoint"], time.perf_counter() - start
-
-
-def _search(config_path: str, checkpoint: str, out: Path, train: str, test: str, extra: list[str]) -> dict:
-    from augtrain.cluster.cli import main
-
-    args = ["search", "-c", config_path, "--checkpoint", checkpoint, "--out", str(out), "--resume",
-            "--set", f"data.train={train}", "--set", f"data.test={test}"]
-    for item in extra:
-        args += ["--set", item]
-    if main(args) != 0:
-        raise SystemExit(f"the search in {out} failed")
-    return json.loads((out / "search.json").read_text())
-
-
-def _row(summary: dict, prefix: str) -> dict | None:
-    return next((r for r in summary["comparison"] if r["method"].startswith(prefix)), None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     train, test = _shards(args.data)
     connect()
-    checkpoint, pretrain_s = _pretrain(configs["pretrain"], train, test)
+    checkpoint, pretrain_s = pretrain_once(configs["pretrain"], [f"data.train={train}", f"data.test={test}"])
     seeds = list(dict.fromkeys(args.search_seeds))
     summaries, seconds = {}, {}
     for i, seed in enumerate(seeds):
@@ -98,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         if i > 0:  # the grid and the controls are the first search's; only the method and its control differ
             extra += ["search.baselines.policies=[none]", "search.baselines.randaugment_n=[]",
                       "search.controls.enabled=false", "search.evaluate_seeds=[]"]
-        summaries[seed] = _search(configs["search"], checkpoint, out / f"search-seed{seed}", train, test, extra)
+        summaries[seed] = run_search(configs["search"], checkpoint, out / f"search-seed{seed}",
+                                     [f"data.train={train}", f"data.test={test}", *extra])
         seconds[seed] = time.perf_counter() - start
 
     first = summaries[seeds[0]]
@@ -108,13 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         stage = StageResult.from_dict(json.loads(path.read_text()))
         print(f"| {stage.stage} | {len(stage.trials)} | {stage.trial_epochs} | {stage.seconds / 60:.1f} |")
     print()
-    grid = _row(first, "pretrained: RandAugment best")
+    grid = row(first, "pretrained: RandAugment best")
     print("| search seed | searched test % | random search test % | searched trial-epochs | grid trial-epochs | "
           "wall (min) |")
     print("|---|---|---|---|---|---|")
     searched_all, random_all = [], []
     for seed in seeds:
-        searched, random = _row(summaries[seed], "pretrained: searched"), _row(summaries[seed],
+        searched, random = row(summaries[seed], "pretrained: searched"), row(summaries[seed],
                                                                                  "pretrained: random search")
         s_first, r_first = searched["tests"][0], random["tests"][0]  # finetune.seed's model of each search
         searched_all.append(s_first)
@@ -125,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nover {len(seeds)} search seeds: searched {mean(searched_all):.2f} %, random search "
           f"{mean(random_all):.2f} %; pretraining {pretrain_s / 60:.1f} min now (0: reused)")
     if grid:
-        ratio = _row(first, "pretrained: searched")["trial_epochs"] / grid["trial_epochs"]
+        ratio = row(first, "pretrained: searched")["trial_epochs"] / grid["trial_epochs"]
         print(f"searched compute / grid compute: {ratio:.2f}")
     return 0
 

@@ -209,8 +209,12 @@ class MaskedLM(nn.Module):
     def forward(self, views: list[torch.Tensor]) -> torch.Tensor:
         ids, mask = self.encoder.tokenize(views[0])
         inputs, labels = mask_tokens(ids, mask, self.encoder.tokenizer, self.encoder.bert.config.vocab_size)
-        logits = self.head(self.encoder.hidden_states(inputs, mask))
-        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
+        states = self.encoder.hidden_states(inputs, mask)
+        # the head (a transform per token, then the vocabulary's decoder) only where there is a
+        # target: the same loss for about a sixth of the decoder's cost
+        targets = labels != -100
+        logits = self.head(states[targets])  # [targets, vocab]
+        return F.cross_entropy(logits.float(), labels[targets])
 
     def export_encoder(self) -> TextEncoder:
         return self.encoder

@@ -5,10 +5,11 @@ more seeds, so that each accuracy in the table is a mean over seeds on the full 
   weighted kNN of the checkpoint's embeddings, on the same labelled subset and test split, their
   test predictions saved for the paired comparisons.
 - ``run_evaluation`` (stage ``evaluate``): one trial per (row, seed). The rows: the pretrained
-  model with no augmentation, TrivialAugment and the RandAugment grid's best point; the searched
-  point (or PBT's schedule) and random search's best; and the controls that need training, a
-  linear probe of the checkpoint and the same network from scratch without augmentation and with
-  the searched policy and hyperparameters. Rows that the search already trained with
+  model with no augmentation, TrivialAugment (when the baselines ran it) and the RandAugment
+  grid's best point; the searched point (or PBT's schedule) and random search's best; and the
+  controls that need training, a linear probe of the checkpoint and the same network from scratch
+  without augmentation and with the searched policy and hyperparameters (not when the fine-tune
+  starts from scratch itself: its own rows are those). Rows that the search already trained with
   ``finetune.seed`` get only ``search.evaluate_seeds``; the controls get every seed.
 """
 
@@ -77,7 +78,9 @@ def evaluation_methods(run: SearchRun) -> dict[str, dict[str, Any]]:
     search trained it with ``finetune.seed`` already (``trained``)."""
     methods: dict[str, dict[str, Any]] = {}
     base = {t["config"].get("policy") for t in run.results["baselines"].trials} if "baselines" in run.results else set()
-    for spec in ("none", family(run.cfg.modality).simple, grid_best(run)):
+    # no augmentation always (every row is read against it); the simple rule when the baselines ran it
+    simple = family(run.cfg.modality).simple
+    for spec in ("none", simple if simple in base else None, grid_best(run)):
         if spec is not None:
             methods[spec] = {"overrides": {}, "source": spec, "trained": spec in base}
     searched = searched_method(run)
@@ -89,7 +92,7 @@ def evaluation_methods(run: SearchRun) -> dict[str, dict[str, Any]]:
     if run.search.controls.enabled and run.checkpoint is not None:
         methods[LINEAR_PROBE] = {"overrides": {"mode": "linear", "lr": run.search.controls.probe_lr},
                                  "source": "none", "trained": False}
-    if run.search.controls.enabled:
+    if run.search.controls.enabled and run.cfg.mode != "scratch":  # from scratch already: its own rows
         methods[SCRATCH_NONE] = {"overrides": {"mode": "scratch"}, "source": "none", "trained": False}
         if searched is not None:
             methods[SCRATCH_SEARCHED] = {"overrides": {**searched["overrides"], "mode": "scratch"},
