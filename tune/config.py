@@ -9,6 +9,7 @@ and fine-tune hyperparameters, the controls, baselines, seeds and resources. Che
       controls:  {enabled: true, knn_k: 20}
       baselines: {policies: [none, basic, trivialaugment], randaugment_n: [1, 2, 3], randaugment_m: [2, 4, 6, 8]}
                                       # text: {policies: [none, text-trivialaugment], eda_m: [1, 2], eda_c: [4, 16]}
+                                      # series: {policies: [none, series-basic], series_m: [2, 5], series_c: [1, 4]}
       evaluate_seeds: [1, 2]          # every row of the table trained again with these seeds
       pbt:       {population: 4, perturbation_interval: 3, quantile_fraction: 0.25, init: zeros, epochs: null}
       hpo:       {when: before, num_samples: 8, policy: trivialaugment}
@@ -73,13 +74,16 @@ class PBTSection(_Section):
 
 class BaselineSection(_Section):
     """Standard policies and a grid trained beside the search: images the RandAugment (N, M)
-    grid, text EDA's (magnitude, copies) grid (``tune.space.FAMILIES``)."""
+    grid, text EDA's (magnitude, copies) grid, series the reference ops' (magnitude, copies) grid
+    (``tune.space.FAMILIES``)."""
 
     policies: tuple[str, ...] | None = None  # default: the modality's (none, basic, trivialaugment for images)
     randaugment_n: tuple[int, ...] = (1, 2, 3)
     randaugment_m: tuple[float, ...] = (2, 4, 6, 8)
     eda_m: tuple[float, ...] = (1, 2)  # magnitude (alpha = m / 20): EDA's recommended 0.05 and 0.1
     eda_c: tuple[int, ...] = (4, 16)  # copies: EDA's recommendations for 5,000+ and for 500 texts
+    series_m: tuple[float, ...] = (2, 5)  # series: the reference ops' magnitude (5: their papers' settings)
+    series_c: tuple[int, ...] = (1, 4)  # series: augmented copies of each series
 
     @model_validator(mode="after")
     def _check(self) -> BaselineSection:
@@ -97,6 +101,8 @@ class BaselineSection(_Section):
             raise ValueError("randaugment_n must be >= 0 and randaugment_m in [0, 10]")
         if any(not 0 <= m <= 10 for m in self.eda_m) or any(c < 0 for c in self.eda_c):
             raise ValueError("eda_m must be in [0, 10] and eda_c >= 0")
+        if any(not 0 <= m <= 10 for m in self.series_m) or any(c < 0 for c in self.series_c):
+            raise ValueError("series_m must be in [0, 10] and series_c >= 0")
         return self
 
     def specs(self, modality: str = "image") -> list[str]:

@@ -22,8 +22,10 @@ Other modalities bring their own policy half (``FAMILIES``): for text, EDA's and
 grouped (``aug_ops``: ``eda``, the four EDA ops; ``all``, with punctuation; ``word``, the
 synonym ops; ``order``, swap, delete and punctuation), ``aug_n`` ops per augmented copy at
 magnitude ``aug_m`` (alpha = m / 20) and ``aug_copies`` copies of each text (EDA's n_aug); its
-points carry ``aug_modality: text``. The baselines' grid is each family's own (RandAugment's
-N x M for images, EDA's magnitude x copies for text).
+points carry ``aug_modality: text``. Series have the same form over their ops (``aug_ops``:
+``reference``, Iwana and Uchida's six; ``all``; ``magnitude``, ``time``, ``frequency``). The
+baselines' grid is each family's own (RandAugment's N x M for images, EDA's magnitude x copies
+for text, the reference ops' magnitude x copies for series).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import numpy as np
 
 from augtrain.augment import Op, Policy
 from augtrain.augment.image.policies import RANDAUGMENT_OPS
+from augtrain.augment.series.policies import ALL_OPS as SERIES_ALL_OPS, REFERENCE_OPS as SERIES_REFERENCE_OPS
 from augtrain.augment.text.policies import EDA_OPS
 from augtrain.augment.policy import num_ops_distribution
 
@@ -51,7 +54,15 @@ TEXT_OP_GROUPS: dict[str, tuple[str, ...]] = {
     "word": ("synonym_replace", "random_insert"),
     "order": ("random_swap", "random_delete", "punctuation"),
 }
+# the policy half of families whose policies are ops of a group with copies (text, series)
 TEXT_POLICY_KEYS = ("aug_modality", "aug_ops", "aug_n", "aug_m", "aug_copies")
+SERIES_OP_GROUPS: dict[str, tuple[str, ...]] = {
+    "reference": SERIES_REFERENCE_OPS,
+    "all": SERIES_ALL_OPS,
+    "magnitude": ("jitter", "scaling", "magnitude_warp"),
+    "time": ("time_warp", "window_slice", "window_warp", "permutation"),
+    "frequency": ("freq_mask", "freq_perturb"),
+}
 
 
 def _randaugment_grid(n: tuple[int, ...], m: tuple[float, ...]) -> list[str]:
@@ -60,6 +71,10 @@ def _randaugment_grid(n: tuple[int, ...], m: tuple[float, ...]) -> list[str]:
 
 def _eda_grid(eda_m: tuple[float, ...], eda_c: tuple[int, ...]) -> list[str]:
     return [f"eda-m{a:g}-c{b}" for a in eda_m for b in eda_c]
+
+
+def _series_grid(series_m: tuple[float, ...], series_c: tuple[int, ...]) -> list[str]:
+    return [f"series-m{a:g}-c{b}" for a in series_m for b in series_c]
 
 
 @dataclass(frozen=True)
@@ -95,6 +110,13 @@ FAMILIES: dict[str, PolicyFamily] = {
          "copies": (1, 2, 4, 8, 16)},
         ("none", "text-trivialaugment"), "text-trivialaugment", "eda-", "EDA",
         lambda b: _eda_grid(b.eda_m, b.eda_c)),
+    "series": PolicyFamily(
+        "series", SERIES_OP_GROUPS, TEXT_POLICY_KEYS,
+        {"lr": (1e-4, 1e-2), "weight_decay": (1e-5, 1e-1), "label_smoothing": (0.0, 0.2), "crop": (0.0,),
+         "hflip": (0.0,), "cutout": (0.0,), "ops": tuple(SERIES_OP_GROUPS), "n": (0, 1, 2), "m": (0, 10),
+         "copies": (1, 2, 4, 8)},
+        ("none", "series-basic", "series-trivialaugment"), "series-trivialaugment", "series-m",
+        "reference ops", lambda b: _series_grid(b.series_m, b.series_c)),
 }
 ALL_POLICY_KEYS = frozenset(POLICY_KEYS) | frozenset(TEXT_POLICY_KEYS)
 

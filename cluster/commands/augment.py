@@ -13,14 +13,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     preview = actions.add_parser("preview", help="show originals beside augmented samples (a PNG grid, or text)",
                                  description="Read the first N samples of the shards and show each original followed by "
                                              "augmented views drawn from the policy: a PNG grid for images (the "
-                                             "original framed), the texts side by side for text, printed and, "
-                                             "with --out, written.")
+                                             "original framed), a PNG of curves for series (the original thick), "
+                                             "the texts side by side for text, printed and, with --out, written.")
     preview.add_argument("--policy", required=True,
                          help="policy spec of the shards' modality: images: none, basic, mae, simclr, rand-n2-m9, "
                               "trivialaugment, autoaugment-imagenet, autoaugment-cifar10, pba, A+B; text: none, eda, "
-                              "eda-m1-c16, aeda, text-trivialaugment; the pre=...|choices=... form, or a JSON object")
+                              "eda-m1-c16, aeda, text-trivialaugment; series: none, series-basic, series-m5-c1, "
+                              "series-trivialaugment; the pre=...|choices=... form, or a JSON object")
     preview.add_argument("--shards", required=True, help="directory, manifest.json, shard file, pattern or URL")
-    preview.add_argument("--out", default=None, help="output file (a PNG for images: required there)")
+    preview.add_argument("--out", default=None, help="output file (a PNG for images and series: required there)")
     preview.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
     preview.add_argument("--per-sample", type=int, default=4, help="augmented views per sample (default 4)")
     preview.add_argument("--size", type=int, default=None, help="output size of the transform (default: input size)")
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from augtrain.augment.image.preview import render_preview, write_png
+    from augtrain.augment.image.preview import write_png
     from augtrain.pipelines.data.decode import first_values
     from augtrain.pipelines.data.shard_set import open_shards
     from augtrain.pipelines.modalities import get_modality
@@ -55,11 +56,12 @@ def _preview(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise ValueError(f"--out: a preview of {modality.name} samples is a PNG; name the file to write")
-    images = values
-    grid = render_preview(images, args.policy, size=args.size, per_sample=args.per_sample, seed=args.seed,
-                          backend=args.backend)
+    grid = modality.preview(values, args.policy, size=args.size, per_sample=args.per_sample, seed=args.seed,
+                            backend=args.backend)
+    if grid is None:
+        raise ValueError(f"augment preview: the {modality.name} modality has no picture or text form of its samples")
     write_png(args.out, grid)
-    print(f"wrote {args.out}: {len(images)} samples x {args.per_sample} views ({grid.shape[1]}x{grid.shape[0]} px)")
+    print(f"wrote {args.out}: {len(values)} samples x {args.per_sample} views ({grid.shape[1]}x{grid.shape[0]} px)")
     return 0
 
 

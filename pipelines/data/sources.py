@@ -1,7 +1,8 @@
 """Corpora that ``augtrain shards write`` can turn into shards, all available offline.
 
 A source yields ``(value, label)`` pairs of one modality: for images ``value`` is uint8 ``[H, W]``
-(grayscale) or ``[H, W, 3]`` (RGB), for text a ``str`` (``text_sources``); ``label`` is an int
+(grayscale) or ``[H, W, 3]`` (RGB), for text a ``str`` (``text_sources``), for series float32
+``[T, C]`` (``series_sources``); ``label`` is an int
 index into ``class_names``, or None in an unlabelled corpus.
 """
 
@@ -74,13 +75,18 @@ def npz(path: str) -> Source:
         if key not in data:
             raise SourceError(f"{path}: missing array {key!r} (found {sorted(data.files)})")
     x, y = data["x"], data["y"]
-    if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3)):
-        raise SourceError(f"{path}: 'x' must be uint8 [N,H,W] or [N,H,W,1|3], got {x.dtype} {x.shape}")
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
         raise SourceError(f"{path}: 'y' must be an integer vector of length {len(x)}, got {y.dtype} {y.shape}")
+    names = [str(n) for n in data["class_names"]] if "class_names" in data else [str(c) for c in range(int(y.max()) + 1)]
+    if np.issubdtype(x.dtype, np.floating):  # float arrays are series; images are uint8
+        from augtrain.pipelines.data.series_sources import series_npz
+
+        return series_npz(path, x, y, names)
+    if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3)):
+        raise SourceError(f"{path}: 'x' must be uint8 images [N,H,W] or [N,H,W,1|3], or float series [N,T] or "
+                          f"[N,T,C], got {x.dtype} {x.shape}")
     if x.ndim == 4 and x.shape[-1] == 1:
         x = x[..., 0]
-    names = [str(n) for n in data["class_names"]] if "class_names" in data else [str(c) for c in range(int(y.max()) + 1)]
     return _arrays(f"npz:{path}", x, y, names)
 
 
@@ -117,12 +123,17 @@ def _arrays(name: str, images: np.ndarray, labels: np.ndarray, class_names: list
 
 
 def open_source(spec: str, split: str, **fields: str | None) -> Source:
-    """``fashion-mnist`` | ``digits`` | ``imagefolder:PATH`` | ``npz:PATH`` (images);
-    ``rotten-tomatoes`` | ``text:PATH`` (text; ``fields``: ``text_field``, ``label_field``)."""
+    """``fashion-mnist`` | ``digits`` | ``imagefolder:PATH`` | ``npz:PATH`` (images, or series when
+    its ``x`` is float); ``rotten-tomatoes`` | ``text:PATH`` (text; ``fields``: ``text_field``,
+    ``label_field``); ``ucr:NAME`` (series bundled with aeon)."""
     if spec == "rotten-tomatoes":
         from augtrain.pipelines.data.text_sources import rotten_tomatoes
 
         return rotten_tomatoes(split)
+    if spec.startswith("ucr:") and len(spec) > 4:
+        from augtrain.pipelines.data.series_sources import ucr
+
+        return ucr(spec[4:], split)
     if spec.startswith("text:") and len(spec) > 5:
         from augtrain.pipelines.data.text_sources import text_file
 
@@ -139,4 +150,4 @@ def open_source(spec: str, split: str, **fields: str | None) -> Source:
     if kind == "npz" and path:
         return npz(path)
     raise SourceError(f"unknown source {spec!r}: use fashion-mnist, digits, imagefolder:PATH, npz:PATH, "
-                      f"rotten-tomatoes or text:PATH")
+                      f"rotten-tomatoes, text:PATH or ucr:NAME")

@@ -80,7 +80,7 @@ def write_shards(
         class_names=list(source.class_names) or None,  # None: an unlabelled corpus
         extensions=sorted([fmt, "cls"] if source.class_names else [fmt]),
         dali_index=options.dali_index,
-        **modality.manifest_fields(fmt),
+        **modality.manifest_fields(fmt, source),
     )
     write_text_atomic(os.path.join(out_dir, MANIFEST_NAME), manifest.to_json())
     return manifest

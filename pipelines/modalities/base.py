@@ -98,8 +98,8 @@ class Modality:
         picks the extension."""
         raise NotImplementedError
 
-    def manifest_fields(self, fmt: str) -> dict[str, Any]:
-        """Modality-specific ``manifest.json`` fields of shards written in ``fmt``."""
+    def manifest_fields(self, fmt: str, source: Any = None) -> dict[str, Any]:
+        """Modality-specific ``manifest.json`` fields of shards of ``source`` written in ``fmt``."""
         return {}
 
     # ---------------------------------------------------------------- augmentation
@@ -114,9 +114,10 @@ class Modality:
         return CatalogueTransform(self.parse_policy(policy), size, self.view_keys(views))
 
     def preview(self, values: Sequence[Any], policy: Any, *, size: int | None = None, per_sample: int = 4,
-                seed: int = 0) -> np.ndarray | None:
+                seed: int = 0, backend: str = "auto") -> np.ndarray | None:
         """A picture (RGB uint8 ``[H, W, 3]``) of ``values`` beside ``per_sample`` augmented copies
-        each under ``policy``, for reports; None where the modality has no picture of its samples."""
+        each under ``policy`` (applied by ``backend``), for reports; None where the modality has no
+        picture of its samples."""
         return None
 
     def describe_augmented(self, values: Sequence[Any], policy: Any, *, per_sample: int = 4, seed: int = 0

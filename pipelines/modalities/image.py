@@ -79,7 +79,7 @@ class ImageModality(Modality):
             raise ValueError(f"image format must be 'png' or 'jpg', got {fmt!r}")
         return fmt, encode_image(value, fmt)
 
-    def manifest_fields(self, fmt: str) -> dict[str, Any]:
+    def manifest_fields(self, fmt: str, source: Any = None) -> dict[str, Any]:
         return {"image_format": fmt}
 
     def sample_transform(self, policy: Any, *, size: int | None, views: int, backend: str = "auto"):
@@ -88,10 +88,10 @@ class ImageModality(Modality):
         return make_sample_transform(policy, size=size, views=views, backend=backend)
 
     def preview(self, values: Sequence[Any], policy: Any, *, size: int | None = None, per_sample: int = 4,
-                seed: int = 0) -> np.ndarray:
+                seed: int = 0, backend: str = "auto") -> np.ndarray:
         from augtrain.augment.image.preview import render_preview
 
-        return render_preview(list(values), policy, size=size, per_sample=per_sample, seed=seed)
+        return render_preview(list(values), policy, size=size, per_sample=per_sample, seed=seed, backend=backend)
 
     def to_tensor(self, column: np.ndarray, mean: Sequence[float], std: Sequence[float]):
         """uint8 [B, H, W, C] -> float [B, C, H, W], normalised per channel."""

@@ -31,6 +31,7 @@ def as_series(array: Any) -> np.ndarray:
 
 class SeriesModality(Modality):
     name = "series"
+    raw_features_name = "raw series values"
     members = ("npy", "json")
     column = "series"
     formats = ("npy",)
@@ -55,10 +56,32 @@ class SeriesModality(Modality):
         np.save(buf, np.asarray(value, dtype=np.float32), allow_pickle=False)
         return "npy", buf.getvalue()
 
+    def preview(self, values: Sequence[Any], policy: Any, *, size: int | None = None, per_sample: int = 4,
+                seed: int = 0, backend: str = "auto") -> np.ndarray:
+        """Each series (its first channel) with ``per_sample`` augmented copies, one panel each."""
+        if backend != "auto":
+            raise ValueError(f"--backend {backend!r}: series previews apply the ops themselves (auto)")
+        from augtrain.augment.series.preview import render_series_preview
+
+        values = [self.resize(v, size) if size else v for v in values]
+        return render_series_preview(values, self.parse_policy(policy), per_sample=per_sample, seed=seed)
+
+    def manifest_fields(self, fmt: str, source: Any = None) -> dict[str, Any]:
+        """The series' length (None when lengths differ) and channel count."""
+        if source is None:
+            return {}
+        from augtrain.pipelines.data.series_sources import shape_summary
+
+        return shape_summary(source)
+
     def to_tensor(self, column: np.ndarray, mean: Sequence[float], std: Sequence[float]):
-        """float [B, T, C] -> float [B, C, T], ``(x - mean) / std`` per channel (one value: all)."""
+        """float [B, T, C] -> float [B, C, T], ``(x - mean) / std`` per channel (one value: all);
+        a batch of unequal lengths is resampled to its longest series first."""
         import torch
 
+        lengths = {len(v) for v in column}
+        if len(lengths) > 1:  # series of unequal lengths: each resampled to the batch's longest
+            column = [self.resize(np.asarray(v, dtype=np.float32), max(lengths)) for v in column]
         x = torch.as_tensor(np.asarray(column, dtype=np.float32)).permute(0, 2, 1)
         m = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1)
         s = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1)

@@ -155,8 +155,9 @@ NOISY = {"gaussian_noise"}
 # Each modality's catalogue that the package ships -> its table of op cases. A catalogue added to
 # augtrain.augment without its table, or an op without its entry, fails the tests below.
 from test_text_ops import APPLY as TEXT_OP_CASES  # noqa: E402  (tests/augment is on sys.path under pytest)
+from test_series_ops import OP_CASES as SERIES_OP_CASES  # noqa: E402
 
-OP_CASES_BY_MODALITY = {"image": OP_CASES, "text": TEXT_OP_CASES}
+OP_CASES_BY_MODALITY = {"image": OP_CASES, "text": TEXT_OP_CASES, "series": SERIES_OP_CASES}
 
 
 def _shipped_catalogues() -> list[str]:

@@ -49,3 +49,20 @@ def test_preview_command_writes_png(tmp_path) -> None:
     grid = cv2.imread(str(out))
     assert grid is not None and grid.shape[0] > 3 * 96 and os.path.getsize(out) > 1000
     assert main(["augment", "preview", "--policy", "warp-9", "--shards", str(shards), "--out", str(out)]) == 2
+
+
+def test_series_preview_cli_writes_a_png_of_curves(tmp_path, capsys) -> None:
+    from augtrain.cluster.cli import main
+    from augtrain.pipelines.data.series_sources import ucr
+    from augtrain.pipelines.data.writer import WriteOptions, write_shards
+
+    shards = tmp_path / "gunpoint"
+    write_shards(ucr("GunPoint", "train"), str(shards), "train", WriteOptions(limit=6))
+    out = tmp_path / "series.png"
+    assert main(["augment", "preview", "--shards", str(shards), "--policy", "series-basic", "--n", "3",
+                 "--per-sample", "2", "--out", str(out)]) == 0
+    assert "3 samples x 2 views" in capsys.readouterr().out
+    picture = cv2.imread(str(out))
+    assert picture is not None and picture.shape[0] > 300 and picture.std() > 10  # curves drawn, not a blank
+    assert main(["augment", "preview", "--shards", str(shards), "--policy", "none"]) != 0  # no --out
+    assert "a preview of series samples is a PNG" in capsys.readouterr().err

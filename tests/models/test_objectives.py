@@ -19,6 +19,9 @@ OBJECTIVE_CASES: dict[str, tuple[dict, tuple[int, ...]]] = {
     # raw-pixel targets: per-patch normalized noise cannot be memorized in a few steps
     "mae": ({"encoder": "vit-micro", "norm_pix_loss": False,
              "encoder_kwargs": {"in_chans": 1, "image_size": 28, "patch_size": 7}}, (8, 1, 28, 28)),
+    # masked-series modelling: PatchTST regresses masked patches of [B, C, T] series
+    "masked-series": ({"encoder": "patchtst-tiny", "encoder_kwargs": {"in_chans": 1, "context_length": 64}},
+                      (8, 1, 96)),
 }
 
 

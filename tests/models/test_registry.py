@@ -20,6 +20,13 @@ MODEL_CASES: dict[str, tuple[dict, tuple[int, ...], tuple[float, float]]] = {
     "vit-base": ({}, (1, 3, 224, 224), (85e6, 86.5e6)),
     "efficientnet-lite0": ({}, (2, 3, 64, 64), (3.3e6, 3.5e6)),
 }
+# series encoders: [B, C, T] inputs (Wang et al. 2017's FCN and ResNet sizes; PatchTST's)
+SERIES_MODEL_CASES: dict[str, tuple[dict, tuple[int, ...], tuple[float, float]]] = {
+    "fcn": ({"in_chans": 1}, (2, 1, 150), (2.6e5, 2.7e5)),
+    "resnet1d": ({"in_chans": 3}, (2, 3, 77), (5.0e5, 5.4e5)),
+    "patchtst": ({"in_chans": 1}, (2, 1, 150), (3.5e5, 4.5e5)),
+    "patchtst-tiny": ({"in_chans": 2, "context_length": 64}, (2, 2, 300), (5e4, 8e4)),
+}
 
 
 # text encoders: name -> (kwargs beside the tokenizer, parameter-count range with a 600-token vocabulary)
@@ -43,7 +50,7 @@ def tokenizer(tmp_path_factory) -> str:
 def test_every_registered_model_has_a_case():
     # the package's own models (plug-ins registered by other tests, such as the toy modality's, are not)
     shipped = {name for name in list_models() if MODELS.get(name).__module__.startswith("augtrain.")}
-    assert shipped == set(MODEL_CASES) | set(TEXT_MODEL_CASES)
+    assert shipped == set(MODEL_CASES) | set(TEXT_MODEL_CASES) | set(SERIES_MODEL_CASES)
 
 
 @pytest.mark.timeout(120)
@@ -70,9 +77,9 @@ def test_text_model_embeds_backpropagates_and_rebuilds(name: str, tokenizer: str
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("name", sorted(MODEL_CASES))
+@pytest.mark.parametrize("name", sorted(MODEL_CASES) + sorted(SERIES_MODEL_CASES))
 def test_model_embeds_and_backpropagates(name: str):
-    kwargs, shape, (low, high) = MODEL_CASES[name]
+    kwargs, shape, (low, high) = {**MODEL_CASES, **SERIES_MODEL_CASES}[name]
     torch.manual_seed(0)
     model = create_model(name, **kwargs)
     n_params = sum(p.numel() for p in model.parameters())
@@ -88,9 +95,9 @@ def test_model_embeds_and_backpropagates(name: str):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("name", sorted(MODEL_CASES))
+@pytest.mark.parametrize("name", sorted(MODEL_CASES) + sorted(SERIES_MODEL_CASES))
 def test_spec_rebuilds_the_same_architecture(name: str):
-    kwargs = MODEL_CASES[name][0]
+    kwargs = {**MODEL_CASES, **SERIES_MODEL_CASES}[name][0]
     model = create_model(name, **kwargs)
     rebuilt = build_from_spec(model.spec)
     shapes = {k: v.shape for k, v in model.state_dict().items()}
@@ -105,6 +112,8 @@ def test_unknown_name_lists_the_registered_ones():
 
 def test_models_say_which_modalities_they_fit():
     assert all(model_modalities(name) == ("image",) for name in MODEL_CASES)
+    assert all(model_modalities(name) == ("series",) for name in SERIES_MODEL_CASES)
+    assert objective_modalities("masked-series") == ("series",)
     assert objective_modalities("simclr") is None  # any encoder's views
     assert objective_modalities("mae") == ("image",)
     with pytest.raises(KeyError, match="unknown model 'nope'"):

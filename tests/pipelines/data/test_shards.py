@@ -95,8 +95,8 @@ def test_gnu_tar_shards_are_read(tmp_path):
 def test_bad_sources_name_what_is_wrong(tmp_path):
     with pytest.raises(SourceError, match="unknown source"):
         open_source("cifar", "train")
-    np.savez(tmp_path / "bad.npz", x=np.zeros((3, 4, 4), np.float32), y=np.zeros(3, np.int64))
-    with pytest.raises(SourceError, match="'x' must be uint8"):
+    np.savez(tmp_path / "bad.npz", x=np.zeros((3, 4, 4), np.int16), y=np.zeros(3, np.int64))  # float: series
+    with pytest.raises(SourceError, match="'x' must be uint8 images .* or float series"):
         open_source(f"npz:{tmp_path / 'bad.npz'}", "train")
     assert main(["shards", "write", "--source", f"imagefolder:{tmp_path}/none", "--out", str(tmp_path / "o")]) == 2
 
