@@ -185,8 +185,11 @@ def _take(chunks: list[dict[str, np.ndarray]], n: int) -> tuple[dict[str, np.nda
 
 
 def _concat(parts: list[np.ndarray]) -> np.ndarray:
-    if parts[0].dtype == object:
+    """Rows of several blocks as one column; blocks of objects (texts) or of rows of different
+    shapes (series of different lengths) give an object column of the rows."""
+    if parts[0].dtype == object or len({p.shape[1:] for p in parts}) > 1:
         out = np.empty(sum(len(p) for p in parts), dtype=object)
-        out[:] = [x for p in parts for x in p]
+        for i, x in enumerate(x for p in parts for x in p):
+            out[i] = x
         return out
     return np.concatenate(parts)
