@@ -63,6 +63,16 @@ def train_wordpiece_on_shards(specs: Sequence[str], out_dir: str | os.PathLike, 
     return train_wordpiece(texts, out_dir, **options), len(texts)
 
 
+def absolute_tokenizer(encoder_kwargs: dict) -> dict:
+    """``encoder_kwargs`` with a relative ``tokenizer`` folder made absolute (against the current
+    directory, where the config was read): trials and Ray Train workers run in directories of
+    their own, where a relative folder would name nothing."""
+    folder = encoder_kwargs.get("tokenizer")
+    if isinstance(folder, str) and folder and "://" not in folder and not os.path.isabs(folder):
+        return {**encoder_kwargs, "tokenizer": os.path.abspath(folder)}
+    return encoder_kwargs
+
+
 def load_tokenizer(folder: str | os.PathLike):
     """A saved tokenizer folder -> transformers' fast tokenizer (local files only)."""
     from transformers import AutoTokenizer

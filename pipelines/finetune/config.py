@@ -70,6 +70,13 @@ class FinetuneConfig(BaseModel):
             raise ValueError(f"must be {'> 0' if info.field_name == 'labels' else '>= 0'}, got {value}")
         return value
 
+    @field_validator("encoder_kwargs")
+    @classmethod
+    def _absolute_tokenizer(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from augtrain.pipelines.data.tokenizer import absolute_tokenizer
+
+        return absolute_tokenizer(value)
+
     @field_validator("modality")
     @classmethod
     def _modality(cls, value: str) -> str:

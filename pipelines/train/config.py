@@ -73,6 +73,13 @@ class ModelSection(_Section):
     encoder_kwargs: dict[str, Any] = Field(default_factory=dict)
     kwargs: dict[str, Any] = Field(default_factory=dict)  # objective arguments
 
+    @field_validator("encoder_kwargs")
+    @classmethod
+    def _absolute_tokenizer(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from augtrain.pipelines.data.tokenizer import absolute_tokenizer
+
+        return absolute_tokenizer(value)
+
     def spec(self) -> dict[str, Any]:
         return {"objective": self.objective, "encoder": self.encoder,
                 "encoder_kwargs": dict(self.encoder_kwargs), **self.kwargs}

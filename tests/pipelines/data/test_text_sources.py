@@ -138,3 +138,15 @@ def test_the_wordpiece_tokenizer_trains_saves_and_reloads_identically(tmp_path):
     assert encode_batch(tokenizer, ["word " * 500], max_length=32).shape == (1, 32)
     with pytest.raises(FileNotFoundError, match="not a tokenizer folder"):
         load_tokenizer(tmp_path)
+
+
+def test_a_relative_tokenizer_folder_is_made_absolute_where_the_config_is_read(tmp_path, monkeypatch):
+    from augtrain.pipelines.finetune import FinetuneConfig
+    from augtrain.pipelines.train.config import ModelSection
+
+    monkeypatch.chdir(tmp_path)  # trials and workers run elsewhere: the folder must name the same place there
+    cfg = FinetuneConfig(modality="text", encoder_kwargs={"tokenizer": "tok", "max_length": 64})
+    assert cfg.encoder_kwargs == {"tokenizer": str(tmp_path / "tok"), "max_length": 64}
+    model = ModelSection(objective="mlm", encoder="bert-mini", encoder_kwargs={"tokenizer": "a/tok"})
+    assert model.encoder_kwargs["tokenizer"] == str(tmp_path / "a" / "tok")
+    assert FinetuneConfig(encoder_kwargs={"in_chans": 1}).encoder_kwargs == {"in_chans": 1}
