@@ -1,0 +1,185 @@
+"""Learning quality on UCR problems: {FCN from scratch, PatchTST pretrained by masked-series
+modelling} x {no augmentation, the standard series policy, the searched policy} on each problem's
+standard TEST split, every cell over 5 seeds, beside a linear model on the raw series and the
+published accuracies. Resumable: every finished run is kept in ``results.jsonl`` and skipped.
+
+Stages:
+
+1. shards of each problem's TRAIN and TEST splits and of the pretraining corpus (the TRAIN splits
+   of the univariate problems bundled in aeon; test splits are never read for pretraining);
+2. masked-series pretraining (``configs/series-pretrain.yaml``), reused when finished;
+3. per (problem, model), the search (``configs/series-search.yaml``: successive halving over the
+   series ops and the fine-tune's hyperparameters, selected on 20 % of TRAIN held out);
+4. per (problem, model, policy, seed), a fine-tune on the whole TRAIN split (the archive's
+   protocol), tested on TEST: no augmentation, ``series-basic`` (one of Iwana and Uchida's six
+   reference ops per copy, one copy beside each series), and the searched point (its policy and
+   hyperparameters);
+5. logistic regression on the raw series with the same labels (the floor every model must beat).
+
+    python benchmarks/series_quality.py [--problems GunPoint ArrowHead ItalyPowerDemand] [--seeds 0 1 2 3 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from stages import pretrain_once, run_search
+
+PRETRAIN, SEARCH = "configs/series-pretrain.yaml", "configs/series-search.yaml"
+CORPUS = ("ArrowHead", "GunPoint", "ItalyPowerDemand", "OSULeaf", "ACSF1", "PickupGestureWiimoteZ", "UnitTest")
+# Fawaz et al. 2019 (FCN), Ismail Fawaz et al. 2020 (InceptionTime), Dempster et al. 2020 (ROCKET)
+PUBLISHED = {"GunPoint": (1.000, 1.000, 1.000), "ArrowHead": (0.850, 0.846, 0.814),
+             "ItalyPowerDemand": (0.960, 0.965, 0.970)}
+MODELS = {
+    "fcn": {"name": "FCN from scratch", "pretrained": False,
+            "finetune": {"mode": "scratch", "encoder": "fcn", "encoder_kwargs": {"in_chans": 1}, "lr": 1e-3}},
+    "patchtst": {"name": "PatchTST, masked-series pretrained", "pretrained": True,
+                 "finetune": {"mode": "full", "lr": 3e-4}},
+}
+POLICIES = ("none", "series-basic", "searched")
+
+
+def _shards(root: str, problems: list[str]) -> dict[str, str]:
+    from augtrain.cluster.commands.quickstart import ensure_shards
+
+    paths = {}
+    for name in dict.fromkeys(list(problems) + list(CORPUS)):
+        for split in ("train", "test"):
+            paths[f"{name}/{split}"] = str(Path(ensure_shards(root, split, f"ucr:{name}", f"ucr/{name}", 1000)).absolute())
+    return paths
+
+
+def _searched_point(out: Path) -> tuple[str, dict]:
+    from augtrain.tune.space import JointSpace
+
+    stage = json.loads((out / "stages" / "searched.json").read_text())
+    policy, hparams = JointSpace.decode(stage["extra"]["best_point"])
+    return policy.to_string(), hparams
+
+
+class Results:
+    """``results.jsonl``: one line per finished (problem, model, policy, seed) run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+    def get(self, **key) -> dict | None:
+        return next((r for r in self.rows if all(r.get(k) == v for k, v in key.items())), None)
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def _finetune(problem: str, paths: dict, model: str, checkpoint: str | None, policy: str, hparams: dict, seed: int,
+              out: Path) -> dict:
+    """One fine-tune on the whole TRAIN split, tested on TEST at its end (no validation split)."""
+    import torch
+
+    from augtrain.pipelines.finetune import FinetuneSession, load_data, prepare_data
+    from augtrain.pipelines.train.config import load_config
+    from augtrain.pipelines.finetune import finetune_config_from_experiment
+
+    torch.set_num_threads(1)
+    experiment = load_config(SEARCH, [f"data.train={paths[f'{problem}/train']}", f"data.test={paths[f'{problem}/test']}"])
+    cfg = finetune_config_from_experiment(experiment, SEARCH).with_updates(
+        labels=1.0, val_labels=0, seed=seed, policy=policy, **{**MODELS[model]["finetune"], **hparams})
+    data = load_data(prepare_data(cfg, str(out / "data" / problem)), cfg)
+    cfg = cfg.for_labelled(len(data.train[1]))
+    start = time.perf_counter()
+    session = FinetuneSession(cfg, data, checkpoint)
+    for epoch in range(cfg.resolved_epochs):
+        last = session.run_epoch(policy, test=epoch == cfg.resolved_epochs - 1, validate=False)
+    return {"test_acc": last["test_acc"], "epochs": cfg.resolved_epochs, "seconds": time.perf_counter() - start}
+
+
+def _floor(problem: str, paths: dict, out: Path) -> float:
+    from augtrain.pipelines.finetune import FinetuneConfig, load_data, prepare_data
+    from augtrain.pipelines.finetune.controls import raw_logistic_regression
+
+    cfg = FinetuneConfig(train=paths[f"{problem}/train"], test=paths[f"{problem}/test"], modality="series",
+                         labels=1.0, val_labels=0)
+    return raw_logistic_regression(load_data(prepare_data(cfg, str(out / "data" / problem)), cfg)).test_acc
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.1f} ± {100 * sd:.1f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--problems", nargs="+", default=["GunPoint", "ArrowHead", "ItalyPowerDemand"])
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["fcn", "patchtst"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--out", default="runs/series-quality")
+    parser.add_argument("--data", default="data")
+    args = parser.parse_args(argv)
+    out = Path(args.out).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    results = Results(out / "results.jsonl")
+
+    from augtrain.cluster.connect import connect
+
+    paths = _shards(args.data, args.problems)
+    connect()
+    seconds: dict[str, float] = {}
+    checkpoint = None
+    if any(MODELS[m]["pretrained"] for m in args.models):
+        corpus = ",".join(paths[f"{name}/train"] for name in CORPUS)
+        checkpoint, seconds["pretraining"] = pretrain_once(PRETRAIN, [f"data.train=[{corpus}]"])
+    floors = {p: _floor(p, paths, out) for p in args.problems}
+    for problem in args.problems:
+        for model in args.models:
+            source = checkpoint if MODELS[model]["pretrained"] else None
+            search_out = out / f"{problem}-{model}"
+            start = time.perf_counter()
+            overrides = [f"data.train={paths[f'{problem}/train']}", f"data.test={paths[f'{problem}/test']}",
+                         f"finetune.mode={MODELS[model]['finetune']['mode']}", f"finetune.lr={MODELS[model]['finetune']['lr']}",
+                         "search.baselines.policies=[none]", "search.baselines.series_m=[]", "search.random.enabled=false",
+                         "search.controls.enabled=false", "search.evaluate_seeds=[]"]
+            run_search(SEARCH, source, search_out, overrides)
+            seconds[f"{problem} {model} search"] = time.perf_counter() - start
+            searched_policy, searched_hparams = _searched_point(search_out)
+            start = time.perf_counter()
+            for policy in POLICIES:
+                spec, hparams = (searched_policy, searched_hparams) if policy == "searched" else (policy, {})
+                for seed in args.seeds:
+                    key = {"problem": problem, "model": model, "policy": policy, "seed": seed}
+                    if results.get(**key) is None:
+                        row = _finetune(problem, paths, model, source, spec, hparams, seed, out)
+                        results.add({**key, **row, "spec": spec, "hparams": hparams})
+                        print(f"{problem} {model} {policy} seed {seed}: test {100 * row['test_acc']:.2f} % "
+                              f"({row['epochs']} epochs, {row['seconds']:.0f} s)", flush=True)
+            seconds[f"{problem} {model} fine-tunes"] = time.perf_counter() - start
+
+    print("\n| problem | model | policy | test % (mean ± sd, "
+          f"{len(args.seeds)} seeds) | published FCN / InceptionTime / ROCKET |\n|---|---|---|---|---|")
+    for problem in args.problems:
+        published = " / ".join(f"{100 * a:.1f}" for a in PUBLISHED.get(problem, ())) or "-"
+        print(f"| {problem} | logistic regression on the raw series | - | {100 * floors[problem]:.1f} | {published} |")
+        for model in args.models:
+            for policy in POLICIES:
+                accs = [r["test_acc"] for r in results.rows if (r["problem"], r["model"], r["policy"]) ==
+                        (problem, model, policy) and r["seed"] in args.seeds]
+                spec = next((r["spec"] for r in results.rows if (r["problem"], r["model"], r["policy"]) ==
+                             (problem, model, policy)), policy)
+                shown = policy if policy != "searched" else f"searched: {spec}"
+                print(f"| {problem} | {MODELS[model]['name']} | {shown} | {_cell(accs)} | |")
+    print("\n| stage | wall (min) |\n|---|---|")
+    for stage, s in seconds.items():
+        print(f"| {stage} | {s / 60:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
