@@ -66,7 +66,8 @@ class Catalogue:
 
     ``standard(spec)`` returns the standard policy a lower-case spec names (``None`` when it
     names none); ``policy_names`` lists the specs for messages and ``list_policies``;
-    ``spec_forms`` describes parameterised families (``rand-nN-mM``) in error messages.
+    ``spec_forms`` describes parameterised families (``rand-nN-mM``) in error messages;
+    ``finetune_default`` is the policy a fine-tune of this modality uses when its config names none.
     """
 
     modality: str
@@ -74,6 +75,7 @@ class Catalogue:
     standard: Callable[[str], Any]  # spec -> Policy, or None (policies are built on this module)
     policy_names: tuple[str, ...] = ()
     spec_forms: tuple[str, ...] = ()
+    finetune_default: str = "none"
 
 
 _CATALOGUES: dict[str, Catalogue] = {}

