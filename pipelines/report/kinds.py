@@ -10,6 +10,7 @@ one ``augtrain report RUN_DIR`` makes later are the same.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from augtrain.pipelines.report.common import provenance_sections
-from augtrain.pipelines.report.document import Report, Section, Text
+from augtrain.pipelines.report.document import Figure, Report, Section, Text
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +122,25 @@ def write_parts(run_dir: str | os.PathLike, title: str, parts: list[dict[str, st
     return path
 
 
+def _prefix_figures(sections: list[Section], prefix: str) -> None:
+    """Give every figure under ``sections`` the file name ``PREFIX-NAME``: two parts of a run (two
+    searches, say) make figures of the same names."""
+    for section in sections:
+        section.blocks = [dataclasses.replace(b, name=f"{prefix}-{b.name}") if isinstance(b, Figure) else b
+                          for b in section.blocks]
+        _prefix_figures(section.sections, prefix)
+
+
 def _composite_sections(run_dir: Path) -> list[Section]:
     sections = []
-    for part in _parts(run_dir)["parts"]:
+    for index, part in enumerate(_parts(run_dir)["parts"]):
         folder = (run_dir / part["dir"]).resolve()
         if not folder.is_dir():
             sections.append(Section(part["title"], [Text(f"{folder}: not found (the run did not get this far)")]))
             continue
         kind = get_run_kind(part["kind"]) if part.get("kind") else detect_run_kind(folder)
         inner = _safe_sections(kind, folder)
+        _prefix_figures(inner, f"part{index + 1}")
         own = Section(part["title"], [Text(f"Run folder: {folder}" + ("" if folder == run_dir else
                                            f" (its own report: {folder / 'report.html'})"))])
         if inner and inner[0].title == part["title"]:  # the part's main section: its blocks under the part's title

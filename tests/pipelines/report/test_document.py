@@ -76,3 +76,17 @@ def test_a_run_made_of_runs_shows_each_part_and_says_which_are_missing(tmp_path)
     assert "| 0 | 10 | 1 | 0.50 | 1.00 | 4 | 6 |" in md  # the worker's row, its classes
     assert "| undecodable image | 1 |" in md and "s.tar" in md
     assert "not-yet: not found" in md
+
+
+def test_parts_whose_figures_share_names_keep_each_figure(tmp_path):
+    """Two searches (or two pretraining runs) of one quickstart draw figures of the same file names:
+    each part's figures are written under its own prefix."""
+    for name in ("one", "two"):
+        metrics = tmp_path / name / "metrics"
+        metrics.mkdir(parents=True)
+        rows = "".join(f"step,0,{i},0.001,{3.0 - 0.1 * i},100,0.1,,\n" for i in range(1, 8))
+        (metrics / "metrics.csv").write_text("kind,epoch,step,lr,loss,samples_per_s,data_wait,samples,skipped\n" + rows)
+    write_parts(tmp_path, "demo", [{"title": "First run", "dir": "one"}, {"title": "Second run", "dir": "two"}])
+    write_report(tmp_path)
+    figures = sorted(p.name for p in (tmp_path / "report_files").glob("*.png"))
+    assert figures == ["part1-pretrain-loss.png", "part2-pretrain-loss.png"], figures
