@@ -7,10 +7,11 @@ Stages:
 
 1. shards of each problem's TRAIN and TEST splits and of the pretraining corpus (the TRAIN splits
    of the univariate problems bundled in aeon; test splits are never read for pretraining);
-2. masked-series pretraining (``configs/series-pretrain.yaml``), reused when finished;
-3. per (problem, model), the search (``configs/series-search.yaml``: successive halving over the
+2. masked-series pretraining (``configs/series-pretrain.yaml``), reused when finished, before the
+   first pretrained model (FCN from scratch needs none, and goes first);
+3. per (model, problem), the search (``configs/series-search.yaml``: successive halving over the
    series ops and the fine-tune's hyperparameters, selected on 20 % of TRAIN held out);
-4. per (problem, model, policy, seed), a fine-tune on the whole TRAIN split (the archive's
+4. per (model, problem, policy, seed), a fine-tune on the whole TRAIN split (the archive's
    protocol), tested on TEST: no augmentation, ``series-basic`` (one of Iwana and Uchida's six
    reference ops per copy, one copy beside each series), and the searched point (its policy and
    hyperparameters);
@@ -119,7 +120,8 @@ def _cell(values: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problems", nargs="+", default=["GunPoint", "ArrowHead", "ItalyPowerDemand"])
-    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["fcn", "patchtst"])
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["fcn", "patchtst"],
+                        help="in this order; the pretraining runs before the first pretrained model")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--out", default="runs/series-quality")
     parser.add_argument("--data", default="data")
@@ -134,12 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     connect()
     seconds: dict[str, float] = {}
     checkpoint = None
-    if any(MODELS[m]["pretrained"] for m in args.models):
-        corpus = ",".join(paths[f"{name}/train"] for name in CORPUS)
-        checkpoint, seconds["pretraining"] = pretrain_once(PRETRAIN, [f"data.train=[{corpus}]"])
     floors = {p: _floor(p, paths, out) for p in args.problems}
-    for problem in args.problems:
-        for model in args.models:
+    for model in args.models:  # models from scratch first: they need no pretraining
+        if MODELS[model]["pretrained"] and checkpoint is None:
+            corpus = ",".join(paths[f"{name}/train"] for name in CORPUS)
+            checkpoint, seconds["pretraining"] = pretrain_once(PRETRAIN, [f"data.train=[{corpus}]"])
+        for problem in args.problems:
             source = checkpoint if MODELS[model]["pretrained"] else None
             search_out = out / f"{problem}-{model}"
             start = time.perf_counter()
