@@ -167,8 +167,9 @@ def _quickstart(args: argparse.Namespace) -> int:
     for title, folder, search_args in searches:
         print(f"\n== {title.lower()} on {result['checkpoint']} ({args.search_config})")
         # --resume: a rerun of the quickstart continues (or reuses) the same search instead of refusing
-        status = status or augtrain_main(["search", "-c", args.search_config, "--checkpoint", result["checkpoint"],
-                                          "--resume", "--out", str(run_dir / folder), *search_args])
+        code = augtrain_main(["search", "-c", args.search_config, "--checkpoint", result["checkpoint"], "--resume",
+                              "--out", str(run_dir / folder), *search_args])
+        status = status or code  # the first failure's status; the other problems' searches still run
         console.set_run_dir(run_dir)  # the search had its own folder and log
     return _finish(run_dir, status)
 
