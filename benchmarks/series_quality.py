@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                         (problem, model, policy) and r["seed"] in args.seeds]
                 spec = next((r["spec"] for r in results.rows if (r["problem"], r["model"], r["policy"]) ==
                              (problem, model, policy)), policy)
-                shown = policy if policy != "searched" else f"searched: {spec}"
+                shown = policy if policy != "searched" else f"searched: `{spec}`".replace("|", "\\|")
                 print(f"| {problem} | {MODELS[model]['name']} | {shown} | {_cell(accs)} | |")
     print("\n| stage | wall (min) |\n|---|---|")
     for stage, s in seconds.items():
