@@ -23,8 +23,9 @@ BERT (Devlin et al. 2019).
 
     python benchmarks/text_quality.py [--labels 500 2000] [--models scratch minilm mlm] [--out runs/text-quality]
 
-The searches run in the order given (scratch, then MiniLM, then the MLM model), labels first, so
-that a partial run has answered the questions that need the least compute.
+The searches run model by model in the order given (scratch, then MiniLM, then the MLM model, whose
+pretraining runs just before its searches), each at every label count in the order given, so that
+a partial run has answered the questions that need the least compute.
 """
 
 from __future__ import annotations
