@@ -42,8 +42,10 @@ debs test-debs:
 	    > $(VENV)/apt.log 2>&1 || { tail -n 40 $(VENV)/apt.log; echo "apt-get failed: see $(VENV)/apt.log"; exit 1; }; \
 	fi
 
+# make quickstart [MODALITY=text|series]: the same flow on reviews or on UCR series
+MODALITY ?= image
 quickstart: venv debs
-	@$(VENV)/bin/augtrain quickstart --data $(DATA)
+	@$(VENV)/bin/augtrain quickstart --data $(DATA) --modality $(MODALITY)
 
 test: venv test-debs
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
