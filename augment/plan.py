@@ -67,6 +67,21 @@ def sample_plan(policy: Policy, rng: np.random.Generator, h: int, w: int, size: 
     return steps
 
 
+def apply_plan(policy: Policy, value, rng: np.random.Generator, size: int | None = None,
+               table=None) -> tuple[object, list[str]]:
+    """One view of ``value`` under ``policy`` with the reference ops of its modality's catalogue
+    (or ``table``, the ops by name): the augmented value and the names of the ops it went through.
+    The value's leading one or two dimensions are the ones a plan is sampled for."""
+    table = table if table is not None else ops(policy.modality)
+    shape = np.shape(value)
+    h, w = (shape[0] if shape else 1), (shape[1] if len(shape) > 1 else 1)
+    x, names = value, []
+    for step in sample_plan(policy, rng, h, w, size):
+        x = table[step.name].apply(x, step.params)
+        names.append(step.name)
+    return x, names
+
+
 def view_names(num_views: int, single: str) -> list[str]:
     """The names of a sample's augmented views: ``[single]`` for one view (``"image"`` for
     images), else ``view0``, ``view1``, ... (the one rule every transform and reader follows)."""

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from stages import pretrain_once, run_search
+from stages import pretrain_once, print_wall_times, run_search
 
 PRETRAIN, SEARCH = "configs/series-pretrain.yaml", "configs/series-search.yaml"
 CORPUS = ("ArrowHead", "GunPoint", "ItalyPowerDemand", "OSULeaf", "ACSF1", "PickupGestureWiimoteZ", "UnitTest")
@@ -177,9 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                              (problem, model, policy)), policy)
                 shown = policy if policy != "searched" else f"searched: `{spec}`".replace("|", "\\|")
                 print(f"| {problem} | {MODELS[model]['name']} | {shown} | {_cell(accs)} | |")
-    print("\n| stage | wall (min) |\n|---|---|")
-    for stage, s in seconds.items():
-        print(f"| {stage} | {s / 60:.1f} |")
+    print_wall_times(seconds)
     return 0
 
 

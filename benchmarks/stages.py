@@ -48,3 +48,10 @@ def run_search(config_path: str, checkpoint: str | None, out: Path, overrides: l
 def row(summary: dict, prefix: str) -> dict | None:
     """The comparison's first row whose method starts with ``prefix``."""
     return next((r for r in summary["comparison"] if r["method"].startswith(prefix)), None)
+
+
+def print_wall_times(seconds: dict[str, float], note: str = "") -> None:
+    """The stages' wall time as a Markdown table (``note`` after each figure)."""
+    print("\n| stage | wall (min) |\n|---|---|")
+    for stage, s in seconds.items():
+        print(f"| {stage} | {s / 60:.1f}{note} |")

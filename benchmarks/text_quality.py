@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from stages import pretrain_once, row, run_search
+from stages import pretrain_once, print_wall_times, row, run_search
 
 SEARCH, MLM = "configs/text-search.yaml", "configs/text-mlm.yaml"
 EDA_COPIES = {500: 16, 2000: 8}  # Wei and Zou 2019, table 3 (alpha 0.05 for both sizes)
@@ -121,9 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         for policy, prefix in POLICIES:
             print(f"| {MODELS[model]['name']} | {policy} | "
                   + " | ".join(_cell(summaries.get((model, n)), prefix) for n in args.labels) + " |")
-    print("\n| stage | wall (min) |\n|---|---|")
-    for stage, s in seconds.items():
-        print(f"| {stage} | {s / 60:.1f} (0: reused) |")
+    print_wall_times(seconds, " (0: reused)")
     return 0
 
 

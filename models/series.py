@@ -37,7 +37,19 @@ def _conv_bn(cin: int, cout: int, kernel: int) -> nn.Sequential:
                          nn.Conv1d(cin, cout, kernel, bias=False), nn.BatchNorm1d(cout))
 
 
-class FCN(nn.Module):
+class _PooledConv(nn.Module):
+    """A convolutional ``body`` over time, then global average pooling: ``[B, C, T] -> [B, D]``."""
+
+    body: nn.Module
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).mean(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+
+class FCN(_PooledConv):
     """Three convolutions (128, 256, 128 filters; kernels 8, 5, 3), each with batch norm and
     ReLU, then global average pooling (Wang et al. 2017)."""
 
@@ -50,12 +62,6 @@ class FCN(nn.Module):
             cin = width
         self.body = nn.Sequential(*layers)
         self.num_features = cin
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x).mean(-1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)
 
 
 class _ResidualBlock(nn.Module):
@@ -74,7 +80,7 @@ class _ResidualBlock(nn.Module):
         return F.relu(self.body(x) + self.shortcut(x))
 
 
-class ResNet1d(nn.Module):
+class ResNet1d(_PooledConv):
     """Three residual blocks (64, 128, 128 filters), each of three convolutions (kernels 8, 5,
     3), then global average pooling (Wang et al. 2017)."""
 
@@ -86,12 +92,6 @@ class ResNet1d(nn.Module):
             cin = width
         self.body = nn.Sequential(*blocks)
         self.num_features = cin
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x).mean(-1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)
 
 
 @register_model("fcn", modalities=("series",))

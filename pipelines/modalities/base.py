@@ -216,15 +216,11 @@ class CatalogueTransform:
             register_catalogue(self.catalogue)
 
     def __call__(self, value: Any, rng: np.random.Generator) -> dict[str, Any]:
-        from augtrain.augment import sample_plan
+        from augtrain.augment.plan import apply_plan
 
-        shape = np.shape(value)
-        h, w = (shape[0] if shape else 1), (shape[1] if len(shape) > 1 else 1)
         out = {}
         for key in self.keys:
-            x = value
-            for step in sample_plan(self.policy, rng, h, w, self.size):
-                x = self.catalogue.ops[step.name].apply(x, step.params)
+            x, _ = apply_plan(self.policy, value, rng, self.size, self.catalogue.ops)
             out[key] = np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x
         return out
 

@@ -45,21 +45,17 @@ class TextModality(Modality):
 
     def describe_augmented(self, values: Sequence[str], policy: Any, *, per_sample: int = 4, seed: int = 0) -> str:
         """Originals and their augmented copies, one per line, with the ops each copy went through."""
-        from augtrain.augment import augment_rng, sample_plan
-        from augtrain.augment.registry import catalogue
+        from augtrain.augment import augment_rng
+        from augtrain.augment.plan import apply_plan
 
         parsed = self.parse_policy(policy)
-        ops = catalogue(parsed.modality).ops
         rng = augment_rng(seed, 0)
         lines = [f"policy {parsed.to_string()}" + (f" ({parsed.copies} copies of each text beside it in training)"
                                                     if parsed.copies else "")]
         for i, text in enumerate(values):
             lines.append(f"\n[{i}] original : {text}")
             for k in range(per_sample):
-                out, names = text, []
-                for step in sample_plan(parsed, rng, 1, 1, None):
-                    out = ops[step.name].apply(out, step.params)
-                    names.append(step.name)
+                out, names = apply_plan(parsed, text, rng)
                 lines.append(f"    copy {k + 1}   : {out}    <- {' + '.join(names) or 'unchanged'}")
         return "\n".join(lines)
 
