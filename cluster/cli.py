@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "augtrain.cluster.commands.jobs",
     "augtrain.cluster.commands.k8s",
     "augtrain.cluster.commands.finetune",
+    "augtrain.cluster.commands.distill",
     "augtrain.cluster.commands.search",
     "augtrain.cluster.commands.report",
 )

@@ -23,7 +23,10 @@ class DataPaths:
     test: str | list[str] | None
     num_classes: int
     class_names: list[str] | None = None
-    num_labelled: int | None = None  # samples in the labelled subset
+    num_labelled: int | None = None  # samples in the labelled subset (or in train_targets' set)
+    # a distillation student's training set (``distill.STUDENT_DATA``: values and a target
+    # distribution per sample) read instead of the labelled subset
+    train_targets: str | None = None
 
 
 @dataclass
@@ -31,7 +34,7 @@ class FinetuneData:
     """Arrays held by one worker, per split: the modality's values (images: uint8 [N, H, W, C])
     and int64 labels [N]."""
 
-    train: tuple[np.ndarray, np.ndarray]
+    train: tuple[np.ndarray, np.ndarray]  # labels int64 [N], or target distributions float32 [N, classes]
     val: tuple[np.ndarray, np.ndarray] | None
     test: tuple[np.ndarray, np.ndarray] | None
     num_classes: int
@@ -69,7 +72,11 @@ def load_data(paths: DataPaths, cfg: FinetuneConfig, splits: tuple[str, ...] = (
                                         modality=cfg.modality)
         return values, labels
 
-    train = read(paths.labelled, resize=False)
+    if paths.train_targets is not None:
+        with np.load(paths.train_targets) as stored:
+            train = (stored["values"], stored["targets"])
+    else:
+        train = read(paths.labelled, resize=False)
     return FinetuneData(train, read(paths.val, True) if "val" in splits else None,
                         read(paths.test, True) if "test" in splits else None, paths.num_classes, cfg.modality,
                         cfg.size)

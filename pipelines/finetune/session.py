@@ -126,12 +126,13 @@ class FinetuneSession:
             x, y = self._inputs(values[lo:hi]), torch.as_tensor(labels[lo:hi], device=self.device)
             with self._autocast():
                 logits = self.model(x).float()
+            # y: class indices, or a distribution per sample (a distillation student's targets)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             loss_sum += float(loss.detach()) * (hi - lo)
-            correct += int((logits.argmax(1) == y).sum())
+            correct += int((logits.argmax(1) == (y if y.ndim == 1 else y.argmax(1))).sum())
         self.epoch += 1
         return {"train_loss": loss_sum / max(len(order), 1), "train_acc": correct / max(len(order), 1), "lr": lr}
 

@@ -11,7 +11,7 @@
 
 An unknown or ill-typed key is an error naming the key and the file; ``--set a.b=value``
 overrides (values parsed as YAML scalars). Sections owned by other components (``finetune``,
-``search``) are kept as given here and validated by the commands that use them. The fully
+``search``, ``distill``) are kept as given here and validated by the commands that use them. The fully
 resolved config is what checkpoints and results store.
 """
 
@@ -108,6 +108,7 @@ class ExperimentConfig(_Section):
     cluster: ClusterSection = Field(default_factory=ClusterSection)
     finetune: dict[str, Any] | None = None  # validated by `augtrain finetune`
     search: dict[str, Any] | None = None  # validated by `augtrain search`
+    distill: dict[str, Any] | None = None  # validated by `augtrain distill`
 
     @property
     def output_dir(self) -> str:

@@ -1,0 +1,223 @@
+"""Distillation through unlabelled data: a student trained on a fine-tuned teacher's soft
+predictions over the whole unlabelled pool (the third step of SimCLRv2, Chen et al. 2020, "Big
+Self-Supervised Models are Strong Semi-Supervised Learners"; with the student noised by the
+augmentation policy while the teacher sees clean inputs, as in Noisy Student, Xie et al. 2020).
+
+    teachers = [load_teacher(...)]                              # one or more fine-tunes (an ensemble)
+    paths = prepare_student_data(dcfg, cfg, paths, teachers, out_dir)   # driver, once
+    run_finetune(student_cfg, paths, checkpoint, policy, ...)   # the student: an ordinary fine-tune
+
+The student's training set is the pool minus the validation subset (which stays an honest
+selection signal) and never a sample of the test split: the labelled subset with its true labels
+(one-hot), every other sample with the teachers' mean probability at ``temperature``. It is
+written once as ``student.npz`` (values and targets) beside the subsets; the student itself is a
+fine-tune whose labels are distributions (``FinetuneSession`` trains on either).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors.torch import load_file
+
+from augtrain.pipelines import console
+from augtrain.pipelines.data import storage
+from augtrain.pipelines.data.decode import DecodeSpec, decode_sample
+from augtrain.pipelines.data.shard_set import open_shards
+from augtrain.pipelines.data.wds_format import iter_raw_samples
+from augtrain.pipelines.finetune.config import FinetuneConfig
+from augtrain.pipelines.finetune.data import DataPaths
+from augtrain.pipelines.finetune.model import build_classifier
+from augtrain.pipelines.finetune.subsets import SUBSET_FILE
+from augtrain.pipelines.modalities import get_modality
+from augtrain.pipelines.train.engine import resolve_precision
+from augtrain.pipelines.validation import validation_message
+
+STUDENT_DATA = "student.npz"
+
+
+class DistillConfig(BaseModel):
+    """The ``distill`` section of an experiment (``augtrain distill``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # soften the teachers' logits by this temperature before averaging (SimCLRv2 uses 1)
+    temperature: float = Field(1.0, gt=0)
+    # the student's starting weights: the pretraining checkpoint (as a fine-tune starts), or the
+    # same architecture from scratch
+    init: Literal["pretrained", "scratch"] = "pretrained"
+    # optimizer steps over the student's set (pool minus validation); epochs follow from them
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float | None = Field(None, gt=0)  # default: the teacher's
+    weight_decay: float | None = Field(None, ge=0)  # default: the teacher's
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # soft targets are smooth already
+    policy: str | None = None  # the student's noise; default: the teacher's policy
+    seed: int | None = None  # default: the teacher's
+    workers: int | None = Field(None, ge=1)  # Ray Train workers of the student; default: the teacher's
+
+
+def parse_distill_config(data: dict[str, Any] | None, where: str = "<config>") -> DistillConfig:
+    try:
+        return DistillConfig.model_validate(data or {})
+    except ValidationError as exc:
+        raise ValueError(validation_message(exc, where, "distill")) from None
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A fine-tuned classifier to distil: its config, weights and pretraining checkpoint."""
+
+    cfg: FinetuneConfig
+    weights: str  # model.safetensors of a fine-tune checkpoint
+    pretrained: str | None
+    source: Any = None  # its policy (spec or schedule) when the checkpoint recorded it
+    test_acc: float | None = None
+
+
+def load_teacher(path: str | os.PathLike, pretrained: str | None = None) -> Teacher:
+    """A teacher from an ``augtrain finetune`` output folder (its ``finetune.json`` names the
+    model and the pretraining checkpoint) or from a fine-tune checkpoint folder (then the
+    pretraining checkpoint is ``pretrained``, unless the teacher was trained from scratch)."""
+    path = Path(path).absolute()
+    record_file = path / "finetune.json"
+    if not record_file.is_file():
+        raise FileNotFoundError(f"{path}: not a fine-tune output or checkpoint (no finetune.json)")
+    record = json.loads(record_file.read_text())
+    if "model" in record and "finetune" in record:  # an `augtrain finetune` output folder
+        if not record.get("model"):
+            raise ValueError(f"{record_file}: the fine-tune saved no model")
+        model_dir = Path(str(record["model"]))
+        cfg = FinetuneConfig.model_validate(record["finetune"])
+        test_acc = (record.get("metrics") or {}).get("test_acc")
+        return Teacher(cfg, str(model_dir / "model.safetensors"), record.get("checkpoint") or pretrained,
+                       cfg.policy, test_acc)
+    if "config" not in record:
+        raise ValueError(f"{record_file}: neither a fine-tune output (model, finetune) nor a checkpoint (config)")
+    cfg = FinetuneConfig.model_validate(record["config"])
+    if cfg.mode != "scratch" and pretrained is None:
+        raise ValueError(f"{path}: a {cfg.mode} fine-tune needs its pretraining checkpoint (--checkpoint)")
+    return Teacher(cfg, str(path / "model.safetensors"), pretrained, record.get("source", cfg.policy))
+
+
+def check_teachers(teachers: list[Teacher]) -> None:
+    """Teachers of one student must share the labelled and validation subsets and the classes."""
+    if not teachers:
+        raise ValueError("distill: no teacher given (--teacher)")
+    keys = ("train", "labels", "val_labels", "label_seed", "label_key", "modality")
+    first = {k: getattr(teachers[0].cfg, k) for k in keys}
+    for t in teachers[1:]:
+        other = {k: getattr(t.cfg, k) for k in keys}
+        if other != first:
+            diff = {k: (first[k], other[k]) for k in keys if first[k] != other[k]}
+            raise ValueError(f"distill: the teachers were fine-tuned on different data: {diff}")
+
+
+@torch.no_grad()
+def teacher_probabilities(teachers: list[Teacher], values: np.ndarray, num_classes: int,
+                          temperature: float = 1.0, batch_size: int = 512) -> np.ndarray:
+    """The teachers' mean class probabilities (softmax of logits / ``temperature``) on ``values``
+    (clean inputs, resized as each teacher was tested), float32 [N, classes]."""
+    total = np.zeros((len(values), num_classes), dtype=np.float64)
+    device = torch.device("cpu")
+    for teacher in teachers:
+        cfg = teacher.cfg
+        modality = get_modality(cfg.modality)
+        model = build_classifier(cfg, teacher.pretrained, num_classes)
+        model.load_state_dict(load_file(teacher.weights), strict=True)
+        model.eval()
+        bf16 = resolve_precision(cfg.precision, device) == "bf16"
+        for lo in range(0, len(values), batch_size):
+            batch = values[lo:lo + batch_size]
+            if cfg.size is not None:
+                batch = modality.stack([modality.resize(v, cfg.size) for v in batch], "distill")
+            x = modality.to_tensor(batch, cfg.mean, cfg.std)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x).float()
+            total[lo:lo + len(batch)] += torch.softmax(logits / temperature, dim=1).double().numpy()
+    return (total / len(teachers)).astype(np.float32)
+
+
+def pool_values(spec: str | list[str], channels: int, modality: str, exclude: set[str]
+                ) -> tuple[np.ndarray, list[str], int]:
+    """The pool's values whose ``shard/key`` is not in ``exclude`` (labels ignored: the pool may be
+    unlabelled), their keys, and the count of unreadable samples skipped."""
+    kind = get_modality(modality)
+    shards = open_shards(spec, modality=kind.name)
+    decode = DecodeSpec(label_key=None, channels=channels, modality=kind.name)
+    values, keys, skipped = [], [], 0
+    for url, name in zip(shards.urls, shards.names):
+        with storage.open_binary(url) as f:
+            for raw in iter_raw_samples(f):
+                key = f"{name}/{raw.key}"
+                if key in exclude:
+                    continue
+                try:
+                    sample = decode_sample(raw, decode, kind)
+                except ValueError:
+                    skipped += 1
+                    continue
+                values.append(sample[kind.column])
+                keys.append(key)
+    if not values:
+        raise ValueError(f"{spec}: no readable sample left for the student ({skipped} skipped)")
+    return kind.stack(values, str(spec)), keys, skipped
+
+
+def prepare_student_data(dcfg: DistillConfig, cfg: FinetuneConfig, paths: DataPaths, teachers: list[Teacher],
+                         out_dir: str) -> tuple[DataPaths, dict[str, Any]]:
+    """Write the student's training set (``student.npz``: values, targets [N, classes], keys) under
+    ``out_dir`` and return the student's ``DataPaths`` and a record of what went in (counts,
+    teachers' agreement with the labelled subset). Reused when present for the same request."""
+    from augtrain.pipelines.finetune.subsets import load_arrays
+
+    out = Path(out_dir)
+    request = {"teachers": sorted(t.weights for t in teachers), "temperature": dcfg.temperature,
+               "pool": cfg.train, "labelled": paths.labelled, "val": paths.val}
+    record_file = out / "student.json"
+    if record_file.is_file() and (out / STUDENT_DATA).is_file():
+        record = json.loads(record_file.read_text())
+        if record.get("request") == request:
+            return replace(paths, train_targets=str(out / STUDENT_DATA),
+                           num_labelled=record["labelled"] + record["unlabelled"]), record
+    subsets = json.loads((Path(paths.labelled).parent / SUBSET_FILE).read_text())
+    held_out = set(subsets["val_keys"]) | set(subsets["labelled_keys"])
+    console.say(f"distill: reading the pool {cfg.train} (less {len(subsets['val_keys'])} validation and "
+                f"{len(subsets['labelled_keys'])} labelled samples)")
+    values, _, skipped = pool_values(cfg.train, cfg.channels, cfg.modality, held_out)
+    modality = get_modality(cfg.modality)
+    probs = teacher_probabilities(teachers, values, paths.num_classes, dcfg.temperature)
+    labelled, labels, _ = load_arrays(paths.labelled, cfg.channels, cfg.label_key, modality=cfg.modality)
+    onehot = np.eye(paths.num_classes, dtype=np.float32)[labels]
+    agreement = float((teacher_probabilities(teachers, labelled, paths.num_classes).argmax(1) == labels).mean())
+    all_values = modality.stack([*labelled, *values], "distill")
+    targets = np.concatenate([onehot, probs])
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{STUDENT_DATA}.tmp.npz"
+    np.savez(tmp, values=all_values, targets=targets)
+    os.replace(tmp, out / STUDENT_DATA)
+    record = {"request": request, "labelled": len(labelled), "unlabelled": len(values), "skipped": skipped,
+              "teachers_train_acc": agreement,
+              "pseudo_label_counts": np.bincount(probs.argmax(1), minlength=paths.num_classes).tolist(),
+              "mean_confidence": float(probs.max(1).mean())}
+    storage.write_text_atomic(record_file, json.dumps(record, indent=1) + "\n")
+    return replace(paths, train_targets=str(out / STUDENT_DATA), num_labelled=len(all_values)), record
+
+
+def student_config(dcfg: DistillConfig, teacher: FinetuneConfig, n: int) -> FinetuneConfig:
+    """The student's fine-tune config: the (first) teacher's, with the distill section's
+    schedule, batch, optimizer, noise and seed, its length fixed for ``n`` training samples."""
+    mode = "scratch" if dcfg.init == "scratch" else "full"
+    updates: dict[str, Any] = {"mode": mode, "steps": dcfg.steps, "epochs": None, "batch_size": dcfg.batch_size,
+                               "label_smoothing": dcfg.label_smoothing, "validate_every": "auto"}
+    for key in ("lr", "weight_decay", "policy", "seed", "workers"):
+        if getattr(dcfg, key) is not None:
+            updates[key] = getattr(dcfg, key)
+    return teacher.with_updates(**updates).for_labelled(n)
