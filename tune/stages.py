@@ -191,6 +191,16 @@ def _trial_id(path: str) -> str | None:
     return match.group(1) if match else None
 
 
+def expected_trials(param_space: dict[str, Any], num_samples: int = 1) -> int:
+    """The trials Tune creates for ``param_space``: every combination of its grid searches
+    (``tune.grid_search``, top-level keys), ``num_samples`` times."""
+    count = 1
+    for value in param_space.values():
+        if isinstance(value, dict) and "grid_search" in value:
+            count *= len(value["grid_search"])
+    return count * max(1, int(num_samples))
+
+
 def run_stage(run: SearchRun, stage: str, ctx: TrialContext, param_space: dict[str, Any],
               finish: Callable[[list[dict[str, Any]], Any], dict[str, Any]] | None = None,
               **tune_kwargs: Any) -> StageResult:
@@ -201,8 +211,11 @@ def run_stage(run: SearchRun, stage: str, ctx: TrialContext, param_space: dict[s
         return done
     start = time.perf_counter()
     grid = tuner(run, stage, ctx, param_space, **tune_kwargs).fit()
-    unfinished = len(grid) - grid.num_terminated - grid.num_errors
-    if unfinished:  # Tune ends its run on Ctrl-C and returns: the stage is not done, and --resume restores it
+    # Tune ends its run on Ctrl-C and returns, holding only the trials it had created: the stage
+    # is not done (counted against the trials the space asks for), and --resume restores it
+    unfinished = max(len(grid), expected_trials(param_space, tune_kwargs.get("num_samples", 1))) \
+        - grid.num_terminated - grid.num_errors
+    if unfinished:
         raise KeyboardInterrupt(f"stage {stage} stopped with {unfinished} of {len(grid)} trials unfinished")
     rows = _trial_rows(grid, read_history(history_file(run, stage)))
     failed = [r for r in rows if r["error"]]

@@ -4,6 +4,8 @@ killed search resumes and finishes; final models predict the test split again fo
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import signal
@@ -290,9 +292,11 @@ def test_a_killed_halving_search_resumes_its_rung_and_finishes(ray_local, tiny_c
     script = tmp_path / "search.py"
     script.write_text(textwrap.dedent(RESUME_SCRIPT))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen([sys.executable, str(script), cfg.model_dump_json(), json.dumps(search_dict),
-                             tiny_checkpoint, str(out)], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "driver.log"  # the driver's own output, shown when it ends unexpectedly
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen([sys.executable, str(script), cfg.model_dump_json(), json.dumps(search_dict),
+                                 tiny_checkpoint, str(out)], env=env, start_new_session=True,
+                                stdout=sink, stderr=subprocess.STDOUT)
     rung = out / "tune" / "resume-test-halving-r0"
     deadline = time.monotonic() + 400
     try:
@@ -304,9 +308,10 @@ def test_a_killed_halving_search_resumes_its_rung_and_finishes(ray_local, tiny_c
         assert time.monotonic() < deadline, "the first rung never started"
         if how == "SIGINT":
             proc.send_signal(signal.SIGINT)  # the driver only, as `kill -INT`
-            assert proc.wait(timeout=60) != 0
+            assert proc.wait(timeout=60) != 0, log.read_text()[-4000:]
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # after SIGINT the driver and its Ray may all be gone
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert not (out / "stages" / "halving-r0.json").exists()
     search = parse_search_config(search_dict)
@@ -327,6 +332,18 @@ def test_train_executor_fits_a_torchtrainer_per_iteration(ray_local, tiny_checkp
     trial = run_search(run)["baselines"].trials[0]
     assert trial["error"] is None and trial["epoch"] == 2 and trial["test_acc"] is not None
     assert _history(tmp_path / "out", "baselines", trial["trial_id"])["epoch"].tolist() == [1, 2]  # the second fit resumed the first's checkpoint
-    fits = sorted(p.name for p in (tmp_path / "out" / "train").iterdir() if p.name.startswith("trial-"))
+    fits = sorted(p.name for p in (tmp_path / "out" / "train").iterdir()  # this trial's (the evaluation stage's are others)
+                  if p.name.startswith(f"trial-{trial['trial_id']}-"))
     assert sorted(f.rsplit("-", 1)[1] for f in fits) == ["e1", "e2"]
     assert list((Path(trial["path"])).glob("checkpoint_*"))  # Tune holds the Train checkpoints
+
+
+def test_a_stage_counts_the_trials_its_space_asks_for():
+    # what an interrupted stage is measured against: Tune's result then holds only the trials it created
+    from ray import tune
+
+    from augtrain.tune.stages import expected_trials
+
+    assert expected_trials({"point": tune.grid_search([1, 2, 3]), "epochs": 5}) == 3
+    assert expected_trials({"a": tune.grid_search([1, 2]), "b": tune.grid_search(["x", "y", "z"])}) == 6
+    assert expected_trials({"lr": tune.loguniform(1e-4, 1e-2)}, num_samples=8) == 8
