@@ -4,7 +4,8 @@ Rows, when their stages ran: logistic regression on raw pixels and a kNN of the 
 training loop); a linear probe; the same network from scratch without augmentation and with the
 searched policy; the pretrained model with no augmentation, each named baseline and the
 RandAugment grid's best point (charged for the whole grid); random search over the joint space;
-the searched model (charged for the method's stages). A row's test accuracy is the mean and
+the searched model (charged for the method's stages); the searched models' distilled students
+(charged for the search and one student). A row's test accuracy is the mean and
 spread (population sd) over its seeds: ``finetune.seed`` from the search's own trial, the others
 from the ``evaluate`` stage. Compute: trial-epochs (epochs of every trial the row is charged for)
 and trial-minutes (their training time). Each row's ``finetune.seed`` model is compared with the
@@ -112,6 +113,13 @@ def _search_rows(results: dict[str, StageResult], more: dict[str, list[dict[str,
         rows.append(_row(f"pretrained: searched ({how})", _tag("searched", searched.trials) + more.get("searched", []),
                          searched.extra["search_trial_epochs"], search_epochs=searched.extra["search_trial_epochs"],
                          charged=_charged(results, searched)))
+    if "distill" in results and "searched" in results:  # students of the searched models
+        distill = results["distill"]
+        charged = _charged(results, results["searched"])
+        rows.append(_row("pretrained: searched + distilled", _tag("distill", distill.trials),
+                         results["searched"].extra["search_trial_epochs"] + distill.trials[0]["epochs_trained"],
+                         search_epochs=results["searched"].extra["search_trial_epochs"],
+                         charged=charged + distill.trials[:1]))
     pbt, replay = results.get("pbt"), results.get("replay")
     if pbt is not None:
         population = f"population {len(pbt.trials)}"
@@ -266,6 +274,10 @@ def verdict(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
         if random:
             text += f"; vs random search at {random['trial_epochs']} trial-epochs: {_difference(searched, random)}"
         answers.append(("Did the search help?", text + "."))
+    distilled = _find(rows, "pretrained: searched + distilled")
+    if distilled and searched and distilled is not searched:
+        answers.append(("Did distillation through the unlabelled pool help?",
+                        f"students vs their searched teachers: {_difference(distilled, searched)}."))
     raw = next((r for r in rows if r.get("raw") and r.get("test_acc") is not None), None)
     best = max((r for r in rows if r.get("test_acc") is not None and not r.get("raw")),
                key=lambda r: r["test_acc"], default=None)

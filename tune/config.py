@@ -11,6 +11,7 @@ and fine-tune hyperparameters, the controls, baselines, seeds and resources. Che
                                       # text: {policies: [none, text-trivialaugment], eda_m: [1, 2], eda_c: [4, 16]}
                                       # series: {policies: [none, series-basic], series_m: [2, 5], series_c: [1, 4]}
       evaluate_seeds: [1, 2]          # every row of the table trained again with these seeds
+      distill:   {enabled: false, student: {steps: 1000, batch_size: 128}}   # searched model -> student
       pbt:       {population: 4, perturbation_interval: 3, quantile_fraction: 0.25, init: zeros, epochs: null}
       hpo:       {when: before, num_samples: 8, policy: trivialaugment}
       resources: {cpus_per_trial: 1, reserve_cpus: 1}
@@ -28,6 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from augtrain.augment import parse_policy
+from augtrain.pipelines.finetune.config import DistillConfig
 from augtrain.pipelines.validation import validation_message
 from augtrain.tune.pba import NUM_OPS, PBA_OPS, PBASpace
 from augtrain.tune.space import FAMILIES, JointSpace, family
@@ -226,6 +228,15 @@ class ResourceSection(_Section):
     epochs_per_iteration: int = Field(1, ge=1)  # epochs per Tune report (one report = one checkpoint)
 
 
+class DistillSection(_Section):
+    """After the evaluation stage, the searched model of each seed as the teacher of a student of
+    the same seed, trained on its soft labels over the unlabelled pool (``augtrain distill``;
+    ``pipelines.finetune.distill.DistillConfig`` holds the student's settings)."""
+
+    enabled: bool = False
+    student: DistillConfig = Field(default_factory=DistillConfig)  # steps, batch_size, workers, ...
+
+
 class SearchConfig(_Section):
     name: str | None = None  # Tune experiment prefix; default: the experiment's name
     metric: Literal["val_acc"] = "val_acc"
@@ -248,6 +259,7 @@ class SearchConfig(_Section):
     # best, the searched and random-search points, the controls) trained again with these seeds
     # beside finetune.seed (test accuracy mean and spread; not search compute)
     evaluate_seeds: tuple[int, ...] = ()
+    distill: DistillSection = Field(default_factory=DistillSection)
 
 
 def parse_search_config(data: dict[str, Any] | None, where: str = "<config>") -> SearchConfig:

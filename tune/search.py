@@ -14,8 +14,10 @@ the controls, a computation on the driver) whose result is kept under ``stages/`
 6. ``evaluate``: every row of the comparison trained again with ``search.evaluate_seeds``, and the
    controls that train (linear probe, the same network from scratch with and without the searched
    policy) with every seed.
-7. ``hpo_after`` (PBT with ``when: after``): the same HPO, with the searched schedule as the policy.
-8. ``predictions``: every tested final model predicts the test split again from its last
+7. ``distill`` (``search.distill.enabled``): each searched model as the teacher of a student
+   trained on its soft labels over the unlabelled pool (``tune.distillation``).
+8. ``hpo_after`` (PBT with ``when: after``): the same HPO, with the searched schedule as the policy.
+9. ``predictions``: every tested final model predicts the test split again from its last
    checkpoint, so that the report can compare any two of them sample by sample (``significance``).
 
 ``resume=True`` skips finished stages and restores an unfinished one with ``Tuner.restore``.
@@ -35,6 +37,7 @@ import numpy as np
 from augtrain.augment import Schedule
 from augtrain.pipelines.finetune import FinetuneConfig, predict_checkpoints, prepare_data
 from augtrain.tune.config import SearchConfig
+from augtrain.tune.distillation import run_distill
 from augtrain.tune.evaluation import run_controls, run_evaluation
 from augtrain.tune.hpo import run_hpo
 from augtrain.tune.methods import METHODS, run_random
@@ -46,7 +49,7 @@ from augtrain.tune.trainable import finetune_trial
 log = logging.getLogger(__name__)
 
 # stages whose tested trials are final models (their test predictions are compared pairwise)
-TESTED_STAGES = ("baselines", "pbt_best", "replay", "searched", "random_search", "evaluate")
+TESTED_STAGES = ("baselines", "pbt_best", "replay", "searched", "random_search", "evaluate", "distill")
 
 
 def _cluster_cpus() -> float:
@@ -108,6 +111,8 @@ def run_search(run: SearchRun) -> dict[str, StageResult]:
         if search.random.enabled and search.method != "random":
             run_random(run, cfg, budget=searched.extra["search_trial_epochs"])
     run_evaluation(run, cfg)
+    if search.distill.enabled:
+        run_distill(run, cfg)
     if search.method == "pbt" and search.hpo.when == "after":
         run_hpo(run, cfg, run.context(cfg, test=False, source=schedule.to_dict()), stage="hpo_after")
     predict_final_models(run, cfg)

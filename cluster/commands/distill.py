@@ -38,8 +38,8 @@ def _distill(args: argparse.Namespace) -> int:
     from augtrain.pipelines import console
     from augtrain.pipelines.data.storage import write_text_atomic
     from augtrain.pipelines.finetune import prepare_data, resolve_checkpoint, run_finetune
-    from augtrain.pipelines.finetune.distill import (check_teachers, load_teacher, parse_distill_config,
-                                                     prepare_student_data, student_config)
+    from augtrain.pipelines.finetune.config import parse_distill_config
+    from augtrain.pipelines.finetune.distill import check_teachers, load_teacher, prepare_student_data, student_config
     from augtrain.pipelines.train.config import load_config, save_resolved
 
     experiment = load_config(args.config, args.overrides)

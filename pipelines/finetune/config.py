@@ -1,5 +1,6 @@
 """The ``finetune`` section of an experiment: its schema, the schedule's length from the
-labelled count (``steps: auto``), and its defaults taken from the rest of the experiment."""
+labelled count (``steps: auto``), and its defaults taken from the rest of the experiment; and the
+``distill`` section (a student trained on fine-tuned teachers' predictions, ``distill.py``)."""
 
 from __future__ import annotations
 
@@ -192,3 +193,32 @@ def finetune_config_from_experiment(experiment: Any, where: str = "<config>", **
     section = dict(experiment.finetune or {})
     section.update({k: v for k, v in overrides.items() if v is not None})
     return parse_finetune_config(section, where, **defaults)
+
+
+class DistillConfig(BaseModel):
+    """The ``distill`` section of an experiment (``augtrain distill``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # soften the teachers' logits by this temperature before averaging (SimCLRv2 uses 1)
+    temperature: float = Field(1.0, gt=0)
+    # the student's starting weights: the pretraining checkpoint (as a fine-tune starts), or the
+    # same architecture from scratch
+    init: Literal["pretrained", "scratch"] = "pretrained"
+    # optimizer steps over the student's set (pool minus validation); epochs follow from them
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float | None = Field(None, gt=0)  # default: the teacher's
+    weight_decay: float | None = Field(None, ge=0)  # default: the teacher's
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # soft targets are smooth already
+    policy: str | None = None  # the student's noise; default: the teacher's policy
+    seed: int | None = None  # default: the teacher's
+    workers: int | None = Field(None, ge=1)  # Ray Train workers of the student; default: the teacher's
+
+
+def parse_distill_config(data: dict[str, Any] | None, where: str = "<config>") -> DistillConfig:
+    """Validate a ``distill`` mapping; errors name the key."""
+    try:
+        return DistillConfig.model_validate(data or {})
+    except ValidationError as exc:
+        raise ValueError(validation_message(exc, where, "distill")) from None

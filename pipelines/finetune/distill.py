@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import load_file
 
 from augtrain.pipelines import console
@@ -32,43 +31,14 @@ from augtrain.pipelines.data import storage
 from augtrain.pipelines.data.decode import DecodeSpec, decode_sample
 from augtrain.pipelines.data.shard_set import open_shards
 from augtrain.pipelines.data.wds_format import iter_raw_samples
-from augtrain.pipelines.finetune.config import FinetuneConfig
+from augtrain.pipelines.finetune.config import DistillConfig, FinetuneConfig
 from augtrain.pipelines.finetune.data import DataPaths
 from augtrain.pipelines.finetune.model import build_classifier
 from augtrain.pipelines.finetune.subsets import SUBSET_FILE
 from augtrain.pipelines.modalities import get_modality
 from augtrain.pipelines.train.engine import resolve_precision
-from augtrain.pipelines.validation import validation_message
 
 STUDENT_DATA = "student.npz"
-
-
-class DistillConfig(BaseModel):
-    """The ``distill`` section of an experiment (``augtrain distill``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # soften the teachers' logits by this temperature before averaging (SimCLRv2 uses 1)
-    temperature: float = Field(1.0, gt=0)
-    # the student's starting weights: the pretraining checkpoint (as a fine-tune starts), or the
-    # same architecture from scratch
-    init: Literal["pretrained", "scratch"] = "pretrained"
-    # optimizer steps over the student's set (pool minus validation); epochs follow from them
-    steps: int = Field(2000, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float | None = Field(None, gt=0)  # default: the teacher's
-    weight_decay: float | None = Field(None, ge=0)  # default: the teacher's
-    label_smoothing: float = Field(0.0, ge=0, lt=1)  # soft targets are smooth already
-    policy: str | None = None  # the student's noise; default: the teacher's policy
-    seed: int | None = None  # default: the teacher's
-    workers: int | None = Field(None, ge=1)  # Ray Train workers of the student; default: the teacher's
-
-
-def parse_distill_config(data: dict[str, Any] | None, where: str = "<config>") -> DistillConfig:
-    try:
-        return DistillConfig.model_validate(data or {})
-    except ValidationError as exc:
-        raise ValueError(validation_message(exc, where, "distill")) from None
 
 
 @dataclass(frozen=True)

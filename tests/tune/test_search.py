@@ -347,3 +347,32 @@ def test_a_stage_counts_the_trials_its_space_asks_for():
     assert expected_trials({"point": tune.grid_search([1, 2, 3]), "epochs": 5}) == 3
     assert expected_trials({"a": tune.grid_search([1, 2]), "b": tune.grid_search(["x", "y", "z"])}) == 6
     assert expected_trials({"lr": tune.loguniform(1e-4, 1e-2)}, num_samples=8) == 8
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_search_distils_each_searched_model_into_a_student(ray_local, tiny_checkpoint, tiny_cfg, tmp_path):
+    from augtrain.pipelines.finetune.distill import pool_values
+    from augtrain.tune.comparison import comparison_rows, verdict
+
+    cfg = tiny_cfg.with_updates(epochs=2, size=8)
+    search = parse_search_config({
+        "halving": {"candidates": 2, "eta": 2, "min_fraction": 0.5}, "random": {"enabled": False},
+        "space": {"crop": [0]}, "controls": {"enabled": False}, "baselines": NO_BASELINES, "evaluate_seeds": [1],
+        "distill": {"enabled": True, "student": {"steps": 12, "batch_size": 64}}, "resources": LOCAL})
+    results = run_search(plan_search(cfg, search, tiny_checkpoint, tmp_path / "out", "distil"))
+    students = results["distill"].trials
+    assert [s["config"]["seed"] for s in students] == [0, 1]  # the search's own model and the evaluation's seed 1
+    pool = len(pool_values(cfg.train, 1, "image", set())[1])
+    for s in students:
+        assert s["test_acc"] is not None and s["checkpoint"]
+        # the validation subset never reaches a student: the pool less the labelled and validation samples
+        assert s["student_set"]["labelled"] == 120 and s["student_set"]["unlabelled"] == pool - 120 - 120
+    assert {p["stage"] for p in results["predictions"].trials} >= {"distill"}  # paired with the other rows
+    rows = comparison_rows(results)
+    distilled = next(r for r in rows if r["method"] == "pretrained: searched + distilled")
+    assert distilled["seeds"] == 2 and distilled["trial_epochs"] > results["searched"].extra["search_trial_epochs"]
+    assert any(q.startswith("Did distillation") for q, _ in verdict(rows))
+    # resumed: the finished stage is reused, not trained again
+    again = run_search(plan_search(cfg, search, tiny_checkpoint, tmp_path / "out", "distil", resume=True))
+    assert again["distill"].trials == students
