@@ -69,7 +69,7 @@ def _distill(args: argparse.Namespace) -> int:
     teacher_accs = [t.test_acc for t in teachers]
     out_record = {"checkpoint": checkpoint, "finetune": cfg.model_dump(mode="json"), "metric": "accuracy",
                   "metrics": result.metrics, "history": result.history, "model": result.checkpoint,
-                  "seconds": result.seconds, "control": None,
+                  "seconds": result.seconds, "control": teachers[0].control,  # same labels, same test split
                   "distill": {**dcfg.model_dump(mode="json"), **{k: v for k, v in record.items() if k != "request"},
                               "teachers": [str(t) for t in args.teacher], "teachers_test_acc": teacher_accs,
                               "policy": source}}
@@ -79,5 +79,10 @@ def _distill(args: argparse.Namespace) -> int:
     known = [a for a in teacher_accs if a is not None]
     print(f"student: {shown} in {result.seconds:.0f} s"
           + (f"; teachers' test_acc {', '.join(f'{a:.4f}' for a in known)}" if known else ""))
+    from augtrain.pipelines.report import write_report_quietly
+
+    report = write_report_quietly(out)
     print(f"results: {out}/finetune.json")
+    if report is not None:
+        console.set_closing(f"report: {report}")
     return 0

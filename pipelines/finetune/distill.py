@@ -50,6 +50,7 @@ class Teacher:
     pretrained: str | None
     source: Any = None  # its policy (spec or schedule) when the checkpoint recorded it
     test_acc: float | None = None
+    control: dict[str, Any] | None = None  # its fine-tune's raw-feature control, on the same labels and test split
 
 
 def load_teacher(path: str | os.PathLike, pretrained: str | None = None) -> Teacher:
@@ -68,7 +69,7 @@ def load_teacher(path: str | os.PathLike, pretrained: str | None = None) -> Teac
         cfg = FinetuneConfig.model_validate(record["finetune"])
         test_acc = (record.get("metrics") or {}).get("test_acc")
         return Teacher(cfg, str(model_dir / "model.safetensors"), record.get("checkpoint") or pretrained,
-                       cfg.policy, test_acc)
+                       cfg.policy, test_acc, record.get("control"))
     if "config" not in record:
         raise ValueError(f"{record_file}: neither a fine-tune output (model, finetune) nor a checkpoint (config)")
     cfg = FinetuneConfig.model_validate(record["config"])

@@ -55,6 +55,15 @@ def finetune_sections(run_dir: Path) -> list[Section]:
              (f"test {metric} (%)", percent(metrics.get("test_acc"))),
              (f"validation {metric} (%)", percent(metrics.get("val_acc"))),
              ("time", f"{record.get('seconds', 0):.0f} s")]
+    distill = record.get("distill")
+    if distill:  # an `augtrain distill` student
+        accs = [percent(a) for a in distill.get("teachers_test_acc", []) if a is not None]
+        facts.append(("distillation", f"student of {len(distill.get('teachers', []))} teacher(s)"
+                                      + (f" (test {', '.join(accs)} %)" if accs else "")
+                                      + f", trained on {distill.get('labelled')} labelled and "
+                                        f"{distill.get('unlabelled')} pseudo-labelled samples (temperature "
+                                        f"{distill.get('temperature')}, mean teacher confidence "
+                                        f"{distill.get('mean_confidence', 0):.3f})"))
     if control:
         gap = None if metrics.get("test_acc") is None else 100 * (metrics["test_acc"] - control["test_acc"])
         facts.append(("control", f"{control['method']} on the same labels: {percent(control['test_acc'])} %"

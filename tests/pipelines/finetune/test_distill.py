@@ -98,4 +98,7 @@ def test_distill_command_end_to_end(ray_local, tmp_path, digits_splits, tiny_che
     assert 0.0 <= record["metrics"]["test_acc"] <= 1.0 and record["finetune"]["mode"] == "full"
     assert record["distill"]["labelled"] == 100 and record["distill"]["policy"] == "rand-n1-m5"
     assert record["distill"]["teachers_test_acc"][0] is not None
-    assert "student:" in capsys.readouterr().out
+    assert record["control"]["method"] == "logistic regression on raw pixels"  # the teacher's, same labels
+    captured = capsys.readouterr()
+    assert "student:" in captured.out and captured.err.rstrip().endswith(f"report: {tmp_path / 's' / 'report.html'}")
+    assert "pseudo-labelled samples" in (tmp_path / "s" / "report.md").read_text()
