@@ -20,7 +20,7 @@ import math
 import os
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -300,6 +300,8 @@ class StepOutput:
     loss: float  # this rank's loss on its micro-batch
     lr: float  # LR the update of this step used (or will use, mid-accumulation)
     stepped: bool  # True when this micro-batch completed an optimizer step
+    # the loss's parts, for objectives that expose them (``loss_terms``: a VAE's recon and kl)
+    terms: dict[str, float] = field(default_factory=dict)
 
 
 def to_device(views: Sequence[torch.Tensor], engine: TrainEngine) -> list[torch.Tensor]:
@@ -313,6 +315,7 @@ def train_step(engine: TrainEngine, views: Sequence[torch.Tensor]) -> StepOutput
     lr = engine.lr()
     stepped = ds.is_gradient_accumulation_boundary()
     loss = ds(to_device(views, engine))
+    terms = {k: float(v) for k, v in getattr(ds.module, "loss_terms", {}).items()}
     ds.backward(loss)
     ds.step()
-    return StepOutput(loss=loss.item(), lr=lr, stepped=stepped)
+    return StepOutput(loss=loss.item(), lr=lr, stepped=stepped, terms=terms)

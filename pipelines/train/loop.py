@@ -78,26 +78,36 @@ class Meter:
     def __init__(self) -> None:
         self.reset()
 
+    def __init__(self, terms: tuple[str, ...] = ()) -> None:
+        self.terms = tuple(terms)  # the objective's loss parts (every rank has the same)
+        self.reset()
+
     def reset(self) -> None:
         self.loss_sum, self.batches, self.samples = 0.0, 0, 0
         self.data_s, self.total_s = 0.0, 0.0
+        self.term_sums = dict.fromkeys(self.terms, 0.0)
 
-    def add(self, loss: float, samples: int, data_s: float, total_s: float) -> None:
+    def add(self, loss: float, samples: int, data_s: float, total_s: float,
+            terms: dict[str, float] | None = None) -> None:
         self.loss_sum += loss
         self.batches += 1
         self.samples += samples
         self.data_s += data_s
         self.total_s += total_s
+        for name in self.terms:
+            self.term_sums[name] += (terms or {}).get(name, 0.0)
 
     def read(self, world_size: int) -> dict[str, float]:
-        """Means over all workers (one all-reduce): loss, samples/s, data-wait fraction."""
-        t = torch.tensor([self.loss_sum, self.batches, self.samples, self.data_s, self.total_s],
-                         dtype=torch.float64)
+        """Means over all workers (one all-reduce): loss (and its parts, ``loss_<term>``),
+        samples/s, data-wait fraction."""
+        t = torch.tensor([self.loss_sum, self.batches, self.samples, self.data_s, self.total_s,
+                          *(self.term_sums[n] for n in self.terms)], dtype=torch.float64)
         if world_size > 1:
             dist.all_reduce(t)
-        loss_sum, batches, samples, data_s, total_s = t.tolist()
+        loss_sum, batches, samples, data_s, total_s, *term_sums = t.tolist()
         self.reset()
         return {"loss": loss_sum / max(batches, 1),
+                **{f"loss_{n}": v / max(batches, 1) for n, v in zip(self.terms, term_sums)},
                 "samples_per_s": samples / max(total_s / world_size, 1e-9),
                 "data_wait": data_s / max(total_s, 1e-9)}
 
@@ -109,8 +119,9 @@ class MetricsWriter:
     FIELDS = ("kind", "epoch", "step", "lr", "loss", "samples_per_s", "data_wait", "samples",
               "skipped")
 
-    def __init__(self, directory: str | None, rank: int) -> None:
+    def __init__(self, directory: str | None, rank: int, terms: tuple[str, ...] = ()) -> None:
         self.enabled = directory is not None and rank == 0
+        self.fields = self.FIELDS + tuple(f"loss_{n}" for n in terms)  # the objective's loss parts last
         self._csv, self._writer, self._tb = None, None, None
         if self.enabled:
             Path(directory).mkdir(parents=True, exist_ok=True)
@@ -125,7 +136,7 @@ class MetricsWriter:
         if self._csv is None:
             new = not self._path.exists()
             self._csv = open(self._path, "a", newline="")
-            self._writer = csv.DictWriter(self._csv, fieldnames=self.FIELDS, extrasaction="ignore")
+            self._writer = csv.DictWriter(self._csv, fieldnames=self.fields, extrasaction="ignore")
             if new:
                 self._writer.writeheader()
         self._writer.writerow(record)
@@ -219,6 +230,7 @@ def _run_epoch(run: _Run, epoch: int) -> bool:
                                          engine.config.micro_batch_size, run.position, drop_last=True)
     batches = iter(iterator)
     micro, loss_sum, at_boundary = 0, 0.0, True
+    term_sums = dict.fromkeys(run.meter.terms, 0.0)
     while not run.done():
         t0 = time.perf_counter()
         batch = next(batches, None)
@@ -230,8 +242,10 @@ def _run_epoch(run: _Run, epoch: int) -> bool:
             break
         views = run.make_views(batch, epoch) if run.make_views else _views(batch, modality, names, cfg)
         out = train_step(engine, views)
-        run.meter.add(out.loss, len(batch["__index__"]), t_data, time.perf_counter() - t0)
+        run.meter.add(out.loss, len(batch["__index__"]), t_data, time.perf_counter() - t0, out.terms)
         micro, loss_sum, at_boundary = micro + 1, loss_sum + out.loss, out.stepped
+        for name in term_sums:
+            term_sums[name] += out.terms.get(name, 0.0)
         if run.on_step is not None:
             run.on_step(StepRecord(epoch, run.step, out.loss, out.lr, [str(k) for k in batch["__key__"]]))
         if micro % cfg.log_every == 0:
@@ -244,8 +258,14 @@ def _run_epoch(run: _Run, epoch: int) -> bool:
 
     position = _merged_position(run.position, iterator.progress(), engine.world_size)
     run.emit({"kind": "epoch", "epoch": epoch, "step": run.step, "loss": loss_sum / max(micro, 1),
+              **{f"loss_{n}": v / max(micro, 1) for n, v in term_sums.items()},
               "samples": position.samples_consumed, "skipped": position.skipped.total,
               "skipped_by_reason": dict(position.skipped.counts)})
+    if cfg.metrics_dir is not None and hasattr(engine.module, "sample"):  # every rank samples (ZeRO-3 gathers)
+        from augtrain.pipelines.train.samples import write_sample_grid
+
+        write_sample_grid(engine.module, Path(cfg.metrics_dir) / "samples" / f"epoch-{epoch:03d}.png",
+                          cfg.mean, cfg.std, seed=cfg.seed, write=engine.rank == 0)
     if run.done():
         run.position = position
         return False
@@ -283,8 +303,10 @@ def pretrain(objective: nn.Module, reader: ShardReader, engine_cfg: EngineConfig
         position = DataPosition.from_state_dict(meta["data_position"])
         log.info("resumed from %s (step %d, epoch %d, %d samples of it consumed)",
                  source, engine.optimizer_steps, position.epoch, position.samples_consumed)
+    terms = tuple(getattr(objective, "loss_term_names", ()))
     run = _Run(engine, reader, loop_cfg, position, {"config": config, "policy": policy},
-               on_metrics, on_step, MetricsWriter(loop_cfg.metrics_dir, engine.rank), make_views=make_views)
+               on_metrics, on_step, MetricsWriter(loop_cfg.metrics_dir, engine.rank, terms), make_views=make_views,
+               meter=Meter(terms))
     try:
         while run.position.epoch < loop_cfg.epochs and not run.done():
             _run_epoch(run, run.position.epoch)

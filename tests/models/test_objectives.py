@@ -22,6 +22,9 @@ OBJECTIVE_CASES: dict[str, tuple[dict, tuple[int, ...]]] = {
     # masked-series modelling: PatchTST regresses masked patches of [B, C, T] series
     "masked-series": ({"encoder": "patchtst-tiny", "encoder_kwargs": {"in_chans": 1, "context_length": 64}},
                       (8, 1, 96)),
+    # a VAE of small images: reconstruction + KL (loss terms tested in tests/pipelines/train/test_vae_pretrain.py)
+    "vae": ({"encoder": "cnn-tiny", "encoder_kwargs": {"in_chans": 1}, "latent_dim": 8, "decoder_width": 16},
+            (8, 1, 28, 28)),
 }
 
 
