@@ -33,6 +33,9 @@ class Manifest:
     length: int | None = None  # series: the length every series has (None: unequal lengths)
     channels: int | None = None  # series: channels per time step
     dali_index: bool = False
+    # generated samples: where they came from (generating checkpoint, labeller, seed, filter); such
+    # shards may be mixed into training, never used as a validation or test split
+    synthetic: dict | None = None
     format: str = FORMAT
 
     @property

@@ -90,6 +90,17 @@ def check_modality(spec: str | Sequence[str], modality: str) -> None:
         _expand(item, modality)
 
 
+def check_real(spec: str | Sequence[str], role: str) -> None:
+    """Refuse (``ShardSpecError`` naming the manifest) generated samples where only real ones may
+    go: a validation or test split, or the pool a validation subset is drawn from."""
+    for item in [spec] if isinstance(spec, str) else list(spec):
+        _, manifest, _ = _expand(item, None)
+        if manifest is not None and manifest.synthetic:
+            where = item if item.endswith(MANIFEST_NAME) else storage.join(item, MANIFEST_NAME)
+            raise ShardSpecError(f"{where}: generated samples (synthetic, from {manifest.synthetic.get('generator')}) "
+                                 f"cannot be {role}; mix them into training instead")
+
+
 def open_shards(spec: str | Sequence[str], scan_threads: int = 8, modality: str | None = None) -> ShardSet:
     """Resolve ``spec`` and learn every shard's sample count (manifest, else a counting read).
     With ``modality``, every manifest found must record that modality."""

@@ -17,6 +17,8 @@ class Source:
     length: int
     _items: object  # callable(index) -> (value, label)
     modality: str = "image"
+    # callable(index) -> more members of the sample (e.g. {"conf": b"0.93"}: a pseudo-label's confidence)
+    extras: object | None = None
 
     def __len__(self) -> int:
         return self.length

@@ -45,9 +45,11 @@ def write_shards(
     split: str,
     options: WriteOptions,
     progress: Callable[[str], None] | None = None,
+    synthetic: dict | None = None,
 ) -> Manifest:
     """Write ``source`` into ``out_dir`` and return the manifest (also written there). ``progress``
-    gets a line per shard; by default a bar over the shards is shown (one line at the end on a pipe)."""
+    gets a line per shard; by default a bar over the shards is shown (one line at the end on a pipe).
+    ``synthetic``: the provenance of generated samples, recorded in the manifest."""
     options.check()
     modality = get_modality(source.modality)
     fmt = options.format or modality.formats[0]
@@ -78,8 +80,10 @@ def write_shards(
         split=split,
         source=source.name,
         class_names=list(source.class_names) or None,  # None: an unlabelled corpus
-        extensions=sorted([fmt, "cls"] if source.class_names else [fmt]),
+        extensions=sorted([fmt, *(["cls"] if source.class_names else []),
+                           *(source.extras(int(order[0])) if source.extras is not None and len(order) else ())]),
         dali_index=options.dali_index,
+        synthetic=synthetic,
         **modality.manifest_fields(fmt, source),
     )
     write_text_atomic(os.path.join(out_dir, MANIFEST_NAME), manifest.to_json())
@@ -95,6 +99,8 @@ def _write_one(source: Source, indices: np.ndarray, path: str, options: WriteOpt
             value, label = source[int(index)]
             ext, data = modality.encode(value, fmt)
             members = {ext: data} if label is None else {ext: data, "cls": str(label).encode()}
+            if source.extras is not None:
+                members.update(source.extras(int(index)))
             writer.write(f"{int(index):09d}", members)
         writer.close()
     os.replace(tmp, path)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from augtrain.pipelines.data.shard_set import check_modality
+from augtrain.pipelines.data.shard_set import check_modality, check_real
 from augtrain.pipelines.data.storage import is_url
 from augtrain.pipelines.finetune.config import FinetuneConfig
 from augtrain.pipelines.finetune.subsets import SubsetPaths, load_arrays, prepare_subsets
@@ -48,6 +48,9 @@ def prepare_data(cfg: FinetuneConfig, out_dir: str) -> DataPaths:
         raise ValueError("finetune.train: no shards for the labelled pool (set finetune.train or data.train)")
     if cfg.test is not None:
         check_modality(cfg.test, cfg.modality)  # the pool is checked where it is opened
+        check_real(cfg.test, "the test split (finetune.test)")
+    if cfg.val_labels:
+        check_real(cfg.train, "the pool the validation subset is drawn from (finetune.train)")
     subsets: SubsetPaths = prepare_subsets(cfg.train, os.path.abspath(out_dir), cfg.labels, cfg.label_seed,
                                            cfg.val_labels, cfg.label_key, cfg.modality)
     names = subsets.record["class_names"]

@@ -5,6 +5,8 @@ epoch, the checkpoint reloaded to identical outputs, and its encoder fine-tuned.
 from __future__ import annotations
 
 import csv
+import io
+import json
 
 import numpy as np
 import pytest
@@ -82,3 +84,44 @@ def test_vae_pretraining_logs_both_terms_falling_samples_and_initialises_a_finet
                                a.encoder.state_dict()["stages.0.0.weight"])  # the VAE's encoder, not a fresh one
     history = [session.run_epoch("none", test=True) for _ in range(3)]
     assert history[-1]["train_loss"] < history[0]["train_loss"] and 0 <= history[-1]["test_acc"] <= 1
+
+    # generated samples as shards: pseudo-labelled by the fine-tune, their provenance in the manifest
+    from augtrain.pipelines.data.shard_set import ShardSpecError
+    from augtrain.pipelines.data.wds_format import iter_raw_samples
+    from augtrain.pipelines.finetune import finetune_local
+
+    labeller = finetune_local(cfg, paths, str(ckpt), "none", out_dir=str(tmp_path / "labeller")).checkpoint
+
+    def generate(out, *more) -> tuple[dict, list]:
+        assert main(["generate", "--checkpoint", str(run / "checkpoints"), "--n", "300", "--out", str(out),
+                     "--labeller", labeller, "--labeller-checkpoint", str(ckpt), "--samples-per-shard", "100",
+                     *more]) == 0
+        samples = [raw for shard in sorted(out.glob("*.tar")) for raw in iter_raw_samples(open(shard, "rb"))]
+        return json.loads((out / "manifest.json").read_text()), samples
+
+    manifest, samples = generate(tmp_path / "gen-all")
+    synthetic = manifest["synthetic"]
+    assert synthetic["generator"] == str(ckpt) and synthetic["drawn"] == 300 == synthetic["kept"] == len(samples)
+    assert synthetic["labeller"] == labeller and sum(synthetic["per_class"]) == 300
+    assert manifest["num_samples"] == 300 and manifest["extensions"] == ["cls", "conf", "png"]
+    assert all(0 <= int(raw.members["cls"]) < 10 for raw in samples)
+    assert np.asarray(Image.open(io.BytesIO(samples[0].members["png"]))).shape == (8, 8)
+    # a confidence filter drops exactly the samples below it (the same seed draws the same images), counted
+    confidences = np.array([float(raw.members["conf"]) for raw in samples])
+    threshold = float(np.median(confidences))
+    out = tmp_path / "gen"
+    manifest, samples = generate(out, "--min-confidence", f"{threshold}")
+    kept = int((confidences >= threshold).sum())  # the stored confidences are rounded to 6 decimals
+    assert abs(len(samples) - kept) <= 2 and manifest["synthetic"]["kept"] == len(samples)
+    assert manifest["synthetic"]["dropped_below_confidence"] == 300 - len(samples)
+    assert all(float(raw.members["conf"]) >= threshold - 1e-6 for raw in samples)
+    # the same seed draws the same images
+    assert main(["generate", "--checkpoint", str(run / "checkpoints"), "--n", "20", "--out", str(tmp_path / "g1")]) == 0
+    assert main(["generate", "--checkpoint", str(run / "checkpoints"), "--n", "20", "--out", str(tmp_path / "g2")]) == 0
+    assert [p.read_bytes() for p in sorted((tmp_path / "g1").glob("*.tar"))] == \
+        [p.read_bytes() for p in sorted((tmp_path / "g2").glob("*.tar"))]
+    # never a test split, never the pool a validation subset is drawn from
+    with pytest.raises(ShardSpecError, match="generated samples"):
+        prepare_data(cfg.with_updates(test=str(out)), str(tmp_path / "ft-bad"))
+    with pytest.raises(ShardSpecError, match="generated samples"):
+        prepare_data(cfg.with_updates(train=str(out)), str(tmp_path / "ft-bad2"))
