@@ -40,6 +40,13 @@ class FinetuneConfig(BaseModel):
     # null): the modality's default, its catalogue's finetune_default (TrivialAugment for images,
     # none for text and series)
     policy: str = "trivialaugment"
+    # generated samples mixed into training (``augtrain generate`` shards, labelled): this fraction
+    # of every epoch's slots holds one of them instead of a real sample, so an epoch keeps its
+    # length and every fraction trains for the same compute; their labels' confidence must reach
+    # ``synthetic_min_confidence``. Never in the validation or test split.
+    synthetic: str | list[str] | None = None
+    synthetic_fraction: float = Field(0.0, ge=0, lt=1)
+    synthetic_min_confidence: float = Field(0.0, ge=0, lt=1)
     backend: Literal["auto", "albumentations", "numpy", "dali"] = "auto"
     # the schedule's length: ``epochs`` when given, else ``steps`` optimizer steps rounded up to
     # whole epochs; ``steps: auto`` scales them with the labelled-set size (``auto_steps``)
@@ -79,6 +86,18 @@ class FinetuneConfig(BaseModel):
 
         return absolute_tokenizer(value)
 
+    @field_validator("synthetic")
+    @classmethod
+    def _absolute_synthetic(cls, value: str | list[str] | None) -> str | list[str] | None:
+        """Local paths made absolute (trials run in their own working directories); URLs kept."""
+        import os
+
+        from augtrain.pipelines.data.storage import is_url
+
+        if isinstance(value, list):
+            return [v if is_url(v) else os.path.abspath(v) for v in value]
+        return value if value is None or is_url(value) else os.path.abspath(value)
+
     @field_validator("modality")
     @classmethod
     def _modality(cls, value: str) -> str:
@@ -113,6 +132,8 @@ class FinetuneConfig(BaseModel):
             raise ValueError(f"steps must be >= 1 or 'auto', got {self.steps}")
         if self.epochs is not None and self.warmup_epochs is not None and self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be <= epochs ({self.epochs})")
+        if self.synthetic_fraction > 0 and self.synthetic is None:
+            raise ValueError(f"synthetic_fraction {self.synthetic_fraction} needs finetune.synthetic (generated shards)")
         if len(self.mean) != len(self.std):
             raise ValueError(f"mean {self.mean} and std {self.std} need the same number of entries")
         return self

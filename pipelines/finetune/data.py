@@ -40,10 +40,15 @@ class FinetuneData:
     num_classes: int
     modality: str = "image"
     size: int | None = None  # the held-out splits were resized to it (the labelled one keeps its own)
+    # generated samples to mix into training (finetune.synthetic), those confident enough: values, labels
+    synthetic: tuple[np.ndarray, np.ndarray] | None = None
+    synthetic_dropped: int = 0  # generated samples below finetune.synthetic_min_confidence
 
 
 def prepare_data(cfg: FinetuneConfig, out_dir: str) -> DataPaths:
     """Choose and write the labelled and validation subsets under ``out_dir`` (reused when present)."""
+    if cfg.synthetic is not None:
+        check_modality(cfg.synthetic, cfg.modality)
     if cfg.train is None:
         raise ValueError("finetune.train: no shards for the labelled pool (set finetune.train or data.train)")
     if cfg.test is not None:
@@ -80,6 +85,48 @@ def load_data(paths: DataPaths, cfg: FinetuneConfig, splits: tuple[str, ...] = (
             train = (stored["values"], stored["targets"])
     else:
         train = read(paths.labelled, resize=False)
+    synthetic, dropped = None, 0
+    if "train" in splits and cfg.synthetic is not None and cfg.synthetic_fraction > 0:
+        if train[1].ndim != 1:
+            raise ValueError("finetune.synthetic: generated samples mix with class labels, not with a "
+                             "distillation student's target distributions")
+        synthetic, dropped = load_synthetic(cfg, paths.num_classes)
     return FinetuneData(train, read(paths.val, True) if "val" in splits else None,
                         read(paths.test, True) if "test" in splits else None, paths.num_classes, cfg.modality,
-                        cfg.size)
+                        cfg.size, synthetic, dropped)
+
+
+def load_synthetic(cfg: FinetuneConfig, num_classes: int) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+    """The generated samples of ``cfg.synthetic`` whose label confidence (``<key>.conf``; 1 when
+    absent) reaches ``cfg.synthetic_min_confidence``, and how many fell below it."""
+    from augtrain.pipelines.data import storage
+    from augtrain.pipelines.data.decode import DecodeSpec, decode_sample
+    from augtrain.pipelines.data.shard_set import open_shards
+    from augtrain.pipelines.data.wds_format import iter_raw_samples
+    from augtrain.pipelines.modalities import get_modality
+
+    kind = get_modality(cfg.modality)
+    shards = open_shards(cfg.synthetic, modality=kind.name)
+    decode = DecodeSpec(label_key=cfg.label_key, channels=cfg.channels, modality=kind.name)
+    values, labels, dropped, skipped = [], [], 0, 0
+    for url in shards.urls:
+        with storage.open_binary(url) as f:
+            for raw in iter_raw_samples(f):
+                try:
+                    sample = decode_sample(raw, decode, kind)
+                    confidence = float(raw.members["conf"]) if "conf" in raw.members else 1.0
+                except ValueError:
+                    skipped += 1
+                    continue
+                if confidence < cfg.synthetic_min_confidence:
+                    dropped += 1
+                    continue
+                if not 0 <= sample["label"] < num_classes:
+                    raise ValueError(f"{url}: sample {raw.key} has label {sample['label']}, outside the "
+                                     f"{num_classes} classes of the labelled data")
+                values.append(kind.resize(sample[kind.column], cfg.size) if cfg.size else sample[kind.column])
+                labels.append(sample["label"])
+    if not values:
+        raise ValueError(f"finetune.synthetic {cfg.synthetic}: no generated sample left ({dropped} below "
+                         f"synthetic_min_confidence {cfg.synthetic_min_confidence}, {skipped} unreadable)")
+    return (kind.stack(values, str(cfg.synthetic)), np.asarray(labels, dtype=np.int64)), dropped

@@ -51,6 +51,15 @@ def policy_at(source: PolicySource, epoch: int, modality: str = "image") -> Poli
 # ---------------------------------------------------------------- one worker's training
 
 
+def synthetic_order(n: int, count: int, seed: int, epoch: int, rank: int, world_size: int) -> np.ndarray:
+    """``count`` generated samples (of ``n``) for this rank's epoch: a seeded permutation dealt
+    round-robin over the ranks, so no two ranks and no two slots of an epoch share one while
+    there are enough; repeated in the same order when there are not."""
+    perm = np.random.default_rng(np.random.SeedSequence([seed, epoch, 17])).permutation(n)
+    mine = perm[rank::world_size] if n >= world_size else perm
+    return np.resize(mine, count) if count else np.zeros(0, dtype=np.int64)
+
+
 def epoch_order(n: int, seed: int, epoch: int, rank: int, world_size: int) -> np.ndarray:
     """This rank's sample order for ``epoch``: one seeded permutation, dealt round-robin, every
     rank getting the same count (``n // world_size``) so that DDP steps stay in lockstep."""
@@ -89,15 +98,18 @@ class FinetuneSession:
         """bf16 autocast of the forward pass (weights, optimizer and loss stay fp32)."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
-    def _augment(self, policy: Policy, indices: np.ndarray) -> np.ndarray:
-        """The epoch's training values. With ``policy.copies = c`` (EDA's augmented copies beside
-        each original) a slot holds the original with probability 1 / (c + 1) and an augmented
-        copy otherwise: the epoch mixes originals and copies in EDA's proportion at the same
-        number of steps, so policies with and without copies train for equal compute."""
-        values = self.data.train[0]
+    def _augment(self, policy: Policy, indices: np.ndarray, values: np.ndarray | None = None,
+                 stream: int = 0) -> np.ndarray:
+        """The epoch's training values (of ``values[indices]``; default: the labelled subset). With
+        ``policy.copies = c`` (EDA's augmented copies beside each original) a slot holds the
+        original with probability 1 / (c + 1) and an augmented copy otherwise: the epoch mixes
+        originals and copies in EDA's proportion at the same number of steps, so policies with and
+        without copies train for equal compute. ``stream``: another random stream (the generated
+        samples' own)."""
+        values = self.data.train[0] if values is None else values
         transform = self.modality.sample_transform(policy, size=self.cfg.size, views=1, backend=self.cfg.backend)
         key = self.modality.view_keys(1)[0]
-        rng = augment_rng(self.cfg.seed, self.epoch, self.rank)
+        rng = augment_rng(self.cfg.seed, self.epoch, self.rank, stream)
         if not policy.copies:
             return self.modality.stack([transform(values[i], rng)[key] for i in indices], "finetune.train (augmented)")
         plain = self.modality.sample_transform(parse_policy("none", self.modality.name), size=self.cfg.size, views=1,
@@ -112,16 +124,41 @@ class FinetuneSession:
             group["lr"] = self.cfg.lr * group["lr_scale"] * factor
         return self.cfg.lr * factor
 
-    def train_epoch(self, policy: Policy) -> dict[str, float]:
-        """One pass over this rank's share of the labelled subset with ``policy``."""
+    def _epoch_samples(self, policy: Policy) -> tuple[np.ndarray, np.ndarray, int]:
+        """This rank's augmented values and labels for the epoch, and how many are generated: with
+        ``synthetic_fraction`` f, exactly round(f x slots) of the rank's slots (chosen by a seeded
+        draw) hold generated samples instead of real ones, the rest real samples in the epoch's order."""
         cfg = self.cfg
         order = epoch_order(len(self.data.train[1]), cfg.seed, self.epoch, self.rank, self.world_size)
-        values, labels = self._augment(policy, order), self.data.train[1][order]
-        steps = max(1, math.ceil(len(order) / cfg.batch_size))
+        if self.data.synthetic is None or cfg.synthetic_fraction <= 0:
+            return self._augment(policy, order), self.data.train[1][order], 0
+        count = int(round(cfg.synthetic_fraction * len(order)))
+        generated = synthetic_order(len(self.data.synthetic[1]), count, cfg.seed, self.epoch, self.rank,
+                                    self.world_size)
+        slots = np.random.default_rng(np.random.SeedSequence([cfg.seed, self.epoch, 13, self.rank])).permutation(
+            len(order))
+        real_slots, fake_slots = np.sort(slots[count:]), np.sort(slots[:count])
+        real, fake = order[real_slots], generated
+        values = self._augment(policy, real)
+        mixed = np.empty((len(order), *values.shape[1:]), dtype=values.dtype)
+        mixed[real_slots] = values
+        if count:
+            mixed[fake_slots] = self._augment(policy, fake, self.data.synthetic[0], stream=1)
+        labels = np.empty(len(order), dtype=np.int64)
+        labels[real_slots], labels[fake_slots] = self.data.train[1][real], self.data.synthetic[1][fake]
+        return mixed, labels, count
+
+    def train_epoch(self, policy: Policy) -> dict[str, float]:
+        """One pass over this rank's share of the labelled subset with ``policy`` (a fraction of
+        its slots filled with generated samples when ``synthetic_fraction`` is set)."""
+        cfg = self.cfg
+        values, labels, generated = self._epoch_samples(policy)
+        n = len(labels)
+        steps = max(1, math.ceil(n / cfg.batch_size))
         self.model.train()
         loss_sum, correct, lr = 0.0, 0, cfg.lr
         for step in range(steps):
-            lo, hi = step * cfg.batch_size, min((step + 1) * cfg.batch_size, len(order))
+            lo, hi = step * cfg.batch_size, min((step + 1) * cfg.batch_size, n)
             lr = self._set_lr(self.epoch + step / steps)
             x, y = self._inputs(values[lo:hi]), torch.as_tensor(labels[lo:hi], device=self.device)
             with self._autocast():
@@ -134,7 +171,10 @@ class FinetuneSession:
             loss_sum += float(loss.detach()) * (hi - lo)
             correct += int((logits.argmax(1) == (y if y.ndim == 1 else y.argmax(1))).sum())
         self.epoch += 1
-        return {"train_loss": loss_sum / max(len(order), 1), "train_acc": correct / max(len(order), 1), "lr": lr}
+        metrics = {"train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1), "lr": lr}
+        if self.data.synthetic is not None and cfg.synthetic_fraction > 0:
+            metrics["synthetic_samples"] = generated * self.world_size  # every rank mixes the same count
+        return metrics
 
     @torch.no_grad()
     def _held_out_logits(self, split: Literal["val", "test"]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
