@@ -157,6 +157,9 @@ class SpaceSection(_Section):
     m: tuple[int, int] | None = None
     cutout: tuple[float, ...] | None = None
     copies: tuple[int, ...] | None = None  # text: EDA's augmented copies per sample
+    # generated samples (finetune.synthetic): fractions of the epoch and pseudo-label confidences
+    synthetic_fraction: tuple[float, ...] | None = None
+    synthetic_min_confidence: tuple[float, ...] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> SpaceSection:

@@ -62,6 +62,9 @@ def check_searchable(cfg: FinetuneConfig, search: SearchConfig) -> None:
     """The joint space, the baselines and the method fit the fine-tune's modality (ValueError
     naming the range, spec or method at fault)."""
     space = search.space.build(cfg.modality)  # a modality without a joint space is refused by name
+    if space.searches_synthetic and cfg.synthetic is None:
+        raise ValueError("search.space.synthetic_fraction / synthetic_min_confidence search the mix of generated "
+                         "samples, but finetune.synthetic names no generated shards (augtrain generate)")
     search.baselines.specs(cfg.modality)
     if search.method == "pbt" and not space.family.pbt:
         raise ValueError(f"search.method 'pbt': PBA's schedules are made of image ops, not {cfg.modality} ops; "

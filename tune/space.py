@@ -149,6 +149,15 @@ class JointSpace:
     m: tuple[int, int] = (0, 10)  # integer magnitudes, inclusive
     cutout: tuple[float, ...] = (0.0, 0.5)
     copies: tuple[int, ...] = (0,)  # text: augmented copies of each sample (EDA's n_aug)
+    # generated samples mixed into fine-tuning (finetune.synthetic): the fraction of every epoch's
+    # slots they fill and the confidence their pseudo-labels need; searched when given more than (0,)
+    synthetic_fraction: tuple[float, ...] = (0.0,)
+    synthetic_min_confidence: tuple[float, ...] = (0.0,)
+
+    @property
+    def searches_synthetic(self) -> bool:
+        """Whether points carry the generated samples' fraction and confidence threshold."""
+        return self.synthetic_fraction != (0.0,) or self.synthetic_min_confidence != (0.0,)
 
     @classmethod
     def for_modality(cls, modality: str, **ranges: Any) -> JointSpace:
@@ -180,7 +189,9 @@ class JointSpace:
         if not 0 <= self.m[0] <= self.m[1] <= 10:
             raise ValueError(f"search.space.m: magnitudes are 0..10, got {self.m}")
         checks = {"crop": all(0 <= c < 1 for c in self.crop), "hflip": all(0 <= p <= 1 for p in self.hflip),
-                  "n": all(n >= 0 for n in self.n), "cutout": all(0 <= p <= 1 for p in self.cutout)}
+                  "n": all(n >= 0 for n in self.n), "cutout": all(0 <= p <= 1 for p in self.cutout),
+                  "synthetic_fraction": all(0 <= f < 1 for f in self.synthetic_fraction),
+                  "synthetic_min_confidence": all(0 <= c < 1 for c in self.synthetic_min_confidence)}
         for name, ok in checks.items():
             if not ok or not getattr(self, name):
                 raise ValueError(f"search.space.{name}: invalid choices {getattr(self, name)}")
@@ -203,14 +214,19 @@ class JointSpace:
             "label_smoothing": float(rng.uniform(*self.label_smoothing)),
         }
         if self.family.has_copies:
-            return {**hparams, "aug_modality": self.modality, "aug_ops": pick(self.ops), "aug_n": pick(self.n),
-                    "aug_m": int(rng.integers(self.m[0], self.m[1] + 1)), "aug_copies": pick(self.copies)}
-        return {
-            **hparams,
-            "aug_crop": pick(self.crop), "aug_hflip": pick(self.hflip), "aug_ops": pick(self.ops),
-            "aug_n": pick(self.n), "aug_m": int(rng.integers(self.m[0], self.m[1] + 1)),
-            "aug_cutout": pick(self.cutout),
-        }
+            point = {**hparams, "aug_modality": self.modality, "aug_ops": pick(self.ops), "aug_n": pick(self.n),
+                     "aug_m": int(rng.integers(self.m[0], self.m[1] + 1)), "aug_copies": pick(self.copies)}
+        else:
+            point = {
+                **hparams,
+                "aug_crop": pick(self.crop), "aug_hflip": pick(self.hflip), "aug_ops": pick(self.ops),
+                "aug_n": pick(self.n), "aug_m": int(rng.integers(self.m[0], self.m[1] + 1)),
+                "aug_cutout": pick(self.cutout),
+            }
+        if self.searches_synthetic:  # drawn last: spaces without them draw the same points as before
+            point.update(synthetic_fraction=float(pick(self.synthetic_fraction)),
+                         synthetic_min_confidence=float(pick(self.synthetic_min_confidence)))
+        return point
 
     def tune_domains(self) -> dict[str, Any]:
         """The same space as Ray Tune search domains (for Optuna's TPE through Tune)."""
@@ -221,6 +237,9 @@ class JointSpace:
             "weight_decay": tune.loguniform(*self.weight_decay),
             "label_smoothing": tune.uniform(*self.label_smoothing),
         }
+        if self.searches_synthetic:
+            hparams.update(synthetic_fraction=tune.choice(list(self.synthetic_fraction)),
+                           synthetic_min_confidence=tune.choice(list(self.synthetic_min_confidence)))
         if self.family.has_copies:
             return {**hparams, "aug_modality": self.modality, "aug_ops": tune.choice(list(self.ops)),
                     "aug_n": tune.choice(list(self.n)), "aug_m": tune.randint(self.m[0], self.m[1] + 1),

@@ -72,3 +72,23 @@ def test_rungs_round_down_so_a_bracket_stays_within_its_budget():
     epochs = [rung_epochs(50, fraction) for _, fraction in rungs]
     assert epochs == [5, 16, 50] and sum(n * e for (n, _), e in zip(rungs, epochs)) == 143
     assert rung_epochs(50, 0.0111111) == 1 and rung_epochs(3, 1.0) == 3 and rung_epochs(10, 0.3) == 3
+
+
+def test_the_mix_of_generated_samples_is_searched_only_when_asked():
+    from augtrain.pipelines.finetune import FinetuneConfig
+
+    plain = JointSpace()
+    mixed = JointSpace(synthetic_fraction=(0.0, 0.25, 0.5), synthetic_min_confidence=(0.0, 0.9))
+    assert not plain.searches_synthetic and mixed.searches_synthetic
+    a, b = plain.sample(np.random.default_rng(3)), mixed.sample(np.random.default_rng(3))
+    assert "synthetic_fraction" not in a  # a space without them draws the same points as before
+    assert {k: v for k, v in b.items() if not k.startswith("synthetic_")} == a
+    points = [mixed.sample(np.random.default_rng(s)) for s in range(40)]
+    assert {p["synthetic_fraction"] for p in points} == {0.0, 0.25, 0.5}
+    assert {p["synthetic_min_confidence"] for p in points} == {0.0, 0.9}
+    _, hparams = JointSpace.decode(points[0])  # fine-tune overrides a trial applies
+    cfg = FinetuneConfig(synthetic="gen").with_updates(**hparams)
+    assert cfg.synthetic_fraction == points[0]["synthetic_fraction"]
+    assert set(mixed.tune_domains()) >= {"synthetic_fraction", "synthetic_min_confidence"}
+    with pytest.raises(ValueError, match="synthetic_fraction"):
+        JointSpace(synthetic_fraction=(1.0,))
