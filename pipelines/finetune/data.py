@@ -108,16 +108,15 @@ def load_synthetic(cfg: FinetuneConfig, num_classes: int) -> tuple[tuple[np.ndar
     kind = get_modality(cfg.modality)
     shards = open_shards(cfg.synthetic, modality=kind.name)
     decode = DecodeSpec(label_key=cfg.label_key, channels=cfg.channels, modality=kind.name)
-    values, labels, dropped, skipped = [], [], 0, 0
+    values, labels, dropped = [], [], 0
     for url in shards.urls:
         with storage.open_binary(url) as f:
             for raw in iter_raw_samples(f):
-                try:
+                try:  # generated shards are written by augtrain: a bad sample is an error, not a skip
                     sample = decode_sample(raw, decode, kind)
                     confidence = float(raw.members["conf"]) if "conf" in raw.members else 1.0
-                except ValueError:
-                    skipped += 1
-                    continue
+                except ValueError as exc:
+                    raise ValueError(f"{url}: generated sample {raw.key} cannot be read ({exc})") from None
                 if confidence < cfg.synthetic_min_confidence:
                     dropped += 1
                     continue
@@ -128,5 +127,5 @@ def load_synthetic(cfg: FinetuneConfig, num_classes: int) -> tuple[tuple[np.ndar
                 labels.append(sample["label"])
     if not values:
         raise ValueError(f"finetune.synthetic {cfg.synthetic}: no generated sample left ({dropped} below "
-                         f"synthetic_min_confidence {cfg.synthetic_min_confidence}, {skipped} unreadable)")
+                         f"synthetic_min_confidence {cfg.synthetic_min_confidence})")
     return (kind.stack(values, str(cfg.synthetic)), np.asarray(labels, dtype=np.int64)), dropped

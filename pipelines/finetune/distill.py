@@ -144,7 +144,7 @@ def pool_values(spec: str | list[str], channels: int, modality: str, exclude: se
 
 def prepare_student_data(dcfg: DistillConfig, cfg: FinetuneConfig, paths: DataPaths, teachers: list[Teacher],
                          out_dir: str) -> tuple[DataPaths, dict[str, Any]]:
-    """Write the student's training set (``student.npz``: values, targets [N, classes], keys) under
+    """Write the student's training set (``student.npz``: values, and targets [N, classes]) under
     ``out_dir`` and return the student's ``DataPaths`` and a record of what went in (counts,
     teachers' agreement with the labelled subset). Reused when present for the same request."""
     from augtrain.pipelines.finetune.subsets import load_arrays
@@ -187,7 +187,8 @@ def student_config(dcfg: DistillConfig, teacher: FinetuneConfig, n: int) -> Fine
     schedule, batch, optimizer, noise and seed, its length fixed for ``n`` training samples."""
     mode = "scratch" if dcfg.init == "scratch" else "full"
     updates: dict[str, Any] = {"mode": mode, "steps": dcfg.steps, "epochs": None, "batch_size": dcfg.batch_size,
-                               "label_smoothing": dcfg.label_smoothing, "validate_every": "auto"}
+                               "label_smoothing": dcfg.label_smoothing, "validate_every": "auto",
+                               "synthetic_fraction": 0.0}  # the pool's soft labels replace generated samples
     for key in ("lr", "weight_decay", "policy", "seed", "workers"):
         if getattr(dcfg, key) is not None:
             updates[key] = getattr(dcfg, key)
