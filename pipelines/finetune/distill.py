@@ -149,7 +149,7 @@ def prepare_student_data(dcfg: DistillConfig, cfg: FinetuneConfig, paths: DataPa
     teachers' agreement with the labelled subset). Reused when present for the same request."""
     from augtrain.pipelines.finetune.subsets import load_arrays
 
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()  # Ray Train workers read it from their own working directories
     request = {"teachers": sorted(t.weights for t in teachers), "temperature": dcfg.temperature,
                "pool": cfg.train, "labelled": paths.labelled, "val": paths.val}
     record_file = out / "student.json"

@@ -79,8 +79,10 @@ def test_teachers_of_one_student_must_share_their_data(cfg, teacher):
 
 
 @pytest.mark.timeout(300)
-def test_distill_command_end_to_end(ray_local, tmp_path, digits_splits, tiny_checkpoint, capsys):
+def test_distill_command_end_to_end(ray_local, tmp_path, digits_splits, tiny_checkpoint, capsys, monkeypatch):
     from augtrain.cluster.cli import main
+
+    monkeypatch.chdir(tmp_path)  # relative output folders, as a user types them (workers run elsewhere)
 
     train, test = digits_splits
     experiment = {"name": "tiny", "seed": 0, "output": str(tmp_path / "run"),
@@ -92,13 +94,13 @@ def test_distill_command_end_to_end(ray_local, tmp_path, digits_splits, tiny_che
     path.write_text(yaml.safe_dump(experiment))
     assert main(["distill", "-c", str(path), "--teacher", str(tmp_path / "none")]) == 2  # named, before Ray work
     assert "no finetune.json" in capsys.readouterr().err
-    assert main(["finetune", "-c", str(path), "--checkpoint", tiny_checkpoint, "--out", str(tmp_path / "t")]) == 0
-    assert main(["distill", "-c", str(path), "--teacher", str(tmp_path / "t"), "--out", str(tmp_path / "s")]) == 0
+    assert main(["finetune", "-c", str(path), "--checkpoint", tiny_checkpoint, "--out", "t"]) == 0
+    assert main(["distill", "-c", str(path), "--teacher", "t", "--out", "s"]) == 0
     record = json.loads((tmp_path / "s" / "finetune.json").read_text())
     assert 0.0 <= record["metrics"]["test_acc"] <= 1.0 and record["finetune"]["mode"] == "full"
     assert record["distill"]["labelled"] == 100 and record["distill"]["policy"] == "rand-n1-m5"
     assert record["distill"]["teachers_test_acc"][0] is not None
     assert record["control"]["method"] == "logistic regression on raw pixels"  # the teacher's, same labels
     captured = capsys.readouterr()
-    assert "student:" in captured.out and captured.err.rstrip().endswith(f"report: {tmp_path / 's' / 'report.html'}")
+    assert "student:" in captured.out and captured.err.rstrip().endswith(f"report: {'s/report.html'}")
     assert "pseudo-labelled samples" in (tmp_path / "s" / "report.md").read_text()
