@@ -113,7 +113,7 @@ def _search_rows(results: dict[str, StageResult], more: dict[str, list[dict[str,
         rows.append(_row(f"pretrained: searched ({how})", _tag("searched", searched.trials) + more.get("searched", []),
                          searched.extra["search_trial_epochs"], search_epochs=searched.extra["search_trial_epochs"],
                          charged=_charged(results, searched)))
-    if "distill" in results and "searched" in results:  # students of the searched models
+    if results.get("distill") and results["distill"].trials and "searched" in results:  # the searched models' students
         distill = results["distill"]
         charged = _charged(results, results["searched"])
         rows.append(_row("pretrained: searched + distilled", _tag("distill", distill.trials),

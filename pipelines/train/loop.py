@@ -75,9 +75,6 @@ class StepRecord:
 class Meter:
     """Loss, throughput and data-wait fraction over the micro-batches since the last read."""
 
-    def __init__(self) -> None:
-        self.reset()
-
     def __init__(self, terms: tuple[str, ...] = ()) -> None:
         self.terms = tuple(terms)  # the objective's loss parts (every rank has the same)
         self.reset()
