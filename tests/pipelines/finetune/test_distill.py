@@ -17,7 +17,7 @@ from augtrain.pipelines.finetune.distill import (check_teachers, load_teacher, p
                                                  student_config, teacher_probabilities)
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def cfg(digits_splits) -> FinetuneConfig:
     train, test = digits_splits
     return FinetuneConfig(train=train, test=test, labels=100, val_labels=200, channels=1, epochs=3, batch_size=32,
@@ -25,18 +25,24 @@ def cfg(digits_splits) -> FinetuneConfig:
                           encoder_kwargs={"in_chans": 1, "widths": [8, 16]})
 
 
-@pytest.fixture()
-def teacher(cfg, tmp_path):
-    paths = prepare_data(cfg, str(tmp_path / "teacher" / "data"))
-    result = finetune_local(cfg, paths, None, cfg.policy, out_dir=str(tmp_path / "teacher"))
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("teacher")
+
+
+@pytest.fixture(scope="module")
+def teacher(cfg, teacher_dir):
+    """One fine-tuned teacher for the module's tests (they only read it)."""
+    paths = prepare_data(cfg, str(teacher_dir / "data"))
+    result = finetune_local(cfg, paths, None, cfg.policy, out_dir=str(teacher_dir))
     return load_teacher(result.checkpoint), paths
 
 
-def test_the_student_set_holds_out_validation_and_labels_the_rest(cfg, teacher, tmp_path):
+def test_the_student_set_holds_out_validation_and_labels_the_rest(cfg, teacher, teacher_dir, tmp_path):
     t, paths = teacher
-    subsets = json.loads((tmp_path / "teacher" / "data" / "subset.json").read_text())
+    subsets = json.loads((teacher_dir / "data" / "subset.json").read_text())
     _, all_keys, _ = pool_values(cfg.train, 1, "image", set())
-    student_paths, record = prepare_student_data(DistillConfig(), cfg, paths, [t], str(tmp_path / "teacher" / "data"))
+    student_paths, record = prepare_student_data(DistillConfig(), cfg, paths, [t], str(tmp_path / "student"))
     assert record["labelled"] == 100 and record["skipped"] == 0
     assert record["unlabelled"] == len(all_keys) - 100 - 200  # every pool sample but the labelled and validation ones
     data = load_data(student_paths, cfg, ("train", "val"))
@@ -50,9 +56,9 @@ def test_the_student_set_holds_out_validation_and_labels_the_rest(cfg, teacher, 
     assert not set(rest_keys) & set(subsets["val_keys"])
     assert np.allclose(targets[100:], teacher_probabilities([t], rest, 10), atol=1e-6)
     # a second call reuses the set; another temperature rebuilds it
-    again, _ = prepare_student_data(DistillConfig(), cfg, paths, [t], str(tmp_path / "teacher" / "data"))
+    again, _ = prepare_student_data(DistillConfig(), cfg, paths, [t], str(tmp_path / "student"))
     assert again == student_paths
-    soft, _ = prepare_student_data(DistillConfig(temperature=4.0), cfg, paths, [t], str(tmp_path / "teacher" / "data"))
+    soft, _ = prepare_student_data(DistillConfig(temperature=4.0), cfg, paths, [t], str(tmp_path / "student"))
     assert load_data(soft, cfg, ("train",)).train[1][100:].max(1).mean() < targets[100:].max(1).mean()
 
 
@@ -78,6 +84,7 @@ def test_teachers_of_one_student_must_share_their_data(cfg, teacher):
         check_teachers([])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_distill_command_end_to_end(ray_local, tmp_path, digits_splits, tiny_checkpoint, capsys, monkeypatch):
     from augtrain.cluster.cli import main

@@ -49,7 +49,7 @@ def test_vae_pretraining_logs_both_terms_falling_samples_and_initialises_a_finet
         "model": {"objective": "vae", "encoder": "cnn-tiny", "encoder_kwargs": {"in_chans": 1, "widths": [16, 32]},
                   "kwargs": {"latent_dim": 8, "image_size": 8, "decoder_width": 16}},
         "engine": {"zero_stage": 2, "micro_batch_size": 32, "base_lr": 3.0e-3, "warmup_fraction": 0.05},
-        "loop": {"epochs": 4, "checkpoint_every": 20, "log_every": 2, "mean": [0.5], "std": [0.5]},
+        "loop": {"epochs": 3, "checkpoint_every": 20, "log_every": 2, "mean": [0.5], "std": [0.5]},
         "cluster": {"workers": 2, "cpus_per_worker": 0.5, "max_failures": 0},
     }
     config = tmp_path / "vae.yaml"
@@ -65,7 +65,7 @@ def test_vae_pretraining_logs_both_terms_falling_samples_and_initialises_a_finet
     for r in steps:  # the logged loss is the sum of its parts (beta = 1)
         assert float(r["loss"]) == pytest.approx(float(r["loss_recon"]) + float(r["loss_kl"]), rel=1e-4)
     grids = sorted((run / "metrics" / "samples").glob("epoch-*.png"))
-    assert [g.name for g in grids] == [f"epoch-{e:03d}.png" for e in range(4)]
+    assert [g.name for g in grids] == [f"epoch-{e:03d}.png" for e in range(3)]
     assert Image.open(grids[-1]).size[0] > 8 * 8  # 64 tiles
 
     ckpt = latest_checkpoint(run / "checkpoints")
@@ -76,13 +76,13 @@ def test_vae_pretraining_logs_both_terms_falling_samples_and_initialises_a_finet
     torch.testing.assert_close(a.sample(4, torch.Generator().manual_seed(0)),
                                b.sample(4, torch.Generator().manual_seed(0)))
 
-    cfg = FinetuneConfig(train=train, test=test, labels=100, val_labels=100, channels=1, size=8, epochs=3,
+    cfg = FinetuneConfig(train=train, test=test, labels=100, val_labels=100, channels=1, size=8, epochs=2,
                          batch_size=32, lr=3e-3, policy="none", mean=(0.5,), std=(0.5,))
     paths = prepare_data(cfg, str(tmp_path / "ft"))
     session = FinetuneSession(cfg, load_data(paths, cfg), str(ckpt))
     torch.testing.assert_close(session.module.encoder.state_dict()["stages.0.0.weight"],
                                a.encoder.state_dict()["stages.0.0.weight"])  # the VAE's encoder, not a fresh one
-    history = [session.run_epoch("none", test=True) for _ in range(3)]
+    history = [session.run_epoch("none", test=True) for _ in range(2)]
     assert history[-1]["train_loss"] < history[0]["train_loss"] and 0 <= history[-1]["test_acc"] <= 1
 
     # generated samples as shards: pseudo-labelled by the fine-tune, their provenance in the manifest
