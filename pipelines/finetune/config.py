@@ -226,7 +226,8 @@ class DistillConfig(BaseModel):
     # the student's starting weights: the pretraining checkpoint (as a fine-tune starts), or the
     # same architecture from scratch
     init: Literal["pretrained", "scratch"] = "pretrained"
-    # optimizer steps over the student's set (pool minus validation); epochs follow from them
+    # optimizer steps over the student's set (pool minus validation), counted at batch_size as
+    # finetune.steps are; whole epochs follow from them (with N workers each step takes N batches)
     steps: int = Field(2000, ge=1)
     batch_size: int = Field(128, ge=1)
     lr: float | None = Field(None, gt=0)  # default: the teacher's
