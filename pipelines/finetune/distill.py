@@ -164,12 +164,14 @@ def prepare_student_data(dcfg: DistillConfig, cfg: FinetuneConfig, paths: DataPa
                 f"{len(subsets['labelled_keys'])} labelled samples)")
     values, _, skipped = pool_values(cfg.train, cfg.channels, cfg.modality, held_out)
     modality = get_modality(cfg.modality)
-    probs = teacher_probabilities(teachers, values, paths.num_classes, dcfg.temperature)
     labelled, labels, _ = load_arrays(paths.labelled, cfg.channels, cfg.label_key, modality=cfg.modality)
-    onehot = np.eye(paths.num_classes, dtype=np.float32)[labels]
-    agreement = float((teacher_probabilities(teachers, labelled, paths.num_classes).argmax(1) == labels).mean())
     all_values = modality.stack([*labelled, *values], "distill")
-    targets = np.concatenate([onehot, probs])
+    # one pass of each teacher over both parts: the pool's soft labels, and (argmax, which the
+    # temperature does not move) the teachers' accuracy on the labelled subset
+    all_probs = teacher_probabilities(teachers, all_values, paths.num_classes, dcfg.temperature)
+    probs = all_probs[len(labelled):]
+    agreement = float((all_probs[:len(labelled)].argmax(1) == labels).mean())
+    targets = np.concatenate([np.eye(paths.num_classes, dtype=np.float32)[labels], probs])
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".{STUDENT_DATA}.tmp.npz"
     np.savez(tmp, values=all_values, targets=targets)
