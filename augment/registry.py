@@ -67,7 +67,8 @@ class Catalogue:
     ``standard(spec)`` returns the standard policy a lower-case spec names (``None`` when it
     names none); ``policy_names`` lists the specs for messages and ``list_policies``;
     ``spec_forms`` describes parameterised families (``rand-nN-mM``) in error messages;
-    ``finetune_default`` is the policy a fine-tune of this modality uses when its config names none.
+    ``finetune_default`` is the policy a fine-tune of this modality uses when its config names none;
+    ``weak_default`` the weak view of FixMatch's pseudo-labels (``finetune.unlabelled.weak``).
     """
 
     modality: str
@@ -76,6 +77,7 @@ class Catalogue:
     policy_names: tuple[str, ...] = ()
     spec_forms: tuple[str, ...] = ()
     finetune_default: str = "none"
+    weak_default: str = "none"
 
 
 _CATALOGUES: dict[str, Catalogue] = {}

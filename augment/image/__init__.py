@@ -13,4 +13,4 @@ from augtrain.augment.registry import Catalogue, register_catalogue
 # fine-tuning's default: TrivialAugment needs no tuning and beat `basic` (SimCLR-like crops and
 # colour) by 8 points on 600 Fashion-MNIST labels
 CATALOGUE = register_catalogue(Catalogue("image", OPS, policies.standard, tuple(policies.STANDARD), ("rand-nN-mM",),
-                                         finetune_default="trivialaugment"))
+                                         finetune_default="trivialaugment", weak_default="weak"))

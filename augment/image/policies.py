@@ -44,6 +44,17 @@ def basic_policy() -> Policy:
     )
 
 
+def weak_policy() -> Policy:
+    """FixMatch's weak view (Sohn et al. 2020): a horizontal flip (p 0.5) and a translation of up
+    to 12.5 % of the side on each axis (magnitude up to 2.78: translate's 0.45 x side at 10)."""
+    shift = round(0.125 / 0.45 * 10.0, 4)
+    return Policy(
+        name="weak",
+        pre=(Op("hflip", p=0.5), Op("translate_x", magnitude_range=(0.0, shift)),
+             Op("translate_y", magnitude_range=(0.0, shift))),
+    )
+
+
 def mae_policy() -> Policy:
     """MAE pretraining: random resized crop (scale 0.2-1) and horizontal flip."""
     return Policy(
@@ -150,6 +161,7 @@ def _autoaugment(name: str, table: tuple) -> Policy:
 STANDARD: dict[str, Callable[[], Policy]] = {
     "none": none_policy,
     "basic": basic_policy,
+    "weak": weak_policy,
     "mae": mae_policy,
     "simclr": simclr_policy,
     "randaugment": randaugment_policy,

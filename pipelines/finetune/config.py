@@ -13,6 +13,26 @@ from augtrain.pipelines.modalities import get_modality
 from augtrain.pipelines.validation import validation_message
 
 
+class UnlabelledConfig(BaseModel):
+    """``finetune.unlabelled``: training on the pool's samples outside the labelled and validation
+    subsets beside the labelled batch (``unlabelled.py``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # none: the labelled subset only; fixmatch: FixMatch's consistency loss (Sohn et al. 2020)
+    method: Literal["none", "fixmatch"] = "none"
+    ratio: int = Field(3, ge=1)  # unlabelled samples per labelled one in each step (FixMatch's mu; 7 there)
+    threshold: float = Field(0.95, gt=0, le=1)  # confidence a pseudo-label needs (FixMatch's tau)
+    weight: float = Field(1.0, ge=0)  # of the unlabelled loss beside the labelled one (lambda_u)
+    # the weak view that gives the pseudo-label; left out: the modality's (images: ``weak``, a
+    # flip and a translation of up to 12.5 %, as FixMatch's); the strong view is the policy in force
+    weak: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.method != "none"
+
+
 class FinetuneConfig(BaseModel):
     """The ``finetune`` section of an experiment file (see ``configs/finetune-*.yaml``)."""
 
@@ -47,6 +67,8 @@ class FinetuneConfig(BaseModel):
     synthetic: str | list[str] | None = None
     synthetic_fraction: float = Field(0.0, ge=0, lt=1)
     synthetic_min_confidence: float = Field(0.0, ge=0, lt=1)
+    # the pool's other samples, unlabelled, in training (FixMatch); see UnlabelledConfig
+    unlabelled: UnlabelledConfig = Field(default_factory=UnlabelledConfig)
     backend: Literal["auto", "albumentations", "numpy", "dali"] = "auto"
     # the schedule's length: ``epochs`` when given, else ``steps`` optimizer steps rounded up to
     # whole epochs; ``steps: auto`` scales them with the labelled-set size (``auto_steps``)
@@ -132,6 +154,8 @@ class FinetuneConfig(BaseModel):
             raise ValueError(f"steps must be >= 1 or 'auto', got {self.steps}")
         if self.epochs is not None and self.warmup_epochs is not None and self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be <= epochs ({self.epochs})")
+        if self.unlabelled.weak is not None:
+            get_modality(self.modality).parse_policy(self.unlabelled.weak)  # raises PolicyError naming the op
         if self.synthetic_fraction > 0 and self.synthetic is None:
             raise ValueError(f"synthetic_fraction {self.synthetic_fraction} needs finetune.synthetic (generated shards)")
         if len(self.mean) != len(self.std):

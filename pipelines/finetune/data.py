@@ -27,6 +27,9 @@ class DataPaths:
     # a distillation student's training set (``distill.STUDENT_DATA``: values and a target
     # distribution per sample) read instead of the labelled subset
     train_targets: str | None = None
+    # the pool's samples outside the labelled and validation subsets (``unlabelled.UNLABELLED_DATA``),
+    # read when finetune.unlabelled is enabled
+    unlabelled: str | None = None
 
 
 @dataclass
@@ -43,6 +46,7 @@ class FinetuneData:
     # generated samples to mix into training (finetune.synthetic), those confident enough: values, labels
     synthetic: tuple[np.ndarray, np.ndarray] | None = None
     synthetic_dropped: int = 0  # generated samples below finetune.synthetic_min_confidence
+    unlabelled: np.ndarray | None = None  # the pool's other samples' values (finetune.unlabelled)
 
 
 def prepare_data(cfg: FinetuneConfig, out_dir: str) -> DataPaths:
@@ -59,8 +63,13 @@ def prepare_data(cfg: FinetuneConfig, out_dir: str) -> DataPaths:
     subsets: SubsetPaths = prepare_subsets(cfg.train, os.path.abspath(out_dir), cfg.labels, cfg.label_seed,
                                            cfg.val_labels, cfg.label_key, cfg.modality)
     names = subsets.record["class_names"]
+    unlabelled = None
+    if cfg.unlabelled.enabled:
+        from augtrain.pipelines.finetune.unlabelled import prepare_unlabelled
+
+        unlabelled, _ = prepare_unlabelled(cfg.train, subsets.labelled, cfg.channels, cfg.modality)
     return DataPaths(subsets.labelled, subsets.val, _absolute(cfg.test), len(names), names,
-                     int(subsets.record["labelled"]))
+                     int(subsets.record["labelled"]), unlabelled=unlabelled)
 
 
 def _absolute(spec: str | list[str] | None) -> str | list[str] | None:
@@ -91,9 +100,20 @@ def load_data(paths: DataPaths, cfg: FinetuneConfig, splits: tuple[str, ...] = (
             raise ValueError("finetune.synthetic: generated samples mix with class labels, not with a "
                              "distillation student's target distributions")
         synthetic, dropped = load_synthetic(cfg, paths.num_classes)
+    unlabelled = None
+    if "train" in splits and cfg.unlabelled.enabled:
+        from augtrain.pipelines.finetune.unlabelled import load_unlabelled
+
+        if paths.unlabelled is None:
+            raise ValueError(f"finetune.unlabelled.method {cfg.unlabelled.method!r}: the data was prepared "
+                             "without the unlabelled pool (prepare_data with this config writes it)")
+        if train[1].ndim != 1:
+            raise ValueError("finetune.unlabelled: a distillation student's training set holds the pool "
+                             "already (with its teachers' targets); train it without unlabelled.method")
+        unlabelled = load_unlabelled(paths.unlabelled)
     return FinetuneData(train, read(paths.val, True) if "val" in splits else None,
                         read(paths.test, True) if "test" in splits else None, paths.num_classes, cfg.modality,
-                        cfg.size, synthetic, dropped)
+                        cfg.size, synthetic, dropped, unlabelled)
 
 
 def load_synthetic(cfg: FinetuneConfig, num_classes: int) -> tuple[tuple[np.ndarray, np.ndarray], int]:

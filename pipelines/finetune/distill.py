@@ -28,13 +28,10 @@ from safetensors.torch import load_file
 
 from augtrain.pipelines import console
 from augtrain.pipelines.data import storage
-from augtrain.pipelines.data.decode import DecodeSpec, decode_sample
-from augtrain.pipelines.data.shard_set import open_shards
-from augtrain.pipelines.data.wds_format import iter_raw_samples
 from augtrain.pipelines.finetune.config import DistillConfig, FinetuneConfig
 from augtrain.pipelines.finetune.data import DataPaths
 from augtrain.pipelines.finetune.model import build_classifier
-from augtrain.pipelines.finetune.subsets import SUBSET_FILE
+from augtrain.pipelines.finetune.unlabelled import held_out_keys, pool_values
 from augtrain.pipelines.modalities import get_modality
 from augtrain.pipelines.train.engine import resolve_precision
 
@@ -116,32 +113,6 @@ def teacher_probabilities(teachers: list[Teacher], values: np.ndarray, num_class
     return (total / len(teachers)).astype(np.float32)
 
 
-def pool_values(spec: str | list[str], channels: int, modality: str, exclude: set[str]
-                ) -> tuple[np.ndarray, list[str], int]:
-    """The pool's values whose ``shard/key`` is not in ``exclude`` (labels ignored: the pool may be
-    unlabelled), their keys, and the count of unreadable samples skipped."""
-    kind = get_modality(modality)
-    shards = open_shards(spec, modality=kind.name)
-    decode = DecodeSpec(label_key=None, channels=channels, modality=kind.name)
-    values, keys, skipped = [], [], 0
-    for url, name in zip(shards.urls, shards.names):
-        with storage.open_binary(url) as f:
-            for raw in iter_raw_samples(f):
-                key = f"{name}/{raw.key}"
-                if key in exclude:
-                    continue
-                try:
-                    sample = decode_sample(raw, decode, kind)
-                except ValueError:
-                    skipped += 1
-                    continue
-                values.append(sample[kind.column])
-                keys.append(key)
-    if not values:
-        raise ValueError(f"{spec}: no readable sample left for the student ({skipped} skipped)")
-    return kind.stack(values, str(spec)), keys, skipped
-
-
 def prepare_student_data(dcfg: DistillConfig, cfg: FinetuneConfig, paths: DataPaths, teachers: list[Teacher],
                          out_dir: str) -> tuple[DataPaths, dict[str, Any]]:
     """Write the student's training set (``student.npz``: values, and targets [N, classes]) under
@@ -158,8 +129,7 @@ def prepare_student_data(dcfg: DistillConfig, cfg: FinetuneConfig, paths: DataPa
         if record.get("request") == request:
             return replace(paths, train_targets=str(out / STUDENT_DATA),
                            num_labelled=record["labelled"] + record["unlabelled"]), record
-    subsets = json.loads((Path(paths.labelled).parent / SUBSET_FILE).read_text())
-    held_out = set(subsets["val_keys"]) | set(subsets["labelled_keys"])
+    held_out, subsets = held_out_keys(paths.labelled)
     console.say(f"distill: reading the pool {cfg.train} (less {len(subsets['val_keys'])} validation and "
                 f"{len(subsets['labelled_keys'])} labelled samples)")
     values, _, skipped = pool_values(cfg.train, cfg.channels, cfg.modality, held_out)
@@ -190,7 +160,8 @@ def student_config(dcfg: DistillConfig, teacher: FinetuneConfig, n: int) -> Fine
     mode = "scratch" if dcfg.init == "scratch" else "full"
     updates: dict[str, Any] = {"mode": mode, "steps": dcfg.steps, "epochs": None, "batch_size": dcfg.batch_size,
                                "label_smoothing": dcfg.label_smoothing, "validate_every": "auto",
-                               "synthetic_fraction": 0.0}  # the pool's soft labels replace generated samples
+                               # the pool's soft labels replace generated samples and pseudo-labels
+                               "synthetic_fraction": 0.0, "unlabelled": {"method": "none"}}
     for key in ("lr", "weight_decay", "policy", "seed", "workers"):
         if getattr(dcfg, key) is not None:
             updates[key] = getattr(dcfg, key)

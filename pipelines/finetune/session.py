@@ -19,9 +19,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from augtrain.augment import Policy, Schedule, augment_rng, parse_policy
+from augtrain.augment.registry import catalogue
 from augtrain.pipelines.finetune.config import FinetuneConfig
 from augtrain.pipelines.finetune.data import FinetuneData
 from augtrain.pipelines.finetune.model import build_classifier, lr_at, param_groups
+from augtrain.pipelines.finetune.unlabelled import fixmatch_loss, unlabelled_order
 from augtrain.pipelines.modalities import get_modality
 from augtrain.pipelines.train.engine import resolve_precision
 
@@ -148,23 +150,62 @@ class FinetuneSession:
         labels[real_slots], labels[fake_slots] = self.data.train[1][real], self.data.synthetic[1][fake]
         return mixed, labels, count
 
+    def _unlabelled_stream(self, policy: Policy, steps: int) -> Iterator[tuple[np.ndarray, np.ndarray]] | None:
+        """Per step of the epoch, ``unlabelled.ratio`` x ``batch_size`` pool samples as (weak view,
+        strong view) with FixMatch enabled (the strong view: ``policy``, without EDA's copies);
+        None without. Views are made step by step, so a large pool never sits augmented in memory."""
+        cfg, u = self.cfg, self.cfg.unlabelled
+        if not u.enabled:
+            return None
+        pool = self.data.unlabelled
+        if pool is None:
+            raise ValueError(f"finetune.unlabelled.method {u.method!r}: no unlabelled pool was loaded")
+        per_step = u.ratio * cfg.batch_size
+        order = unlabelled_order(len(pool), steps * per_step, cfg.seed, self.epoch, self.rank, self.world_size)
+        weak_spec = u.weak or catalogue(self.modality.name).weak_default
+        key = self.modality.view_keys(1)[0]
+        views = []
+        for stream, view in ((2, parse_policy(weak_spec, self.modality.name)), (3, policy)):
+            transform = self.modality.sample_transform(view, size=cfg.size, views=1, backend=cfg.backend)
+            views.append((transform, augment_rng(cfg.seed, self.epoch, self.rank, stream)))
+
+        def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for step in range(steps):
+                indices = order[step * per_step:(step + 1) * per_step]
+                yield tuple(self.modality.stack([transform(pool[i], rng)[key] for i in indices],
+                                                "finetune.unlabelled") for transform, rng in views)
+
+        return batches()
+
     def train_epoch(self, policy: Policy) -> dict[str, float]:
         """One pass over this rank's share of the labelled subset with ``policy`` (a fraction of
-        its slots filled with generated samples when ``synthetic_fraction`` is set)."""
+        its slots filled with generated samples when ``synthetic_fraction`` is set; with
+        ``unlabelled.method: fixmatch`` each step also trains on pool samples' pseudo-labels)."""
         cfg = self.cfg
         values, labels, generated = self._epoch_samples(policy)
         n = len(labels)
         steps = max(1, math.ceil(n / cfg.batch_size))
+        unlabelled = self._unlabelled_stream(policy, steps)
         self.model.train()
         loss_sum, correct, lr = 0.0, 0, cfg.lr
+        kept, seen, u_loss_sum = 0.0, 0, 0.0
         for step in range(steps):
             lo, hi = step * cfg.batch_size, min((step + 1) * cfg.batch_size, n)
             lr = self._set_lr(self.epoch + step / steps)
             x, y = self._inputs(values[lo:hi]), torch.as_tensor(labels[lo:hi], device=self.device)
+            if unlabelled is not None:
+                weak, strong = next(unlabelled)
+                x = torch.cat([x, self._inputs(weak), self._inputs(strong)])  # one batch: shared BatchNorm statistics
             with self._autocast():
-                logits = self.model(x).float()
+                all_logits = self.model(x).float()
+            logits = all_logits[:hi - lo]
             # y: class indices, or a distribution per sample (a distillation student's targets)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            if unlabelled is not None:
+                weak_logits, strong_logits = all_logits[hi - lo:].chunk(2)
+                u_loss, mask = fixmatch_loss(weak_logits, strong_logits, cfg.unlabelled.threshold)
+                loss = loss + cfg.unlabelled.weight * u_loss
+                kept, seen, u_loss_sum = kept + float(mask.sum()), seen + len(mask), u_loss_sum + float(u_loss)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -174,6 +215,9 @@ class FinetuneSession:
         metrics = {"train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1), "lr": lr}
         if self.data.synthetic is not None and cfg.synthetic_fraction > 0:
             metrics["synthetic_samples"] = generated * self.world_size  # every rank mixes the same count
+        if unlabelled is not None:  # this rank's: the share of confident pseudo-labels, their loss
+            metrics["unlabelled_kept"] = kept / max(seen, 1)
+            metrics["unlabelled_loss"] = u_loss_sum / steps
         return metrics
 
     @torch.no_grad()

@@ -352,7 +352,7 @@ def test_a_stage_counts_the_trials_its_space_asks_for():
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_a_search_distils_each_searched_model_into_a_student(ray_local, tiny_checkpoint, tiny_cfg, tmp_path):
-    from augtrain.pipelines.finetune.distill import pool_values
+    from augtrain.pipelines.finetune.unlabelled import pool_values
     from augtrain.tune.comparison import comparison_rows, verdict
 
     cfg = tiny_cfg.with_updates(epochs=2, size=8)

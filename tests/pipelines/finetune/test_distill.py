@@ -13,8 +13,9 @@ import yaml
 
 from augtrain.pipelines.finetune import FinetuneConfig, FinetuneSession, finetune_local, load_data, prepare_data
 from augtrain.pipelines.finetune.config import DistillConfig
-from augtrain.pipelines.finetune.distill import (check_teachers, load_teacher, pool_values, prepare_student_data,
-                                                 student_config, teacher_probabilities)
+from augtrain.pipelines.finetune.distill import (check_teachers, load_teacher, prepare_student_data, student_config,
+                                                 teacher_probabilities)
+from augtrain.pipelines.finetune.unlabelled import pool_values
 
 
 @pytest.fixture(scope="module")
