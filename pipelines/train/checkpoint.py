@@ -18,6 +18,7 @@ files are read with `torch.load(weights_only=True)` allowing only DeepSpeed's pl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 DS_TAG = "state"
+UNIVERSAL_TAG = "universal"  # the world-size-independent copy of DS_TAG (a resume at another world size)
+UNIVERSAL_VERSION = 0.4  # deepspeed.checkpoint.constants: the universal format ds_to_universal writes
 _NAME = re.compile(r"^step-(\d{8})$")
 
 
@@ -84,7 +88,10 @@ def save_checkpoint(engine: TrainEngine, root: str | Path, step: int, *,
         tmp.mkdir()
     _barrier()
 
-    engine.engine.save_checkpoint(str(tmp / "deepspeed"), tag=DS_TAG, client_state={"step": step})
+    # universal_checkpoint_info: what ds_to_universal needs to convert ZeRO 1-2 shards (a resume
+    # at another world size, ``resume``)
+    engine.engine.save_checkpoint(str(tmp / "deepspeed"), tag=DS_TAG, client_state={
+        "step": step, "universal_checkpoint_info": {"universal_checkpoint_version": UNIVERSAL_VERSION}})
     _save_rng(tmp / "deepspeed" / f"rng-rank{engine.rank:05d}.safetensors")
     _barrier()
 
@@ -309,23 +316,102 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> nn
 # ---------------------------------------------------------------- resuming
 
 
-def resume(engine: TrainEngine, checkpoint: str | Path) -> dict[str, Any]:
+def needs_universal(checkpoint: str | Path, zero_stage: int, world_size: int) -> bool:
+    """Whether resuming ``checkpoint`` on ``world_size`` workers at ``zero_stage`` must go through
+    a universal checkpoint: ZeRO 1-3 shards are tied to the world size they were saved at (ZeRO 0
+    state is whole on every rank and loads at any size). ValueError for what cannot resume."""
+    saved = read_metadata(checkpoint).get("engine") or {}
+    saved_stage, saved_world = saved.get("zero_stage", zero_stage), saved.get("world_size", world_size)
+    if saved_stage != zero_stage and 0 in (saved_stage, zero_stage):
+        raise ValueError(f"{checkpoint}: saved with ZeRO stage {saved_stage}, resumed with {zero_stage}; "
+                         "set engine.zero_stage back (ZeRO 0 and ZeRO 1-3 checkpoints do not convert)")
+    return zero_stage > 0 and (saved_world != world_size or saved_stage != zero_stage)
+
+
+def ensure_universal(checkpoint: str | Path, rank: int) -> Path:
+    """Collective: rank 0 converts the checkpoint's ZeRO shards into DeepSpeed's universal,
+    world-size-independent layout (``deepspeed/universal``, once: written under a temporary name
+    and renamed); every rank waits for it. Returns the folder."""
+    ds_dir = Path(checkpoint) / "deepspeed"
+    final = ds_dir / UNIVERSAL_TAG
+    if rank == 0 and not final.is_dir():
+        from types import SimpleNamespace
+
+        from deepspeed.checkpoint import ds_to_universal
+
+        tmp = ds_dir / f".tmp-{UNIVERSAL_TAG}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        log.info("%s: converting the ZeRO shards to a universal checkpoint", checkpoint)
+        with _safe_torch_load():
+            ds_to_universal.main(SimpleNamespace(input_folder=str(ds_dir / DS_TAG), output_folder=str(tmp),
+                                                 num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False,
+                                                 strict=True, inject_missing_state=False))
+        (ds_dir / "latest_universal").unlink(missing_ok=True)  # names the temporary folder
+        os.rename(tmp, final)
+    _barrier()
+    if not final.is_dir():
+        raise FileNotFoundError(f"{final}: the universal checkpoint is not visible on rank {rank} "
+                                "(checkpoints must be on a filesystem every worker sees)")
+    return final
+
+
+def resume(engine: TrainEngine, checkpoint: str | Path, universal: bool = False) -> dict[str, Any]:
     """Restore model, optimizer, LR schedule and this rank's RNG; returns the metadata
-    (step, config, policy, data_position, metrics) for the caller to restore the rest."""
+    (step, config, policy, data_position, metrics) for the caller to restore the rest.
+
+    ``universal``: the checkpoint was saved at another world size (``needs_universal``); its
+    ZeRO shards are re-partitioned for this one through DeepSpeed's universal checkpoint (the
+    engine must have been built with ``load_universal``; ``ensure_universal`` converts first).
+    DeepSpeed's universal load leaves three things behind that are restored here: the module's
+    buffers (BatchNorm statistics: from ``model.safetensors``) and, under ZeRO 3, the optimizer
+    groups' own hyperparameters (it copies the first group's to all, so biases and norms would
+    get weight decay) and one AdamW step counter per group (it shares one tensor among them, and
+    AdamW advances it once per group)."""
     checkpoint = Path(checkpoint)
     ds_dir = checkpoint / "deepspeed"
     _load_safely(engine.engine)
-    path, _ = engine.engine.load_checkpoint(str(ds_dir), tag=DS_TAG, load_optimizer_states=True,
-                                           load_lr_scheduler_states=True)
+    if universal:
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in _base_optimizer(engine).param_groups]
+        with _safe_torch_load():
+            path, _ = engine.engine.load_checkpoint(str(ds_dir), tag=UNIVERSAL_TAG, load_optimizer_states=True,
+                                                   load_lr_scheduler_states=True)
+        if path is not None:
+            _restore_after_universal(engine, checkpoint, groups)
+    else:
+        path, _ = engine.engine.load_checkpoint(str(ds_dir), tag=DS_TAG, load_optimizer_states=True,
+                                               load_lr_scheduler_states=True)
     if path is None:
         raise FileNotFoundError(f"{ds_dir}: no DeepSpeed state to resume from")
-    _load_rng(ds_dir / f"rng-rank{engine.rank:05d}.safetensors")
+    _load_rng(ds_dir / f"rng-rank{engine.rank:05d}.safetensors", quiet=universal)
     return read_metadata(checkpoint)
 
 
-def _load_rng(path: Path) -> None:
-    if not path.is_file():
-        log.warning("%s missing (different world size?): RNG not restored", path)
+def _base_optimizer(engine: TrainEngine) -> torch.optim.Optimizer:
+    """The torch optimizer inside DeepSpeed's ZeRO wrapper."""
+    opt = engine.engine.optimizer
+    return getattr(opt, "optimizer", opt)
+
+
+def _restore_after_universal(engine: TrainEngine, checkpoint: Path, groups: list[dict[str, Any]]) -> None:
+    state = load_state_dict(checkpoint)
+    with torch.no_grad():
+        for name, buffer in engine.module.named_buffers():
+            if name not in state:
+                raise KeyError(f"{checkpoint}: buffer {name} is not in model.safetensors")
+            buffer.copy_(state[name])
+    if engine.config.zero_stage != 3:
+        return
+    base = _base_optimizer(engine)
+    for group, own in zip(base.param_groups, groups):
+        group.update({k: v for k, v in own.items() if k not in ("lr", "initial_lr")})
+    for param in getattr(engine.engine.optimizer, "fp32_partitioned_groups_flat", []):
+        if "step" in base.state.get(param, {}):
+            base.state[param]["step"] = base.state[param]["step"].clone()
+
+
+def _load_rng(path: Path, quiet: bool = False) -> None:
+    if not path.is_file():  # a rank the saving run did not have
+        (log.info if quiet else log.warning)("%s missing (different world size?): RNG not restored", path)
         return
     tensors = load_file(str(path))
     torch.set_rng_state(tensors["torch_cpu"])
@@ -342,6 +428,24 @@ def _deepspeed_safe_globals() -> list[type]:
     from deepspeed.utils.tensor_fragment import fragment_address
 
     return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+@contextlib.contextmanager
+def _safe_torch_load() -> Iterator[None]:
+    """``torch.load`` reads with ``weights_only=True`` (DeepSpeed's plain state classes allowed)
+    while the block runs: DeepSpeed's universal-checkpoint code calls it with ``weights_only=False``."""
+    allowed, original = _deepspeed_safe_globals(), torch.load
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        kwargs["weights_only"] = True
+        with torch.serialization.safe_globals(allowed):
+            return original(*args, **kwargs)
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = original
 
 
 def _load_safely(ds_engine: Any) -> None:

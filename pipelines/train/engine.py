@@ -52,6 +52,11 @@ class EngineConfig:
     total_steps: int = 1000  # optimizer steps of the whole run
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
+    # samples per optimizer step across all workers, kept whatever the worker count (an elastic
+    # run): each world size W then accumulates global_batch_size / (micro_batch_size x W)
+    # micro-batches, so the schedule, the peak LR and the optimizer's trajectory do not depend on
+    # how many workers there are. None: micro_batch_size x grad_accum_steps x W (fixed W)
+    global_batch_size: int | None = None
 
     def validate(self) -> EngineConfig:
         checks = [
@@ -72,6 +77,9 @@ class EngineConfig:
              f"engine.warmup_fraction must be in [0, 1), got {self.warmup_fraction}"),
             (self.warmup_fraction is None or self.warmup_steps == 0,
              "engine.warmup_steps and engine.warmup_fraction both set: keep one"),
+            (self.global_batch_size is None or self.global_batch_size >= self.micro_batch_size,
+             f"engine.global_batch_size ({self.global_batch_size}) must be at least micro_batch_size "
+             f"({self.micro_batch_size})"),
         ]
         errors = [message for ok, message in checks if not ok]
         if errors:
@@ -91,8 +99,22 @@ def resolve_schedule(cfg: EngineConfig, total_steps: int) -> EngineConfig:
     return replace(cfg, total_steps=total_steps, warmup_steps=warmup, warmup_fraction=None).validate()
 
 
+def for_world(cfg: EngineConfig, world_size: int) -> EngineConfig:
+    """``cfg`` for ``world_size`` workers: with ``global_batch_size`` set, the accumulation that
+    keeps it (ValueError when the world size does not divide it in whole micro-batches)."""
+    if cfg.global_batch_size is None:
+        return cfg
+    per_step = cfg.micro_batch_size * world_size
+    if cfg.global_batch_size % per_step:
+        raise ValueError(f"engine.global_batch_size {cfg.global_batch_size} is not a whole number of micro-batches "
+                         f"of {cfg.micro_batch_size} on {world_size} workers; choose a multiple of "
+                         f"{cfg.micro_batch_size} x every worker count the run may have")
+    return replace(cfg, grad_accum_steps=cfg.global_batch_size // per_step)
+
+
 def effective_batch_size(cfg: EngineConfig, world_size: int) -> int:
     """Samples per optimizer step across all workers."""
+    cfg = for_world(cfg, world_size)
     return cfg.micro_batch_size * cfg.grad_accum_steps * world_size
 
 
@@ -254,10 +276,13 @@ def adamw(groups: list[dict[str, Any]], lr: float, betas: tuple[float, float] = 
 
 
 def build_engine(model: nn.Module, cfg: EngineConfig,
-                 optimizer: OptimizerFactory | None = None) -> TrainEngine:
+                 optimizer: OptimizerFactory | None = None, load_universal: bool = False) -> TrainEngine:
     """Wrap `model` (whose forward returns the loss) in a DeepSpeed engine.
 
     `optimizer(param_groups, lr)` builds a torch optimizer; default AdamW with `cfg.betas`.
+    With `global_batch_size` the accumulation follows the world size (`for_world`).
+    `load_universal`: the engine will load a universal checkpoint (one saved at another world
+    size, `checkpoint.resume`); DeepSpeed must know when it is built.
     """
     import deepspeed
 
@@ -268,6 +293,7 @@ def build_engine(model: nn.Module, cfg: EngineConfig,
         torch.cuda.set_device(device)
     init_distributed(device)
     world_size = dist.get_world_size()
+    cfg = for_world(cfg, world_size)
     peak_lr = scaled_lr(cfg, world_size)
     model.to(device)
     _broadcast_from_rank0(model)
@@ -280,9 +306,11 @@ def build_engine(model: nn.Module, cfg: EngineConfig,
             opt, lambda step: lr_factor(step, cfg.warmup_steps, cfg.total_steps, cfg.min_lr_ratio))
 
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=torch_optimizer, lr_scheduler=schedule,
-        config=deepspeed_config(cfg, world_size, precision, bf16_buffers=has_bn))
+    ds_config = deepspeed_config(cfg, world_size, precision, bf16_buffers=has_bn)
+    if load_universal:
+        ds_config["checkpoint"] = {"load_universal": True}
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=torch_optimizer, lr_scheduler=schedule,
+                                           config=ds_config)
     return TrainEngine(engine, cfg, device, precision, world_size, dist.get_rank(), peak_lr)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,8 +30,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from augtrain.pipelines.train.checkpoint import RetentionConfig, latest_checkpoint, resume, save_checkpoint
-from augtrain.pipelines.train.engine import EngineConfig, TrainEngine, build_engine, train_step
+from augtrain.pipelines.train.checkpoint import (RetentionConfig, ensure_universal, latest_checkpoint, needs_universal,
+                                                resume, save_checkpoint)
+from augtrain.pipelines.train.engine import EngineConfig, TrainEngine, build_engine, effective_batch_size, train_step
 from augtrain.pipelines.data.position import DataPosition, RankProgress
 from augtrain.pipelines.data.reader import ShardReader
 from augtrain.pipelines.modalities import Modality
@@ -291,15 +293,29 @@ def pretrain(objective: nn.Module, reader: ShardReader, engine_cfg: EngineConfig
     position and last checkpoint path.
     """
     loop_cfg.validate()
-    engine = build_engine(objective, engine_cfg)
+    source = _resume_source(resume_from, loop_cfg)
+    # a checkpoint of another world size (an elastic run resized, or a rerun on another cluster):
+    # its ZeRO shards are re-partitioned through a universal checkpoint, which DeepSpeed must
+    # know of when the engine is built
+    world = dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", 1))
+    universal = source is not None and needs_universal(source, engine_cfg.zero_stage, world)
+    engine = build_engine(objective, engine_cfg, load_universal=universal)
     torch.manual_seed(1_000_003 * loop_cfg.seed + engine.rank)  # dropout, MAE masks, per rank
     position = DataPosition(epoch=0, seed=reader.config.seed)
-    source = _resume_source(resume_from, loop_cfg)
     if source is not None:
-        meta = resume(engine, source)
+        if universal:
+            ensure_universal(source, engine.rank)
+        meta = resume(engine, source, universal=universal)
         position = DataPosition.from_state_dict(meta["data_position"])
         log.info("resumed from %s (step %d, epoch %d, %d samples of it consumed)",
                  source, engine.optimizer_steps, position.epoch, position.samples_consumed)
+        saved = meta.get("engine") or {}
+        if saved.get("world_size", engine.world_size) != engine.world_size:
+            log.info("world size %s -> %d: %d micro-batches of %d per optimizer step (were %s), %d samples per "
+                     "step (were %s); the epoch's remaining samples are split over the new workers",
+                     saved.get("world_size"), engine.world_size, engine.config.grad_accum_steps,
+                     engine.config.micro_batch_size, saved.get("grad_accum_steps"),
+                     effective_batch_size(engine.config, engine.world_size), saved.get("effective_batch_size"))
     terms = tuple(getattr(objective, "loss_term_names", ()))
     run = _Run(engine, reader, loop_cfg, position, {"config": config, "policy": policy},
                on_metrics, on_step, MetricsWriter(loop_cfg.metrics_dir, engine.rank, terms), make_views=make_views,
