@@ -36,7 +36,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     from augtrain.cluster.connect import check_spare_cpu
 
-    check_spare_cpu(config.cluster.workers, config.cluster.cpus_per_worker, args.address or config.cluster.address)
+    check_spare_cpu(config.cluster.max_workers, config.cluster.cpus_per_worker, args.address or config.cluster.address)
     connect(args.address or config.cluster.address)
     result = run_pretraining(plan)
     print(f"checkpoint: {result['checkpoint']}\nmetrics: {result['metrics']}\nloss curve: {result['loss_plot']}")

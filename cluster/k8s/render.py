@@ -90,6 +90,16 @@ def _get(section: dict, key: str, kinds: tuple, default: Any, source: str) -> An
     return value
 
 
+
+def _max_workers(workers: int | list, source: str) -> int:
+    """Pods are sized for the most workers a run may have: an elastic run's [MIN, MAX] is MAX."""
+    if isinstance(workers, list):
+        if len(workers) != 2 or not all(isinstance(w, int) for w in workers) or not 1 <= workers[0] <= workers[1]:
+            raise ValueError(f"{source}: cluster.workers [MIN, MAX] needs two whole numbers, 1 <= MIN <= MAX; "
+                             f"got {workers}")
+        return workers[1]
+    return workers
+
 def experiment_from_config(data: Any, source: str) -> Experiment:
     """The keys rendering needs, type-checked; every other key is left to the experiment."""
     if not isinstance(data, dict):
@@ -102,7 +112,7 @@ def experiment_from_config(data: Any, source: str) -> Experiment:
     d = Experiment(name="x")
     exp = Experiment(
         name=job_name(data["name"], source),
-        workers=_get(cluster, "workers", (int,), d.workers, source),
+        workers=_max_workers(_get(cluster, "workers", (int, list), d.workers, source), source),
         cpus_per_worker=float(_get(cluster, "cpus_per_worker", (int, float), d.cpus_per_worker, source)),
         use_gpu=_get(cluster, "use_gpu", (bool, str), d.use_gpu, source),
         image=_get(cluster, "image", (str,), d.image, source),

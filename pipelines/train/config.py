@@ -87,13 +87,46 @@ class ModelSection(_Section):
 
 class ClusterSection(_Section):
     address: str | None = None  # Ray address; default: RAY_ADDRESS, else an embedded local Ray
-    workers: int = Field(2, ge=1)
+    # Ray Train workers: a count, or [MIN, MAX] for an elastic run that shrinks when nodes are
+    # lost and grows when they come back (docs/pretrain/README.md, "Elastic pretraining")
+    workers: int | tuple[int, int] = 2
+    # an elastic run checks this often whether the cluster holds more (or fewer) workers
+    resize_interval_s: float = Field(60.0, gt=0)
     cpus_per_worker: float = Field(1.0, gt=0)
     use_gpu: Literal["auto", True, False] = "auto"
     max_failures: int = Field(2, ge=0)  # worker/node failures restored from the last checkpoint
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     worker_resources: dict[str, float] = Field(default_factory=dict)  # extra custom resources per worker
     image: str | None = None  # container image, for Kubernetes rendering
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _worker_range(cls, value: Any) -> int | tuple[int, int]:
+        if isinstance(value, (list, tuple)):
+            if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise ValueError(f"expected a count or [MIN, MAX] (two whole numbers), got {value!r}")
+            low, high = value
+            if not 1 <= low <= high:
+                raise ValueError(f"[MIN, MAX] needs 1 <= MIN <= MAX, got {list(value)}")
+            return low if low == high else (low, high)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise ValueError(f"must be >= 1, got {value}")
+        return value
+
+    @property
+    def elastic(self) -> bool:
+        return isinstance(self.workers, tuple)
+
+    @property
+    def min_workers(self) -> int:
+        return self.workers[0] if isinstance(self.workers, tuple) else self.workers
+
+    @property
+    def max_workers(self) -> int:
+        return self.workers[1] if isinstance(self.workers, tuple) else self.workers
+
+    def describe_workers(self) -> str:
+        return f"{self.min_workers}-{self.max_workers} (elastic)" if self.elastic else str(self.workers)
 
 
 class ExperimentConfig(_Section):

@@ -14,14 +14,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from augtrain.pipelines.train.checkpoint import latest_checkpoint, list_checkpoints, read_metadata
-from augtrain.pipelines.train.config import ExperimentConfig, save_resolved
-from augtrain.pipelines.train.engine import EngineConfig, resolve_schedule
+from augtrain.pipelines.train.config import ClusterSection, ExperimentConfig, save_resolved
+from augtrain.pipelines.train.engine import EngineConfig, for_world, resolve_schedule
 from augtrain.pipelines.data.reader import ReaderConfig, ShardReader
 from augtrain.pipelines.data.shard_set import open_shards
 from augtrain.pipelines.modalities import DecodeSpec, get_modality
@@ -49,12 +49,21 @@ class PretrainPlan:
     steps_per_epoch: int
     resume_from: str | None
 
+    def _accumulation(self) -> str:
+        """Micro-batches per optimizer step: one count, or one per worker count of an elastic run."""
+        cluster = self.config.cluster
+        if not cluster.elastic:
+            return str(for_world(self.engine, cluster.workers).grad_accum_steps)
+        counts = [f"{for_world(self.engine, w).grad_accum_steps} on {w}"
+                  for w in range(cluster.min_workers, cluster.max_workers + 1)]
+        return f"({', '.join(counts)}; {self.engine.global_batch_size} samples a step)"
+
     def describe(self) -> str:
         c = self.config
         return (f"{c.name}: {c.model.objective} on {c.model.encoder} ({self.parameters / 1e6:.2f} M parameters), "
                 f"{self.reader.shards.num_samples} samples in {len(self.reader.shards.urls)} shards, policy "
-                f"{c.augment.policy} ({self.num_views} view{'s' * (self.num_views > 1)}), {c.cluster.workers} workers x "
-                f"micro-batch {self.engine.micro_batch_size} x accumulation {self.engine.grad_accum_steps}, "
+                f"{c.augment.policy} ({self.num_views} view{'s' * (self.num_views > 1)}), {c.cluster.describe_workers()} workers x "
+                f"micro-batch {self.engine.micro_batch_size} x accumulation {self._accumulation()}, "
                 f"ZeRO-{self.engine.zero_stage}, {self.steps_per_epoch} steps/epoch x {self.loop.epochs} epochs"
                 + (f", resuming from {self.resume_from}" if self.resume_from else ""))
 
@@ -78,15 +87,18 @@ def plan_pretraining(config: ExperimentConfig, resume: str | None = None) -> Pre
                          transform)
     encoded_reader = ShardReader(shards, dataclasses.replace(reader.config, decode=dataclasses.replace(
         decode, decode_images=False)))
-    engine = config.engine_config()
-    per_worker = shards.num_samples // config.cluster.workers
-    steps_per_epoch = max(1, per_worker // engine.micro_batch_size // engine.grad_accum_steps)
+    engine = elastic_engine(config.engine_config(), config.cluster)
+    if engine.global_batch_size is not None:  # the same optimizer steps at any worker count
+        steps_per_epoch = max(1, shards.num_samples // engine.global_batch_size)
+    else:
+        per_worker = shards.num_samples // config.cluster.workers
+        steps_per_epoch = max(1, per_worker // engine.micro_batch_size // engine.grad_accum_steps)
     epochs = int(config.loop.get("epochs", LoopConfig.epochs))
     if "total_steps" not in config.engine:  # the LR schedule spans the whole run
         try:
             engine = resolve_schedule(engine, steps_per_epoch * epochs)
         except ValueError as exc:
-            raise ValueError(f"{exc} ({shards.num_samples} samples, {config.cluster.workers} workers: "
+            raise ValueError(f"{exc} ({shards.num_samples} samples, {config.cluster.describe_workers()} workers: "
                              f"{steps_per_epoch} steps/epoch x {epochs} epochs)") from None
     out = config.output_dir
     loop = config.loop_config(checkpoint_dir=os.path.abspath(os.path.join(out, "checkpoints")),
@@ -98,6 +110,24 @@ def plan_pretraining(config: ExperimentConfig, resume: str | None = None) -> Pre
     resume_from = _resume_source(loop.checkpoint_dir, resume)
     return PretrainPlan(config, reader, encoded_reader, objective.spec, engine, loop, policy.to_dict(), views,
                         sum(p.numel() for p in objective.parameters()), steps_per_epoch, resume_from)
+
+
+def elastic_engine(engine: EngineConfig, cluster: ClusterSection) -> EngineConfig:
+    """An elastic run keeps its global batch at every worker count: ``global_batch_size`` (when
+    the config leaves it out, micro-batch x accumulation x MAX workers) must be whole micro-batches
+    on each count from MIN to MAX. The peak LR and the schedule then do not depend on the count,
+    and a resize changes only how many micro-batches each worker accumulates."""
+    if not cluster.elastic:
+        return engine
+    if engine.global_batch_size is None:
+        engine = replace(engine, global_batch_size=engine.micro_batch_size * engine.grad_accum_steps
+                         * cluster.max_workers)
+    for world in range(cluster.min_workers, cluster.max_workers + 1):
+        try:
+            for_world(engine, world)
+        except ValueError as exc:
+            raise ValueError(f"cluster.workers {list(cluster.workers)}: {exc}") from None
+    return engine
 
 
 def _resume_source(checkpoint_dir: str, resume: str | None) -> str | None:
@@ -159,7 +189,8 @@ def run_pretraining(plan: PretrainPlan) -> dict[str, Any]:
          "experiment": plan.config, "config": plan.config.resolved(), "policy": plan.policy},
         workers=cluster.workers, cpus_per_worker=cluster.cpus_per_worker, use_gpu=use_gpu,
         extra_resources=cluster.worker_resources, placement_strategy=cluster.placement_strategy,
-        storage_path=os.path.join(out, "ray"), name="train", max_failures=cluster.max_failures)
+        storage_path=os.path.join(out, "ray"), name="train", max_failures=cluster.max_failures,
+        resize_interval_s=cluster.resize_interval_s)
     metrics_csv = os.path.join(plan.loop.metrics_dir, "metrics.csv")
     total = plan.steps_per_epoch * plan.loop.epochs
     if plan.loop.max_steps is not None:

@@ -67,6 +67,16 @@ def test_groups_are_sized_from_the_training_workers(experiment):
     assert cpu["template"]["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "16", "memory": "48Gi"}
 
 
+def test_an_elastic_range_is_sized_for_its_most_workers(tmp_path):
+    path = tmp_path / "elastic.yaml"
+    path.write_text(EXPERIMENT.replace("workers: 6", "workers: [2, 6]"))
+    gpu = groups_of(render_file(path, overlay="gpu")[1])
+    assert gpu["gpu"]["maxReplicas"] == 6  # as for 6 fixed workers
+    path.write_text(EXPERIMENT.replace("workers: 6", "workers: [6, 2]"))
+    with pytest.raises(ValueError, match=r"cluster.workers \[MIN, MAX\] needs two whole numbers, 1 <= MIN <= MAX"):
+        render_file(path, overlay="gpu")
+
+
 def test_pretrain_writes_to_the_shared_volume_and_resumes(experiment):
     pre, search = render_file(experiment)[1], render_file(experiment, job="search", checkpoint="/c")[1]
     assert pre["metadata"]["name"] == "mae-digits" and search["metadata"]["name"] == "mae-digits-search"
@@ -86,7 +96,7 @@ def test_the_quickstart_experiment_renders(overlay):
 
 @pytest.mark.parametrize("text,overlay,fragment", [
     ("data: {}\n", "cpu", "missing key name"),
-    ("name: e\ncluster: {workers: two}\n", "cpu", "cluster.workers must be int, got 'two'"),
+    ("name: e\ncluster: {workers: two}\n", "cpu", "cluster.workers must be int or list, got 'two'"),
     ("name: e\ncluster: {workers: true}\n", "cpu", "cluster.workers must be int"),
     ("name: e\ncluster: {workers: 0}\n", "cpu", "cluster.workers must be >= 1"),
     ("name: e\ncluster: {image: 3}\n", "cpu", "cluster.image must be str"),
