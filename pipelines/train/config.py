@@ -104,13 +104,13 @@ class ClusterSection(_Section):
     def _worker_range(cls, value: Any) -> int | tuple[int, int]:
         if isinstance(value, (list, tuple)):
             if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-                raise ValueError(f"expected a count or [MIN, MAX] (two whole numbers), got {value!r}")
+                raise ValueError("expected a count or [MIN, MAX] (two whole numbers)")
             low, high = value
             if not 1 <= low <= high:
-                raise ValueError(f"[MIN, MAX] needs 1 <= MIN <= MAX, got {list(value)}")
+                raise ValueError("[MIN, MAX] needs 1 <= MIN <= MAX")
             return low if low == high else (low, high)
         if isinstance(value, int) and not isinstance(value, bool) and value < 1:
-            raise ValueError(f"must be >= 1, got {value}")
+            raise ValueError("must be >= 1 (a count, or [MIN, MAX] for an elastic run)")
         return value
 
     @property

@@ -22,7 +22,7 @@ def write(tmp_path, data):
     ({"loop": {"epoch": 2}}, "unknown key 'loop.epoch' (did you mean 'epochs'?)"),
     ({"model": {"encoderr": "cnn-tiny"}}, "unknown key 'model.encoderr' (did you mean 'encoder'?)"),
     ({"data": {"trian": "x"}}, "unknown key 'data.trian' (did you mean 'train'?)"),
-    ({"cluster": {"workers": 0}}, "cluster.workers: Input should be greater than or equal to 1"),
+    ({"cluster": {"workers": 0}}, "cluster.workers: Value error, must be >= 1 (a count, or [MIN, MAX] for an elastic run) (got 0)"),
     ({"name": "Bad_Name"}, "name: String should match pattern"),
     ({"colour": 1}, "unknown key 'colour'"),
 ])
