@@ -322,10 +322,10 @@ def needs_universal(checkpoint: str | Path, zero_stage: int, world_size: int) ->
     state is whole on every rank and loads at any size). ValueError for what cannot resume."""
     saved = read_metadata(checkpoint).get("engine") or {}
     saved_stage, saved_world = saved.get("zero_stage", zero_stage), saved.get("world_size", world_size)
-    if saved_stage != zero_stage and 0 in (saved_stage, zero_stage):
+    if saved_stage != zero_stage:  # the world size may change, the stage may not
         raise ValueError(f"{checkpoint}: saved with ZeRO stage {saved_stage}, resumed with {zero_stage}; "
-                         "set engine.zero_stage back (ZeRO 0 and ZeRO 1-3 checkpoints do not convert)")
-    return zero_stage > 0 and (saved_world != world_size or saved_stage != zero_stage)
+                         f"set engine.zero_stage back to {saved_stage} to resume it")
+    return zero_stage > 0 and saved_world != world_size
 
 
 def ensure_universal(checkpoint: str | Path, rank: int) -> Path:
@@ -345,7 +345,10 @@ def ensure_universal(checkpoint: str | Path, rank: int) -> Path:
         with _safe_torch_load():
             ds_to_universal.main(SimpleNamespace(input_folder=str(ds_dir / DS_TAG), output_folder=str(tmp),
                                                  num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False,
-                                                 strict=True, inject_missing_state=False))
+                                                 strict=True,
+                                                 # a checkpoint saved before save_checkpoint recorded
+                                                 # universal_checkpoint_info converts too
+                                                 inject_missing_state=True))
         (ds_dir / "latest_universal").unlink(missing_ok=True)  # names the temporary folder
         os.rename(tmp, final)
     _barrier()

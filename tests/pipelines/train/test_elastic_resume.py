@@ -273,12 +273,14 @@ def test_a_world_size_that_does_not_divide_the_global_batch_is_refused():
     assert for_world(EngineConfig(grad_accum_steps=3), 5).grad_accum_steps == 3  # no global batch: fixed
 
 
-def test_zero_0_and_zero_1_3_checkpoints_do_not_convert(tmp_path: Path):
+def test_only_zero_1_3_at_another_world_size_go_through_a_universal_checkpoint(tmp_path: Path):
     from augtrain.pipelines.train.checkpoint import needs_universal
 
     (tmp_path / "augtrain.json").write_text(json.dumps({"engine": {"zero_stage": 0, "world_size": 2}}))
     assert not needs_universal(tmp_path, 0, 3)  # ZeRO 0 state is whole on every rank
-    with pytest.raises(ValueError, match="saved with ZeRO stage 0, resumed with 2"):
+    with pytest.raises(ValueError, match="saved with ZeRO stage 0, resumed with 2; set engine.zero_stage back to 0"):
         needs_universal(tmp_path, 2, 2)
     (tmp_path / "augtrain.json").write_text(json.dumps({"engine": {"zero_stage": 2, "world_size": 2}}))
-    assert not needs_universal(tmp_path, 2, 2) and needs_universal(tmp_path, 2, 1) and needs_universal(tmp_path, 3, 2)
+    assert not needs_universal(tmp_path, 2, 2) and needs_universal(tmp_path, 2, 1) and needs_universal(tmp_path, 2, 3)
+    with pytest.raises(ValueError, match="saved with ZeRO stage 2, resumed with 3"):
+        needs_universal(tmp_path, 3, 2)
