@@ -15,6 +15,7 @@ POLICY_CASES = {
     "none": {"always": [], "never": ["random_resized_crop"]},
     "basic": {"always": ["random_resized_crop"], "may": ["hflip", "vflip", "rotate", "color_jitter", "grayscale", "gaussian_blur", "gaussian_noise"]},
     "mae": {"always": ["random_resized_crop"], "may": ["hflip"]},
+    "weak": {"always": ["translate_x", "translate_y"], "may": ["hflip"]},
     "simclr": {"always": ["random_resized_crop"], "may": ["hflip", "color_jitter", "grayscale", "gaussian_blur"]},
     "randaugment": {"always": ["resize"], "count": 2},
     "trivialaugment": {"always": ["resize"], "count": 1},

@@ -14,52 +14,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import traceback
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from _ranks import run_ranks
 
 STAGES = (0, 1, 2, 3)
 MICRO, GLOBAL = 2, 12  # 6 micro-batches per optimizer step
 BEFORE, AFTER = 2, 2  # optimizer steps before the checkpoint, and after it
 LOSS_RTOL = 1e-5  # fp32; only the order of the gradient sums differs between world sizes
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _entry(fn, rank: int, world: int, port: int, out: str, *args) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    code = 0
-    try:
-        fn(rank, world, Path(out), *args)
-    except BaseException:
-        Path(out, f"error-w{world}-rank{rank}.txt").write_text(traceback.format_exc())
-        code = 1
-    os._exit(code)  # a ZeRO-3 rank may abort in interpreter teardown after all work is done
-
-
-def run_ranks(fn, world: int, out: Path, *args, timeout: float = 400) -> None:
-    ctx = mp.get_context("spawn")
-    port = _free_port()
-    procs = [ctx.Process(target=_entry, args=(fn, r, world, port, str(out), *args)) for r in range(world)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout)
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-    errors = [f.read_text() for f in sorted(out.glob(f"error-w{world}-*.txt"))]
-    assert not errors, "\n".join(errors)
-    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
 
 
 # ---------------------------------------------------------------- what each rank runs
@@ -151,8 +115,9 @@ def _weight_decays(engine) -> list[float]:
     return [g["weight_decay"] for g in getattr(opt, "optimizer", opt).param_groups]
 
 
-def _save_and_go_on(rank: int, world: int, out: Path, stages: tuple[int, ...], precision: str = "fp32") -> None:
+def _save_and_go_on(rank: int, out: Path, stages: tuple[int, ...], precision: str = "fp32") -> None:
     """The run before the resize: BEFORE steps, a checkpoint, then AFTER more steps."""
+    world = int(os.environ["WORLD_SIZE"])
     from augtrain.pipelines.train.checkpoint import save_checkpoint
     from augtrain.pipelines.train.engine import build_engine
 
@@ -169,8 +134,9 @@ def _save_and_go_on(rank: int, world: int, out: Path, stages: tuple[int, ...], p
     (out / f"w{world}-rank{rank}.json").write_text(json.dumps(results))
 
 
-def _resume_and_go_on(rank: int, world: int, out: Path, stages: tuple[int, ...], precision: str = "fp32") -> None:
+def _resume_and_go_on(rank: int, out: Path, stages: tuple[int, ...], precision: str = "fp32") -> None:
     """The run after the resize, as the training loop resumes: universal when the shards need it."""
+    world = int(os.environ["WORLD_SIZE"])
     import torch.distributed as dist
 
     from augtrain.pipelines.train.checkpoint import ensure_universal, load_state_dict, needs_universal, resume
@@ -231,13 +197,13 @@ def _check_resized(out: Path, world: int, stages: tuple[int, ...], rtol: float =
 @pytest.fixture(scope="module")
 def saved_at_two(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("elastic")
-    run_ranks(_save_and_go_on, 2, out, STAGES)
+    run_ranks(_save_and_go_on, out, STAGES, world=2, timeout=400)
     return out
 
 
 @pytest.mark.timeout(600)
 def test_a_two_rank_checkpoint_resumes_on_one_rank_exactly(saved_at_two: Path):
-    run_ranks(_resume_and_go_on, 1, saved_at_two, STAGES)
+    run_ranks(_resume_and_go_on, saved_at_two, STAGES, world=1, timeout=400)
     _check_resized(saved_at_two, 1, STAGES)
     for stage in STAGES[1:]:  # converted once, beside the shards
         ds_dir = saved_at_two / f"ckpt-{stage}" / f"step-{BEFORE:08d}" / "deepspeed"
@@ -247,7 +213,7 @@ def test_a_two_rank_checkpoint_resumes_on_one_rank_exactly(saved_at_two: Path):
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_a_two_rank_checkpoint_resumes_on_three_ranks_exactly(saved_at_two: Path):
-    run_ranks(_resume_and_go_on, 3, saved_at_two, STAGES)
+    run_ranks(_resume_and_go_on, saved_at_two, STAGES, world=3, timeout=400)
     _check_resized(saved_at_two, 3, STAGES)
 
 
@@ -257,8 +223,8 @@ def test_bf16_zero_1_3_state_resumes_on_one_rank_exactly(tmp_path: Path):
     """bf16 weights (fp32 master weights and moments, re-partitioned exactly); the losses agree to
     bf16's precision. (ZeRO-0 in bf16 keeps its state whole and loads as it is.)"""
     stages = (1, 2, 3)
-    run_ranks(_save_and_go_on, 2, tmp_path, stages, "bf16")
-    run_ranks(_resume_and_go_on, 1, tmp_path, stages, "bf16")
+    run_ranks(_save_and_go_on, tmp_path, stages, "bf16", world=2, timeout=400)
+    run_ranks(_resume_and_go_on, tmp_path, stages, "bf16", world=1, timeout=400)
     _check_resized(tmp_path, 1, stages, rtol=1e-2)
 
 

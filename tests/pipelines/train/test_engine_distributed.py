@@ -9,14 +9,11 @@ checkpoint continues the trajectory exactly.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import traceback
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from _ranks import run_ranks
 
 # ZeRO and checkpoint mechanics, checked exactly in fp32 (`precision: auto` is bf16 on a CPU
 # with AMX; tests/pipelines/train/test_engine.py trains in bf16)
@@ -28,41 +25,6 @@ STEPS, MORE = 8, 3  # micro-batches before the checkpoint, and after it
 # fp32 on CPU: the stages differ only in how gradients are summed (partitioned reduce-scatter
 # vs all-reduce), which moves the last bits; measured differences are below 1e-6.
 LOSS_RTOL = 1e-5
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _entry(fn, rank: int, port: int, out: str, *args) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
-    code = 0
-    try:
-        fn(rank, Path(out), *args)
-    except BaseException:
-        Path(out, f"error-rank{rank}.txt").write_text(traceback.format_exc())
-        code = 1
-    # leave at once: a ZeRO-3 rank may abort in interpreter teardown after all work is done
-    os._exit(code)
-
-
-def run_ranks(fn, out: Path, *args, timeout: float = 240) -> None:
-    ctx = mp.get_context("spawn")
-    port = _free_port()
-    procs = [ctx.Process(target=_entry, args=(fn, r, port, str(out), *args)) for r in range(WORLD)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout)
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-    errors = [f.read_text() for f in sorted(out.glob("error-rank*.txt"))]
-    assert not errors, "\n".join(errors)
-    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
 
 
 # ---------------------------------------------------------------- what each rank runs
