@@ -87,7 +87,7 @@ def plan_pretraining(config: ExperimentConfig, resume: str | None = None) -> Pre
                          transform)
     encoded_reader = ShardReader(shards, dataclasses.replace(reader.config, decode=dataclasses.replace(
         decode, decode_images=False)))
-    engine = elastic_engine(config.engine_config(), config.cluster)
+    engine = batch_for_workers(config.engine_config(), config.cluster)
     if engine.global_batch_size is not None:  # the same optimizer steps at any worker count
         steps_per_epoch = max(1, shards.num_samples // engine.global_batch_size)
     else:
@@ -112,21 +112,21 @@ def plan_pretraining(config: ExperimentConfig, resume: str | None = None) -> Pre
                         sum(p.numel() for p in objective.parameters()), steps_per_epoch, resume_from)
 
 
-def elastic_engine(engine: EngineConfig, cluster: ClusterSection) -> EngineConfig:
-    """An elastic run keeps its global batch at every worker count: ``global_batch_size`` (when
-    the config leaves it out, micro-batch x accumulation x MAX workers) must be whole micro-batches
-    on each count from MIN to MAX. The peak LR and the schedule then do not depend on the count,
-    and a resize changes only how many micro-batches each worker accumulates."""
-    if not cluster.elastic:
-        return engine
-    if engine.global_batch_size is None:
+def batch_for_workers(engine: EngineConfig, cluster: ClusterSection) -> EngineConfig:
+    """The engine config with its global batch checked against the worker counts the run may have.
+    An elastic run keeps its global batch at every count: ``global_batch_size`` (when the config
+    leaves it out, micro-batch x accumulation x MAX workers) must be whole micro-batches on each
+    count from MIN to MAX, so that the peak LR and the schedule do not depend on the count and a
+    resize changes only how many micro-batches each worker accumulates. A fixed count with
+    ``global_batch_size`` set is checked the same way, before Ray starts."""
+    if cluster.elastic and engine.global_batch_size is None:
         engine = replace(engine, global_batch_size=engine.micro_batch_size * engine.grad_accum_steps
                          * cluster.max_workers)
     for world in range(cluster.min_workers, cluster.max_workers + 1):
         try:
             for_world(engine, world)
         except ValueError as exc:
-            raise ValueError(f"cluster.workers {list(cluster.workers)}: {exc}") from None
+            raise ValueError(f"cluster.workers {cluster.describe_workers()}: {exc}") from None
     return engine
 
 

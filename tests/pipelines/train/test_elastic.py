@@ -52,10 +52,12 @@ def test_an_elastic_range_must_divide_the_global_batch_at_every_size(tmp_path, d
     p = plan([1, 3], {"micro_batch_size": 25, "grad_accum_steps": 2})
     assert p.engine.global_batch_size == 150 and p.steps_per_epoch == 4  # 25 x 2 x MAX workers
     assert "accumulation (6 on 1, 3 on 2, 2 on 3; 150 samples a step)" in p.describe()
-    with pytest.raises(ValueError, match=r"cluster.workers \[1, 4\]: .*not a whole number of micro-batches of 25 on 3"):
+    with pytest.raises(ValueError, match=r"cluster.workers 1-4 \(elastic\): .*not a whole number of micro-batches of 25 on 3"):
         plan([1, 4], {"micro_batch_size": 25})
     fixed = plan(2, {"micro_batch_size": 25})
     assert fixed.engine.global_batch_size is None and fixed.steps_per_epoch == 12
+    with pytest.raises(ValueError, match=r"cluster.workers 4: .*not a whole number of micro-batches of 25 on 4"):
+        plan(4, {"micro_batch_size": 25, "global_batch_size": 150})
 
 
 def test_a_worker_range_builds_an_elastic_ray_train_group():
