@@ -90,7 +90,6 @@ def _get(section: dict, key: str, kinds: tuple, default: Any, source: str) -> An
     return value
 
 
-
 def _max_workers(workers: int | list, source: str) -> int:
     """Pods are sized for the most workers a run may have: an elastic run's [MIN, MAX] is MAX."""
     if isinstance(workers, list):
@@ -99,6 +98,7 @@ def _max_workers(workers: int | list, source: str) -> int:
                              f"got {workers}")
         return workers[1]
     return workers
+
 
 def experiment_from_config(data: Any, source: str) -> Experiment:
     """The keys rendering needs, type-checked; every other key is left to the experiment."""
