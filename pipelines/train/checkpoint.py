@@ -26,7 +26,7 @@ import platform
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -433,18 +433,25 @@ def _deepspeed_safe_globals() -> list[type]:
     return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
 
 
-@contextlib.contextmanager
-def _safe_torch_load() -> Iterator[None]:
-    """``torch.load`` reads with ``weights_only=True`` (DeepSpeed's plain state classes allowed)
-    while the block runs: DeepSpeed's universal-checkpoint code calls it with ``weights_only=False``."""
-    allowed, original = _deepspeed_safe_globals(), torch.load
+def _weights_only(load: Callable[..., Any]) -> Callable[..., Any]:
+    """``load`` (``torch.load``) reading with ``weights_only=True``, DeepSpeed's plain state
+    classes allowed."""
+    allowed = _deepspeed_safe_globals()
 
-    def load(*args: Any, **kwargs: Any) -> Any:
+    def safe(*args: Any, **kwargs: Any) -> Any:
         kwargs["weights_only"] = True
         with torch.serialization.safe_globals(allowed):
-            return original(*args, **kwargs)
+            return load(*args, **kwargs)
 
-    torch.load = load
+    return safe
+
+
+@contextlib.contextmanager
+def _safe_torch_load() -> Iterator[None]:
+    """``torch.load`` reads with ``weights_only=True`` while the block runs: DeepSpeed's
+    universal-checkpoint code calls it with ``weights_only=False``."""
+    original = torch.load
+    torch.load = _weights_only(original)
     try:
         yield
     finally:
@@ -453,10 +460,4 @@ def _safe_torch_load() -> Iterator[None]:
 
 def _load_safely(ds_engine: Any) -> None:
     """Make this engine read its checkpoint files with `torch.load(weights_only=True)`."""
-    allowed = _deepspeed_safe_globals()
-
-    def load(path: str, map_location: Any = None) -> Any:
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location=map_location, weights_only=True)
-
-    ds_engine.checkpoint_engine.load = load
+    ds_engine.checkpoint_engine.load = _weights_only(torch.load)

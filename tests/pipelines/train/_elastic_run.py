@@ -13,19 +13,16 @@ import time
 
 import ray
 import yaml
-from ray.cluster_utils import Cluster
 
 from augtrain.pipelines.train.checkpoint import latest_checkpoint, read_metadata
 from augtrain.pipelines.train.config import parse_config
 from augtrain.pipelines.train.pretrain import plan_pretraining, run_pretraining
+from _multinode_run import start_cluster  # beside this script
 
 
 def main(shards: str, out: str, epochs: int) -> None:
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = "15"  # a start asked of a node just lost fails sooner
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    slots = [cluster.add_node(num_cpus=1, resources={"trainer_slot": 1}) for _ in range(3)]
-    ray.init(address=cluster.address, log_to_driver=False)
-    cluster.wait_for_nodes()
+    cluster, slots = start_cluster()  # the head and 3 one-worker nodes of the node-loss test
     config = parse_config(yaml.safe_load(f"""
         name: elastic
         output: {out}

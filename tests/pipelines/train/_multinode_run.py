@@ -17,11 +17,18 @@ from augtrain.pipelines.train.config import parse_config
 from augtrain.pipelines.train.pretrain import plan_pretraining, run_pretraining
 
 
-def main(shards: str, out: str) -> None:
+def start_cluster(slot_nodes: int = 3) -> tuple[Cluster, list]:
+    """A head (2 CPUs, no train worker) and ``slot_nodes`` nodes of one ``trainer_slot`` each
+    (a worker per node), connected; returns the cluster and the slot nodes."""
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    slots = [cluster.add_node(num_cpus=1, resources={"trainer_slot": 1}) for _ in range(3)]
+    slots = [cluster.add_node(num_cpus=1, resources={"trainer_slot": 1}) for _ in range(slot_nodes)]
     ray.init(address=cluster.address, log_to_driver=False)
     cluster.wait_for_nodes()
+    return cluster, slots
+
+
+def main(shards: str, out: str) -> None:
+    cluster, slots = start_cluster()
     config = parse_config(yaml.safe_load(f"""
         name: multinode
         output: {out}
