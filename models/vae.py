@@ -8,13 +8,22 @@ closed-form divergence from the standard normal prior, weighted by ``beta`` (Hig
 when != 1). Both are exposed after every forward pass as ``loss_terms`` so that the training loop
 logs them separately. ``export_encoder`` returns the encoder, so a VAE checkpoint initialises a
 fine-tune like a SimCLR one; ``sample`` draws images from the prior.
+
+Class-conditional samples come from the same model through a ``ClassPrior``: one diagonal
+Gaussian per class in the latent space, fitted to the posteriors of the labelled images
+(``fit_class_prior``), from which ``sample_classes`` draws before decoding. This is conditional
+generation from an unconditional generative model by modelling the labelled data's region of its
+latent space (Engel et al. 2018, "Latent constraints"), here with the simplest such model, so that
+the labels a fine-tune has (100 or 600 images) steer a VAE trained on every unlabelled image.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,6 +53,25 @@ class ConvDecoder(nn.Module):
         return self.net(z)
 
 
+@dataclass(frozen=True)
+class ClassPrior:
+    """Per class c a diagonal Gaussian N(mean[c], std[c]^2) in a VAE's latent space: the moments of
+    the class's aggregate posterior (the mixture of its labelled images' posteriors), so mean[c] is
+    the mean of their posterior means and std[c]^2 the variance of those means plus their mean
+    posterior variance."""
+
+    mean: np.ndarray  # float64 [classes, latent]
+    std: np.ndarray  # float64 [classes, latent]
+    counts: tuple[int, ...]  # labelled images per class it was fitted on
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.counts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "counts": list(self.counts)}
+
+
 class VAE(nn.Module):
     """forward(views) -> the negative ELBO of the first view (mean over the batch)."""
 
@@ -58,6 +86,7 @@ class VAE(nn.Module):
                              f"(got {recon_sigma}, {beta}, {latent_dim})")
         self.encoder = encoder
         self.latent_dim, self.beta, self.recon_sigma = latent_dim, beta, recon_sigma
+        self.image_size = image_size
         self.to_posterior = nn.Linear(encoder.num_features, 2 * latent_dim)
         self.decoder = ConvDecoder(latent_dim, channels, image_size, decoder_width)
         self.loss_terms: dict[str, torch.Tensor] = {}
@@ -88,6 +117,56 @@ class VAE(nn.Module):
         self.eval()  # BatchNorm's running statistics, not the batch's
         try:
             return self.decoder(z).float()
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def fit_class_prior(self, x: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                        batch_size: int = 512) -> ClassPrior:
+        """The ``ClassPrior`` of labelled images ``x`` [N, C, H, W] (normalised as in training) with
+        int ``labels`` [N]; every class needs at least one image (a ValueError names those without)."""
+        labels = torch.as_tensor(labels).long().cpu()
+        missing = [c for c in range(num_classes) if not bool((labels == c).any())]
+        if missing:
+            raise ValueError(f"a class-conditional prior needs labelled images of every class; none of class(es) "
+                             f"{missing}")
+        weight = next(self.decoder.parameters())
+        was_training = self.training
+        self.eval()
+        try:
+            parts = [self.encode(x[lo:lo + batch_size].to(weight.device, weight.dtype))
+                     for lo in range(0, len(x), batch_size)]
+        finally:
+            self.train(was_training)
+        mean = torch.cat([m for m, _ in parts]).double().cpu()
+        var = torch.cat([lv for _, lv in parts]).double().exp().cpu()
+        means, stds, counts = [], [], []
+        for c in range(num_classes):
+            rows = labels == c
+            m, v = mean[rows], var[rows]
+            spread = m.var(dim=0, unbiased=False) if len(m) > 1 else torch.zeros_like(m[0])
+            means.append(m.mean(0))
+            stds.append((spread + v.mean(0)).sqrt())
+            counts.append(int(rows.sum()))
+        return ClassPrior(torch.stack(means).numpy(), torch.stack(stds).numpy(), tuple(counts))
+
+    @torch.no_grad()
+    def sample_classes(self, labels: torch.Tensor, prior: ClassPrior, generator: torch.Generator | None = None,
+                       temperature: float = 1.0) -> torch.Tensor:
+        """One image of each class in ``labels`` [N], decoded from ``prior`` (its standard deviations
+        scaled by ``temperature``), in the normalised space the VAE was trained in."""
+        labels = torch.as_tensor(labels).long().cpu()
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= prior.num_classes):
+            raise ValueError(f"labels must be in [0, {prior.num_classes}), got {int(labels.min())}..{int(labels.max())}")
+        if prior.mean.shape[1] != self.latent_dim:
+            raise ValueError(f"the prior has {prior.mean.shape[1]} latent dimensions, the VAE {self.latent_dim}")
+        eps = torch.randn(len(labels), self.latent_dim, generator=generator, dtype=torch.float64)
+        z = torch.from_numpy(prior.mean)[labels] + temperature * torch.from_numpy(prior.std)[labels] * eps
+        weight = next(self.decoder.parameters())
+        was_training = self.training
+        self.eval()
+        try:
+            return self.decoder(z.to(weight.device, weight.dtype)).float()
         finally:
             self.train(was_training)
 

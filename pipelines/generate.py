@@ -1,9 +1,13 @@
-"""Generated samples as shards: a generative checkpoint's draws from its prior, labelled by a
-classifier (pseudo-labels with their confidence) or left unlabelled, written with their
-provenance in the manifest (``synthetic``) so that no split a model is judged on can hold them.
+"""Generated samples as shards: a generative checkpoint's draws, class-conditional (a class prior
+fitted to labelled images: the label is the class drawn), pseudo-labelled by a classifier (with
+its confidence) or unlabelled, written with their provenance in the manifest (``synthetic``) so
+that no split a model is judged on can hold them; a classifier trained on real images measures
+their label fidelity.
 
     source, record = generated_source("runs/fmnist-vae/checkpoints", n=10_000, seed=0,
                                       labeller="runs/ft-s0", min_confidence=0.9)
+    source, record = generated_source("runs/fmnist-vae/checkpoints", n=10_000,
+                                      condition_on="runs/ft-s0/data/labelled", judge="runs/ft-all")
     write_shards(source, "data/fmnist-vae-gen", "train", WriteOptions(), synthetic=record)
 
 Each labelled sample carries its label (``.cls``) and the labeller's confidence in it (``.conf``,
@@ -34,8 +38,8 @@ def _normalisation(checkpoint: Path) -> tuple[list[float], list[float]]:
     return list(loop["mean"]), list(loop["std"])
 
 
-def draw(checkpoint: str | os.PathLike, n: int, seed: int = 0, batch_size: int = 512) -> np.ndarray:
-    """``n`` images (uint8 [N, H, W, C]) from a generative checkpoint's prior, reproducible for ``seed``."""
+def _generator_model(checkpoint: str | os.PathLike) -> tuple[Path, torch.nn.Module, list[float], list[float]]:
+    """The checkpoint's path, its model (eval mode; it must sample) and its normalisation."""
     from augtrain.pipelines.finetune.model import resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)
@@ -44,31 +48,109 @@ def draw(checkpoint: str | os.PathLike, n: int, seed: int = 0, batch_size: int =
         raise ValueError(f"{path}: a {type(model).__name__} checkpoint cannot generate samples (no sample(); "
                          "pretrain a generative objective such as 'vae')")
     mean, std = _normalisation(path)
+    return path, model, mean, std
+
+
+def draw(checkpoint: str | os.PathLike, n: int, seed: int = 0, batch_size: int = 512) -> np.ndarray:
+    """``n`` images (uint8 [N, H, W, C]) from a generative checkpoint's prior, reproducible for ``seed``."""
+    _, model, mean, std = _generator_model(checkpoint)
     generator = torch.Generator().manual_seed(seed)
     chunks = [to_uint8(model.sample(min(batch_size, n - lo), generator=generator), mean, std)
               for lo in range(0, n, batch_size)]
     return np.concatenate(chunks) if chunks else np.zeros((0, 1, 1, 1), np.uint8)
 
 
+def fit_class_prior(model: torch.nn.Module, labelled: str | list[str], mean: list[float], std: list[float],
+                    class_names: list[str] | None = None) -> tuple[Any, list[str]]:
+    """The model's ``ClassPrior`` fitted to the labelled images of ``labelled`` (shards, such as a
+    fine-tune's ``data/labelled`` subset), and their class names."""
+    from augtrain.pipelines.finetune.subsets import load_arrays
+    from augtrain.pipelines.modalities import get_modality
+
+    if not hasattr(model, "fit_class_prior"):
+        raise ValueError(f"a {type(model).__name__} cannot draw class-conditional samples (no fit_class_prior)")
+    size = getattr(model, "image_size", None)  # the side the model generates and encodes
+    values, labels, names = load_arrays(labelled, channels=len(mean), size=size)
+    names = list(names or class_names or [str(c) for c in range(int(labels.max()) + 1)])
+    x = get_modality("image").to_tensor(values, tuple(mean), tuple(std))
+    try:
+        return model.fit_class_prior(x, torch.from_numpy(labels), len(names)), names
+    except ValueError as exc:
+        raise SourceError(f"{labelled}: {exc}") from None
+
+
+def draw_classes(checkpoint: str | os.PathLike, labelled: str | list[str], n: int, seed: int = 0,
+                 temperature: float = 1.0, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray, Any, list[str]]:
+    """``n`` class-conditional images (uint8 [N, H, W, C]), as many of each class as ``n`` allows
+    (the first ``n % classes`` classes one more), from the checkpoint's ``ClassPrior`` fitted to
+    the images of ``labelled``; their labels int64 [N], the prior and the class names.
+    Reproducible for ``seed``."""
+    _, model, mean, std = _generator_model(checkpoint)
+    prior, names = fit_class_prior(model, labelled, mean, std)
+    labels = np.arange(n, dtype=np.int64) % prior.num_classes
+    generator = torch.Generator().manual_seed(seed)
+    labels = labels[torch.randperm(n, generator=generator).numpy()]  # classes interleaved, not in blocks
+    chunks = [to_uint8(model.sample_classes(torch.from_numpy(labels[lo:lo + batch_size]), prior, generator,
+                                            temperature), mean, std) for lo in range(0, n, batch_size)]
+    return np.concatenate(chunks), labels, prior, names
+
+
+def label_fidelity(judge: str | os.PathLike, images: np.ndarray, labels: np.ndarray, num_classes: int,
+                   judge_checkpoint: str | None = None) -> dict[str, Any]:
+    """How often a real-data classifier (``judge``: a fine-tune output folder) agrees with the
+    generated samples' labels, over all and per class, with the judge's own test accuracy."""
+    from augtrain.pipelines.finetune.distill import load_teacher, teacher_probabilities
+    from augtrain.pipelines.finetune.run import per_class_accuracy
+
+    teacher = load_teacher(judge, judge_checkpoint)
+    predicted = teacher_probabilities([teacher], images, num_classes).argmax(1)
+    return {"judge": str(Path(judge).absolute()), "judge_test_acc": teacher.test_acc,
+            "label_fidelity": float((predicted == labels).mean()),
+            "label_fidelity_per_class": per_class_accuracy(labels, predicted, num_classes)}
+
+
 def generated_source(checkpoint: str | os.PathLike, n: int, seed: int = 0, labeller: str | None = None,
-                     labeller_checkpoint: str | None = None, min_confidence: float = 0.0
+                     labeller_checkpoint: str | None = None, min_confidence: float = 0.0,
+                     condition_on: str | list[str] | None = None, temperature: float = 1.0,
+                     judge: str | None = None, judge_checkpoint: str | None = None
                      ) -> tuple[Source, dict[str, Any]]:
     """The samples as a ``Source`` for ``write_shards`` and their provenance record (the manifest's
-    ``synthetic``): generator checkpoint and step, seed, labeller and its filter, counts."""
-    from augtrain.pipelines.finetune.distill import load_teacher, teacher_probabilities
+    ``synthetic``): generator checkpoint and step, seed, how they were labelled, counts.
+
+    Labels come either from ``condition_on`` (labelled shards: class-conditional draws, the label
+    is the class drawn) or from ``labeller`` (a classifier's pseudo-labels with its confidence,
+    filtered by ``min_confidence``); neither: unlabelled samples. ``judge``, a classifier trained
+    on real data, measures the labels' fidelity (recorded)."""
     from augtrain.pipelines.finetune.model import resolve_checkpoint
 
     if n < 1:
         raise SourceError(f"generate: --n must be >= 1, got {n}")
     if not 0.0 <= min_confidence < 1.0:
         raise SourceError(f"generate: --min-confidence must be in [0, 1), got {min_confidence}")
+    if condition_on is not None and labeller is not None:
+        raise SourceError("generate: --condition-on labels the samples by the class drawn; --labeller would "
+                          "relabel them (use --judge to measure their label fidelity)")
+    if temperature <= 0:
+        raise SourceError(f"generate: --temperature must be > 0, got {temperature}")
+    if judge is not None and condition_on is None and labeller is None:
+        raise SourceError("generate: --judge measures the fidelity of labels; unlabelled samples have none")
     path = resolve_checkpoint(checkpoint)
-    images = draw(path, n, seed)
     record: dict[str, Any] = {"generator": str(path), "generator_step": read_metadata(path).get("step"),
                               "seed": seed, "drawn": n, "labeller": None}
+    if condition_on is not None:
+        images, labels, prior, class_names = draw_classes(path, condition_on, n, seed, temperature)
+        record.update({"labeller": "class-conditional", "conditioned_on": _absolute(condition_on),
+                       "temperature": temperature, "class_prior": prior.to_dict(), "kept": n,
+                       "per_class": np.bincount(labels, minlength=len(class_names)).tolist()})
+        if judge is not None:
+            record.update(label_fidelity(judge, images, labels, len(class_names), judge_checkpoint))
+        return Source("generated", list(class_names), n, lambda i: (_squeeze(images[i]), int(labels[i]))), record
+    images = draw(path, n, seed)
     if labeller is None:
         record["kept"] = n
         return Source("generated", [], n, lambda i: (_squeeze(images[i]), None)), record
+    from augtrain.pipelines.finetune.distill import load_teacher, teacher_probabilities
+
     teacher = load_teacher(labeller, labeller_checkpoint)
     from augtrain.pipelines.data.shard_set import open_shards
 
@@ -86,9 +168,29 @@ def generated_source(checkpoint: str | os.PathLike, n: int, seed: int = 0, label
     if not len(kept):
         raise SourceError(f"generate: no sample reached --min-confidence {min_confidence} "
                           f"(the best had {confidence.max():.3f})")
+    if judge is not None:
+        record.update(label_fidelity(judge, images[kept], labels[kept], num_classes, judge_checkpoint))
     return Source("generated", list(class_names), len(kept),
                   lambda i: (_squeeze(images[kept[i]]), int(labels[kept[i]])),
                   extras=lambda i: {"conf": f"{confidence[kept[i]]:.6f}".encode()}), record
+
+
+def class_grid(images: np.ndarray, labels: np.ndarray, num_classes: int, per_class: int = 10) -> np.ndarray:
+    """The first ``per_class`` images of each class (uint8 [N, H, W, C]) as one RGB grid, a row per
+    class (short rows padded white)."""
+    from augtrain.pipelines.train.samples import grid
+
+    h, w, c = images.shape[1:]
+    tiles = np.full((num_classes * per_class, h, w, c), 255, np.uint8)
+    for k in range(num_classes):
+        rows = np.flatnonzero(labels == k)[:per_class]
+        tiles[k * per_class:k * per_class + len(rows)] = images[rows]
+    picture = grid(tiles, columns=per_class)
+    return np.repeat(picture, 3, axis=2) if picture.shape[-1] == 1 else picture
+
+
+def _absolute(spec: str | list[str]) -> str | list[str]:
+    return [str(Path(s).absolute()) for s in spec] if isinstance(spec, list) else str(Path(spec).absolute())
 
 
 def _squeeze(image: np.ndarray) -> np.ndarray:

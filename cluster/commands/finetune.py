@@ -82,6 +82,12 @@ def _finetune(args: argparse.Namespace) -> int:
               "seconds": result.seconds, "control": None}
     record_path = os.path.join(out, "finetune.json")
     write_text_atomic(record_path, json.dumps(record, indent=1, default=str))  # kept, whatever follows
+    if paths.test is not None and result.checkpoint:  # the test metric per class (for generated training sets:
+        from augtrain.pipelines.finetune.run import per_class_accuracy, predict_checkpoints  # the accuracy score's)
+
+        labels, [predicted] = predict_checkpoints(cfg, paths, checkpoint, [result.checkpoint])
+        record["test_per_class"] = per_class_accuracy(labels, predicted["predictions"], paths.num_classes)
+        write_text_atomic(record_path, json.dumps(record, indent=1, default=str))
     control = None
     if paths.test is not None:  # the floor every fine-tune must clear, on the same labels and test split
         from augtrain.pipelines.finetune.controls import raw_logistic_regression

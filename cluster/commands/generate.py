@@ -1,14 +1,19 @@
 """``augtrain generate``: draw samples from a generative checkpoint and write them as shards.
 
     augtrain generate --checkpoint runs/fmnist-vae/checkpoints --n 10000 --out data/fmnist-vae-gen \\
-        [--labeller runs/ft-s0 [--min-confidence 0.9]] [--seed 0]
+        [--condition-on runs/ft-s0/data/labelled | --labeller runs/ft-s0 [--min-confidence 0.9]] \\
+        [--judge runs/ft-all] [--seed 0]
 
-With ``--labeller`` (an ``augtrain finetune`` output folder, or a fine-tune checkpoint with
+With ``--condition-on`` (labelled shards, such as a fine-tune's labelled subset) the samples are
+class-conditional: a Gaussian per class is fitted in the model's latent space to those images'
+posteriors, an equal share of the samples is drawn from each, and each sample's label is its
+class. With ``--labeller`` (an ``augtrain finetune`` output folder, or a fine-tune checkpoint with
 ``--labeller-checkpoint`` naming its pretraining checkpoint) every sample is pseudo-labelled with
 the classifier's most probable class and its confidence (``<key>.conf``); samples below
 ``--min-confidence`` are dropped and counted. The manifest's ``synthetic`` field records the
 provenance (generating checkpoint and step, seed, labeller, filter, counts); such shards are
-refused as a validation or test split.
+refused as a validation or test split. ``--judge``, a fine-tune trained on real images, measures
+the labels' fidelity: how often it agrees with them, over all and per class (recorded).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import json
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("generate", help="write samples of a generative checkpoint as shards (with provenance)",
                             description="Draw samples from a generative checkpoint (a VAE) and write them as "
-                                        "shards, pseudo-labelled by a fine-tuned classifier when one is given.")
+                                        "shards: class-conditional (--condition-on labelled shards), "
+                                        "pseudo-labelled by a fine-tuned classifier (--labeller) or unlabelled.")
     parser.add_argument("--checkpoint", required=True, help="generative pretraining checkpoint (or its run's folder)")
     parser.add_argument("--n", type=int, required=True, help="samples to draw")
     parser.add_argument("--out", required=True, help="output folder for the shards and manifest.json")
@@ -30,6 +36,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="the labeller's pretraining checkpoint, when --labeller is a bare fine-tune checkpoint")
     parser.add_argument("--min-confidence", type=float, default=0.0,
                         help="drop samples whose pseudo-label's probability is below this (counted)")
+    parser.add_argument("--condition-on", default=None, metavar="SHARDS",
+                        help="labelled shards (e.g. a fine-tune's data/labelled): draw class-conditional samples "
+                             "from a per-class Gaussian fitted to their latent posteriors, labelled by class")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="scale of the class Gaussians' standard deviations (--condition-on)")
+    parser.add_argument("--judge", default=None,
+                        help="a fine-tune output folder trained on real images: record how often it agrees with "
+                             "the samples' labels (label fidelity, per class)")
+    parser.add_argument("--judge-checkpoint", default=None,
+                        help="the judge's pretraining checkpoint, when --judge is a bare fine-tune checkpoint")
     parser.add_argument("--samples-per-shard", type=int, default=2000)
     parser.set_defaults(func=_generate)
 
@@ -39,10 +55,12 @@ def _generate(args: argparse.Namespace) -> int:
     from augtrain.pipelines.generate import generated_source
 
     source, record = generated_source(args.checkpoint, args.n, args.seed, args.labeller, args.labeller_checkpoint,
-                                      args.min_confidence)
+                                      args.min_confidence, args.condition_on, args.temperature, args.judge,
+                                      args.judge_checkpoint)
     manifest = write_shards(source, args.out, "train", WriteOptions(samples_per_shard=args.samples_per_shard),
                             synthetic=record)
-    shown = {k: v for k, v in record.items() if k in ("drawn", "kept", "dropped_below_confidence", "mean_confidence")}
+    shown = {k: v for k, v in record.items() if k in ("drawn", "kept", "dropped_below_confidence", "mean_confidence",
+                                                   "label_fidelity", "per_class")}
     print(f"wrote {manifest.num_samples} generated samples in {len(manifest.shards)} shards to {args.out}: "
           f"{json.dumps(shown, default=str)}")
     return 0

@@ -68,6 +68,12 @@ def predict_checkpoints(cfg: FinetuneConfig, paths: DataPaths, pretrained: str |
     return getattr(session.data, split)[1], out
 
 
+def per_class_accuracy(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> list[float | None]:
+    """The share of each class's samples predicted as that class (None for a class with none)."""
+    return [float((predictions[labels == c] == c).mean()) if (labels == c).any() else None
+            for c in range(num_classes)]
+
+
 def finetune_worker(config: dict[str, Any]) -> None:
     """Ray Train entry. config: cfg (FinetuneConfig), paths (DataPaths), checkpoint (pretraining
     checkpoint or None), source (policy spec or schedule dict), until_epoch, test (evaluate the

@@ -72,18 +72,82 @@ def finetune_sections(run_dir: Path) -> list[Section]:
     figure = history_figure(record.get("history", []), metric, "fine-tune", "finetune-curves.png")
     if figure is not None:
         result.add(figure)
+    per_class = record.get("test_per_class")
+    if per_class:
+        names = _class_names(run_dir)
+        result.add(Table(["class", f"test {metric} (%)"],
+                         [[names[c] if c < len(names) else str(c), percent(a)] for c, a in enumerate(per_class)],
+                         note="Per class: the share of the class's test samples the model predicts as it."))
     data = Section("Labelled data")
     data.add(*subset_blocks(run_dir / "data"))
     labelled = run_dir / "data" / "labelled"
     if labelled.is_dir():
         data.add(policy_preview(str(labelled), cfg.get("policy"), cfg.get("modality", "image"),
                                 "finetune-policy.png", f"the fine-tuning policy {cfg.get('policy')}", cfg.get("size")))
+    sections = [result, data]
+    if cfg.get("synthetic"):
+        sections.append(generated_section(cfg["synthetic"], cfg))
     files = Section("Model and files")
     files.add(Files([(label, str(p)) for label, p in (("the fine-tuned model (last checkpoint)", record.get("model")),
                                                       ("metrics of every epoch", run_dir / "finetune.json"),
                                                       ("progress, one line per epoch", run_dir / "progress.jsonl"))
                      if p and Path(p).exists()]))
-    return [result, data, files]
+    return [*sections, files]
+
+
+def _class_names(run_dir: Path) -> list[str]:
+    record_path = run_dir / "data" / "subset.json"
+    return list(json.loads(record_path.read_text()).get("class_names") or []) if record_path.is_file() else []
+
+
+def generated_section(spec: Any, cfg: dict[str, Any]) -> Section:
+    """Generated samples mixed into the fine-tune: their provenance, quality measures and a grid,
+    a row per class."""
+    section = Section("Generated samples")
+    specs = spec if isinstance(spec, list) else [spec]
+    for one in specs:
+        manifest_path = Path(one) / "manifest.json"
+        if not manifest_path.is_file():
+            section.add(Text(f"No manifest at {manifest_path}: the generated shards were moved or removed."))
+            continue
+        manifest = json.loads(manifest_path.read_text())
+        record = manifest.get("synthetic") or {}
+        labelled_by = record.get("labeller")
+        facts = [("shards", str(one)),
+                 ("generator", f"{record.get('generator')} (step {record.get('generator_step')})"),
+                 ("samples", f"{record.get('kept', manifest.get('num_samples'))} kept of {record.get('drawn')} drawn "
+                             f"(seed {record.get('seed')})"),
+                 ("labels", "class-conditional draws (the class drawn)" if labelled_by == "class-conditional"
+                  else f"pseudo-labels of {labelled_by}" if labelled_by else "none")]
+        if record.get("conditioned_on"):
+            facts.append(("class prior fitted on", f"{record['conditioned_on']} (temperature "
+                                                   f"{record.get('temperature')})"))
+        if record.get("label_fidelity") is not None:
+            facts.append(("label fidelity", f"{percent(record['label_fidelity'])} % of the labels agree with "
+                                            f"{record.get('judge')} (its test accuracy "
+                                            f"{percent(record.get('judge_test_acc'))} %)"))
+        facts.append(("share of each epoch", f"{cfg.get('synthetic_fraction', 0):g} of the slots, labels of "
+                                             f"confidence >= {cfg.get('synthetic_min_confidence', 0):g}"))
+        section.add(Facts(facts))
+        section.add(_generated_grid(str(one), manifest))
+    return section
+
+
+def _generated_grid(spec: str, manifest: dict[str, Any]) -> Any:
+    """Up to ten generated samples per class, a row per class (or a Text saying why not)."""
+    from augtrain.pipelines.finetune.subsets import load_arrays
+    from augtrain.pipelines.generate import class_grid
+    from augtrain.pipelines.report.figures import image_png
+
+    names = manifest.get("class_names") or []
+    if manifest.get("modality", "image") != "image" or not names:
+        return Text("No grid: the generated samples are not labelled images.")
+    try:
+        values, labels, _ = load_arrays(spec, channels=None, limit=min(2000, int(manifest.get("num_samples", 0)) or 1))
+    except Exception as exc:  # noqa: BLE001 -- unreadable shards: say so, keep the report
+        return Text(f"No grid of {spec}: {type(exc).__name__}: {exc}")
+    return Figure(image_png(class_grid(values, labels, len(names))),
+                  f"Generated samples of {spec}, a row per class ({', '.join(names)}).", "generated-samples.png")
 
 
 register_run_kind(RunKind("finetune", "finetune.json", "fine-tuning", finetune_sections, priority=2))

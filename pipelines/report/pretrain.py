@@ -87,6 +87,11 @@ def pretrain_sections(run_dir: Path) -> list[Section]:
     figure = _curves(run_dir, config.get("name", run_dir.name)) if steps else None
     if figure is not None:
         summary.add(figure)
+    grids = sorted((run_dir / "metrics" / "samples").glob("epoch-*.png"))
+    if grids:  # a generative objective's draws from its prior after its first and its latest epoch
+        for png in dict.fromkeys([grids[0], grids[-1]]):
+            summary.add(Figure(png.read_bytes(), f"Samples from the prior after epoch {int(png.stem[6:]) + 1} "
+                                                 "(the same 64 latents every epoch).", f"samples-{png.name}"))
     reasons = _epoch_reasons(run_dir)
     epochs = list({int(r.get("epoch", 0)): r for r in epochs}.values())  # a resumed epoch's row replaces the first
     if epochs:

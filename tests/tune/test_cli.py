@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 
 from augtrain.cluster.cli import main
+from augtrain.pipelines.finetune.subsets import load_arrays
 
 
 def _experiment(tmp_path, digits_splits, **sections) -> str:
@@ -47,12 +49,17 @@ def test_finetune_and_search_commands(ray_local, tmp_path, digits_splits, tiny_c
     assert [h["epoch"] for h in record["history"]] == [1, 2] and 0 <= record["metrics"]["test_acc"] <= 1
     assert json.loads((tmp_path / "run" / "finetune" / "data" / "subset.json").read_text())["labelled"] == 144
     assert record["control"]["method"] == "logistic regression on raw pixels" and record["control"]["test_acc"] > 0.5
+    test_labels = load_arrays(digits_splits[1], channels=1)[1]  # per class, the test accuracy again
+    counts = np.bincount(test_labels, minlength=10)
+    assert len(record["test_per_class"]) == 10
+    assert np.dot(record["test_per_class"], counts) / counts.sum() == pytest.approx(record["metrics"]["test_acc"])
     captured = capsys.readouterr()
     assert "control: logistic regression on raw pixels" in captured.out
     assert captured.err.rstrip().endswith(f"report: {tmp_path / 'run' / 'finetune' / 'report.html'}")
     md = (tmp_path / "run" / "finetune" / "report.md").read_text()  # the fine-tune's report
     assert "finetune-curves.png" in md and "finetune-policy.png" in md and "| 144 drawn" not in md
     assert "logistic regression on raw pixels on the same labels" in md and "augtrain finetune -c" in md
+    assert "Per class: the share of the class's test samples" in md
 
     assert main(["search", "-c", path, "--checkpoint", tiny_checkpoint]) == 0
     out = tmp_path / "run" / "search"

@@ -1,0 +1,232 @@
+"""Generated samples on Fashion-MNIST: do a VAE's class-conditional samples make better models?
+
+The comparison, per labelled-set size (100 and 600 labels) and seed (label seed = fine-tune seed):
+
+* three initialisations of the same ``cnn-small``: random (scratch), the VAE's encoder
+  (``configs/pretrain-fmnist-vae.yaml``) and SimCLR's (``configs/pretrain-fmnist.yaml``), each
+  fine-tuned with the recipe of ``configs/finetune-fmnist-generated.yaml`` (the searched point of
+  docs/learning-quality.md) on the real labels only, and again with generated samples mixed in;
+* the generated set: ``augtrain generate --condition-on`` the fine-tune's own labelled subset
+  (a Gaussian per class in the VAE's latent space, fitted to those images alone, so no label
+  beyond the budget is used), 10,000 samples, an equal share per class;
+* the ratio: the share of every epoch's slots given to generated samples, chosen among
+  ``--fractions`` by the validation accuracy (1,000 held-out training images) of the SimCLR
+  fine-tune of the first seed, then used for every row of that labelled-set size;
+* the measures of the generated set: label fidelity (how often a classifier trained on all
+  60,000 real labels, the "judge", agrees with the class drawn) and the classification accuracy
+  score (Ravuri and Vinyals 2019: ``cnn-small`` trained from scratch on the generated set alone,
+  tested on the 10,000 real test images), both per class.
+
+Every run is an ``augtrain`` command in its own folder under ``--out``, skipped when its result
+is there, so a killed benchmark continues where it stopped; ``--jobs`` runs that many at once
+(one fine-tune worker each). It prints the table and writes it to ``<out>/summary.md``.
+
+    python benchmarks/generative_quality.py [--labels 100 600] [--seeds 0 1 2] [--jobs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from stages import pretrain_once
+
+CONFIG = "configs/finetune-fmnist-generated.yaml"
+VAE_CONFIG, SIMCLR_CONFIG = "configs/pretrain-fmnist-vae.yaml", "configs/pretrain-fmnist.yaml"
+INITS = ("scratch", "vae", "simclr")
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+class Runner:
+    """``augtrain`` commands, each in its own output folder, skipped when their result exists."""
+
+    def __init__(self, out: Path, jobs: int, overrides: list[str] = ()) -> None:
+        self.out, self.jobs, self.overrides = out, jobs, [a for o in overrides for a in ("--set", o)]
+        self.augtrain = shutil.which("augtrain", path=str(Path(sys.executable).parent)) or "augtrain"
+
+    def run(self, name: str, args: list[str], result: str) -> Path:
+        folder = self.out / name
+        if (folder / result).is_file():
+            return folder
+        folder.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        with open(folder / "command.log", "w") as log:
+            code = subprocess.run([self.augtrain, *args], stdout=log, stderr=subprocess.STDOUT).returncode
+        if code != 0 or not (folder / result).is_file():
+            raise SystemExit(f"{name}: augtrain {' '.join(args[:1])} failed (exit {code}); see {folder}/command.log")
+        print(f"  {name}: {time.perf_counter() - start:.0f} s", flush=True)
+        return folder
+
+    def finetune(self, name: str, init: str, checkpoints: dict[str, str], labels: str, seed: int,
+                 extra: list[str] = ()) -> dict:
+        args = ["finetune", "-c", CONFIG, "--labels", labels, "--out", str(self.out / name),
+                "--set", f"finetune.seed={seed}", "--set", f"finetune.label_seed={seed}", *self.overrides, *extra]
+        args += ["--mode", "scratch"] if init == "scratch" else ["--checkpoint", checkpoints[init]]
+        return json.loads((self.run(name, args, "finetune.json") / "finetune.json").read_text())
+
+    def all(self, calls: list) -> list:
+        with ThreadPoolExecutor(self.jobs) as pool:
+            return list(pool.map(lambda call: call(), calls))
+
+
+def write_grid(shards: Path, png: Path) -> None:
+    """Ten generated samples per class, a row per class, as a PNG (once)."""
+    if png.is_file():
+        return
+    from PIL import Image
+
+    from augtrain.pipelines.finetune.subsets import load_arrays
+    from augtrain.pipelines.generate import class_grid
+
+    values, labels, names = load_arrays(str(shards), channels=1, limit=500)
+    Image.fromarray(class_grid(values, labels, len(names))).save(png)
+
+
+def mean_sd(values: list[float]) -> str:
+    values = [100 * v for v in values]
+    if not values:
+        return "-"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--labels", type=int, nargs="+", default=[100, 600])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5],
+                        help="shares of every epoch's slots given to generated samples, chosen among by validation")
+    parser.add_argument("--n", type=int, default=10_000, help="generated samples per labelled subset")
+    parser.add_argument("--judge-steps", type=int, default=1500, help="optimizer steps of the all-labels judge")
+    parser.add_argument("--jobs", type=int, default=2, help="augtrain commands at once (one worker each)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every fine-tune (e.g. finetune.steps=20 for a quick look)")
+    parser.add_argument("--data", default="data")
+    parser.add_argument("--out", default="runs/generative-quality")
+    args = parser.parse_args(argv)
+    out = Path(args.out).absolute()
+    runner = Runner(out, args.jobs, args.overrides)
+    seconds: dict[str, float] = {}
+
+    from augtrain.cluster.commands.quickstart import ensure_shards
+
+    train, test = ensure_shards(args.data, "train"), ensure_shards(args.data, "test")
+    data = [f"data.train={train}", f"data.test={test}"]
+    checkpoints = {}
+    for init, config in (("vae", VAE_CONFIG), ("simclr", SIMCLR_CONFIG)):
+        checkpoints[init], seconds[f"{init} pretraining"] = pretrain_once(config, data)
+
+    start = time.perf_counter()
+    judge = runner.finetune("judge", "simclr", checkpoints, "1.0", 0,
+                            ["--set", "finetune.val_labels=0", "--set", f"finetune.steps={args.judge_steps}"])
+    seconds["judge (all labels)"] = time.perf_counter() - start
+    print(f"judge: test accuracy {100 * judge['metrics']['test_acc']:.2f} % on all {train} labels")
+
+    results: dict[str, dict] = {"judge": {"test_acc": judge["metrics"]["test_acc"]}}
+    for labels in args.labels:
+        tag = f"l{labels}"
+        start = time.perf_counter()
+        real = runner.all([lambda i=i, s=s: runner.finetune(f"{tag}/{i}-real-s{s}", i, checkpoints, str(labels), s)
+                           for s in args.seeds for i in INITS])
+        real = {(i, s): r for (s, i), r in zip([(s, i) for s in args.seeds for i in INITS], real)}
+        seconds[f"{labels} labels: real only ({len(real)} fine-tunes)"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        generated = {}
+        for s in args.seeds:
+            labelled = str(out / tag / f"simclr-real-s{s}" / "data" / "labelled")
+            folder = runner.run(f"{tag}/generated-s{s}", ["generate", "--checkpoint", checkpoints["vae"], "--n",
+                                                          str(args.n), "--out", str(out / tag / f"generated-s{s}"),
+                                                          "--condition-on", labelled, "--judge", str(out / "judge"),
+                                                          "--seed", str(s)], "manifest.json")
+            generated[s] = json.loads((folder / "manifest.json").read_text())["synthetic"]
+            write_grid(folder, out / tag / f"generated-s{s}.png")
+        seconds[f"{labels} labels: generating"] = time.perf_counter() - start
+
+        def with_generated(init: str, s: int, fraction: float) -> dict:
+            return runner.finetune(f"{tag}/{init}-gen{fraction:g}-s{s}", init, checkpoints, str(labels), s,
+                                   ["--set", f"finetune.synthetic={out / tag / f'generated-s{s}'}",
+                                    "--set", f"finetune.synthetic_fraction={fraction}"])
+
+        start = time.perf_counter()
+        first = args.seeds[0]
+        candidates = runner.all([lambda f=f: with_generated("simclr", first, f) for f in args.fractions])
+        chosen = max(zip(args.fractions, candidates), key=lambda fc: (fc[1]["metrics"]["val_acc"], -fc[0]))[0]
+        print(f"{labels} labels: generated fraction {chosen:g} chosen by validation accuracy ("
+              + ", ".join(f"{f:g}: {100 * c['metrics']['val_acc']:.1f} %" for f, c in zip(args.fractions, candidates))
+              + ")")
+        seconds[f"{labels} labels: choosing the fraction"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        pairs = [(i, s) for s in args.seeds for i in INITS]
+        mixed = runner.all([lambda i=i, s=s: with_generated(i, s, chosen) for i, s in pairs])
+        mixed = dict(zip(pairs, mixed))
+        cas = runner.all([lambda s=s: runner.run(
+            f"{tag}/cas-s{s}", ["finetune", "-c", CONFIG, "--mode", "scratch", "--labels", "1.0", "--out",
+                                str(out / tag / f"cas-s{s}"), "--set", f"finetune.train={out / tag / f'generated-s{s}'}",
+                                "--set", "finetune.val_labels=0", "--set", f"finetune.seed={s}", *runner.overrides],
+            "finetune.json")
+            for s in args.seeds])
+        cas = {s: json.loads((folder / "finetune.json").read_text()) for s, folder in zip(args.seeds, cas)}
+        seconds[f"{labels} labels: with generated, and the accuracy score ({len(mixed) + len(cas)} fine-tunes)"] = \
+            time.perf_counter() - start
+        results[tag] = {"fraction": chosen, "fraction_val_acc": {str(f): c["metrics"]["val_acc"]
+                                                                 for f, c in zip(args.fractions, candidates)},
+                        "real": {f"{i}-s{s}": r["metrics"]["test_acc"] for (i, s), r in real.items()},
+                        "generated": {f"{i}-s{s}": r["metrics"]["test_acc"] for (i, s), r in mixed.items()},
+                        "label_fidelity": {str(s): g["label_fidelity"] for s, g in generated.items()},
+                        "label_fidelity_per_class": {str(s): g["label_fidelity_per_class"] for s, g in generated.items()},
+                        "cas": {str(s): c["metrics"]["test_acc"] for s, c in cas.items()},
+                        "cas_per_class": {str(s): c.get("test_per_class") for s, c in cas.items()},
+                        "logreg": {str(s): (real[("scratch", s)].get("control") or {}).get("test_acc")
+                                   for s in args.seeds}}
+    results["seconds"] = seconds
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    summary = report(results, args)
+    (out / "summary.md").write_text(summary)
+    print(summary)
+    return 0
+
+
+def report(results: dict, args: argparse.Namespace) -> str:
+    lines = [f"Fashion-MNIST, all 10,000 test images; mean ± sd over seeds {args.seeds} (label seed = fine-tune "
+             f"seed); judge (SimCLR fine-tuned on all 60,000 labels): {100 * results['judge']['test_acc']:.2f} %", ""]
+    lines += ["| labels | initialisation | real only | real + generated | paired difference | "
+              "generated share (chosen by validation) |", "|---|---|---|---|---|---|"]
+    for labels in args.labels:
+        r = results[f"l{labels}"]
+        for init in INITS:
+            real = [r["real"][f"{init}-s{s}"] for s in args.seeds]
+            gen = [r["generated"][f"{init}-s{s}"] for s in args.seeds]
+            lines.append(f"| {labels} | {init} | {mean_sd(real)} | {mean_sd(gen)} | "
+                         f"{mean_sd([g - x for g, x in zip(gen, real)])} | {r['fraction']:g} |")
+    lines += ["", "| labels | raw-pixel logistic regression | label fidelity | classification accuracy score |",
+              "|---|---|---|---|"]
+    for labels in args.labels:
+        r = results[f"l{labels}"]
+        lines.append(f"| {labels} | {mean_sd([v for v in r['logreg'].values() if v is not None])} | "
+                     f"{mean_sd(list(r['label_fidelity'].values()))} | {mean_sd(list(r['cas'].values()))} |")
+    lines += ["", "Per class (mean over seeds), label fidelity / accuracy score:", "",
+              "| class | " + " | ".join(f"{labels} labels" for labels in args.labels) + " |",
+              "|---|" + "---|" * len(args.labels)]
+    for c, name in enumerate(CLASSES):
+        cells = []
+        for labels in args.labels:
+            r = results[f"l{labels}"]
+            fid = statistics.mean(v[c] for v in r["label_fidelity_per_class"].values())
+            cas = [v[c] for v in r["cas_per_class"].values() if v]
+            cells.append(f"{100 * fid:.1f} / {100 * statistics.mean(cas):.1f}" if cas else f"{100 * fid:.1f} / -")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "| stage | wall (min) |", "|---|---|"]
+    lines += [f"| {stage} | {s / 60:.1f} |" for stage, s in results["seconds"].items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
