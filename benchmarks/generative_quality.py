@@ -15,7 +15,8 @@ The comparison, per labelled-set size (100 and 600 labels) and seed (label seed 
 * the measures of the generated set: label fidelity (how often a classifier trained on all
   60,000 real labels, the "judge", agrees with the class drawn) and the classification accuracy
   score (Ravuri and Vinyals 2019: ``cnn-small`` trained from scratch on the generated set alone,
-  tested on the 10,000 real test images), both per class.
+  500 optimizer steps as every other fine-tune, tested on the 10,000 real test images), both per
+  class.
 
 Every run is an ``augtrain`` command in its own folder under ``--out``, skipped when its result
 is there, so a killed benchmark continues where it stopped; ``--jobs`` runs that many at once
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="shares of every epoch's slots given to generated samples, chosen among by validation")
     parser.add_argument("--n", type=int, default=10_000, help="generated samples per labelled subset")
     parser.add_argument("--judge-steps", type=int, default=1500, help="optimizer steps of the all-labels judge")
+    parser.add_argument("--cas-steps", type=int, default=500,
+                        help="optimizer steps of the accuracy score's classifier (on the generated set alone)")
     parser.add_argument("--jobs", type=int, default=2, help="augtrain commands at once (one worker each)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for every fine-tune (e.g. finetune.steps=20 for a quick look)")
@@ -170,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         cas = runner.all([lambda s=s: runner.run(
             f"{tag}/cas-s{s}", ["finetune", "-c", CONFIG, "--mode", "scratch", "--labels", "1.0", "--out",
                                 str(out / tag / f"cas-s{s}"), "--set", f"finetune.train={out / tag / f'generated-s{s}'}",
-                                "--set", "finetune.val_labels=0", "--set", f"finetune.seed={s}", *runner.overrides],
+                                "--set", "finetune.val_labels=0", "--set", f"finetune.seed={s}",
+                                "--set", f"finetune.steps={args.cas_steps}", *runner.overrides],
             "finetune.json")
             for s in args.seeds])
         cas = {s: json.loads((folder / "finetune.json").read_text()) for s, folder in zip(args.seeds, cas)}
