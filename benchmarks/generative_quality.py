@@ -52,9 +52,11 @@ class Runner:
         self.out, self.jobs, self.overrides = out, jobs, [a for o in overrides for a in ("--set", o)]
         self.augtrain = shutil.which("augtrain", path=str(Path(sys.executable).parent)) or "augtrain"
 
-    def run(self, name: str, args: list[str], result: str) -> Path:
+    def run(self, name: str, args: list[str], result: str, key: str | None = None) -> Path:
+        """``augtrain ARGS`` in ``out/name``, unless ``result`` is there (holding ``key``: the last
+        field a command writes, so that a run killed half-way through its record runs again)."""
         folder = self.out / name
-        if (folder / result).is_file():
+        if (folder / result).is_file() and (key is None or key in json.loads((folder / result).read_text())):
             return folder
         folder.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
@@ -70,7 +72,7 @@ class Runner:
         args = ["finetune", "-c", CONFIG, "--labels", labels, "--out", str(self.out / name),
                 "--set", f"finetune.seed={seed}", "--set", f"finetune.label_seed={seed}", *self.overrides, *extra]
         args += ["--mode", "scratch"] if init == "scratch" else ["--checkpoint", checkpoints[init]]
-        return json.loads((self.run(name, args, "finetune.json") / "finetune.json").read_text())
+        return json.loads((self.run(name, args, "finetune.json", "control") / "finetune.json").read_text())
 
     def all(self, calls: list) -> list:
         with ThreadPoolExecutor(self.jobs) as pool:
@@ -117,13 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/generative-quality")
     args = parser.parse_args(argv)
     out = Path(args.out).absolute()
-    runner = Runner(out, args.jobs, args.overrides)
+
     seconds: dict[str, float] = {}
 
     from augtrain.cluster.commands.quickstart import ensure_shards
 
     train, test = ensure_shards(args.data, "train"), ensure_shards(args.data, "test")
     data = [f"data.train={train}", f"data.test={test}"]
+    runner = Runner(out, args.jobs, [*data, *args.overrides])  # every fine-tune reads these shards
     checkpoints = {}
     for init, config in (("vae", VAE_CONFIG), ("simclr", SIMCLR_CONFIG)):
         checkpoints[init], seconds[f"{init} pretraining"] = pretrain_once(config, data)
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                 "finetune", "-c", CONFIG, "--mode", "scratch", "--labels", "1.0", "--out", str(out / tag / f"cas-s{s}"),
                 "--set", f"finetune.train={out / tag / f'generated-s{s}'}", "--set", "finetune.val_labels=0",
                 "--set", f"finetune.seed={s}", "--set", f"finetune.steps={args.cas_steps}", *runner.overrides],
-                "finetune.json")
+                "finetune.json", "control")
             return json.loads((folder / "finetune.json").read_text())
 
         done = runner.all([lambda i=i, s=s: with_generated(i, s, chosen) for i, s in pairs]

@@ -126,6 +126,11 @@ class VAE(nn.Module):
         """The ``ClassPrior`` of labelled images ``x`` [N, C, H, W] (normalised as in training) with
         int ``labels`` [N]; every class needs at least one image (a ValueError names those without)."""
         labels = torch.as_tensor(labels).long().cpu()
+        if len(labels) != len(x):
+            raise ValueError(f"{len(x)} images but {len(labels)} labels")
+        outside = labels[(labels < 0) | (labels >= num_classes)]
+        if len(outside):
+            raise ValueError(f"labels must be in [0, {num_classes}); found {sorted(set(outside.tolist()))[:5]}")
         missing = [c for c in range(num_classes) if not bool((labels == c).any())]
         if missing:
             raise ValueError(f"a class-conditional prior needs labelled images of every class; none of class(es) "

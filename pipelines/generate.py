@@ -38,6 +38,13 @@ def _normalisation(checkpoint: Path) -> tuple[list[float], list[float]]:
     return list(loop["mean"]), list(loop["std"])
 
 
+def _channels(checkpoint: Path, mean: list[float]) -> int:
+    """The image channels the generative model was trained on (its experiment's ``data.channels``;
+    else one per normalisation entry)."""
+    config = read_metadata(checkpoint).get("config") or {}
+    return int((config.get("data") or {}).get("channels") or len(mean))
+
+
 def _generator_model(checkpoint: str | os.PathLike) -> tuple[Path, torch.nn.Module, list[float], list[float]]:
     """The checkpoint's path, its model (eval mode; it must sample) and its normalisation."""
     from augtrain.pipelines.finetune.model import resolve_checkpoint
@@ -61,17 +68,18 @@ def draw(checkpoint: str | os.PathLike, n: int, seed: int = 0, batch_size: int =
 
 
 def fit_class_prior(model: torch.nn.Module, labelled: str | list[str], mean: list[float], std: list[float],
-                    class_names: list[str] | None = None) -> tuple[Any, list[str]]:
+                    channels: int) -> tuple[Any, list[str]]:
     """The model's ``ClassPrior`` fitted to the labelled images of ``labelled`` (shards, such as a
-    fine-tune's ``data/labelled`` subset), and their class names."""
+    fine-tune's ``data/labelled`` subset; read with ``channels`` channels at the model's side and
+    normalised with ``mean``/``std``, as in training), and their class names."""
     from augtrain.pipelines.finetune.subsets import load_arrays
     from augtrain.pipelines.modalities import get_modality
 
     if not hasattr(model, "fit_class_prior"):
         raise ValueError(f"a {type(model).__name__} cannot draw class-conditional samples (no fit_class_prior)")
     size = getattr(model, "image_size", None)  # the side the model generates and encodes
-    values, labels, names = load_arrays(labelled, channels=len(mean), size=size)
-    names = list(names or class_names or [str(c) for c in range(int(labels.max()) + 1)])
+    values, labels, names = load_arrays(labelled, channels=channels, size=size)
+    names = list(names or [str(c) for c in range(int(labels.max()) + 1)])
     x = get_modality("image").to_tensor(values, tuple(mean), tuple(std))
     try:
         return model.fit_class_prior(x, torch.from_numpy(labels), len(names)), names
@@ -85,8 +93,8 @@ def draw_classes(checkpoint: str | os.PathLike, labelled: str | list[str], n: in
     (the first ``n % classes`` classes one more), from the checkpoint's ``ClassPrior`` fitted to
     the images of ``labelled``; their labels int64 [N], the prior and the class names.
     Reproducible for ``seed``."""
-    _, model, mean, std = _generator_model(checkpoint)
-    prior, names = fit_class_prior(model, labelled, mean, std)
+    path, model, mean, std = _generator_model(checkpoint)
+    prior, names = fit_class_prior(model, labelled, mean, std, _channels(path, mean))
     labels = np.arange(n, dtype=np.int64) % prior.num_classes
     generator = torch.Generator().manual_seed(seed)
     labels = labels[torch.randperm(n, generator=generator).numpy()]  # classes interleaved, not in blocks
@@ -96,13 +104,20 @@ def draw_classes(checkpoint: str | os.PathLike, labelled: str | list[str], n: in
 
 
 def label_fidelity(judge: str | os.PathLike, images: np.ndarray, labels: np.ndarray, num_classes: int,
-                   judge_checkpoint: str | None = None) -> dict[str, Any]:
+                   judge_checkpoint: str | None = None, class_names: list[str] | None = None) -> dict[str, Any]:
     """How often a real-data classifier (``judge``: a fine-tune output folder) agrees with the
     generated samples' labels, over all and per class, with the judge's own test accuracy."""
     from augtrain.pipelines.finetune.distill import load_teacher, teacher_probabilities
     from augtrain.pipelines.finetune.run import per_class_accuracy
 
     teacher = load_teacher(judge, judge_checkpoint)
+    if class_names is not None:  # the judge must name the classes as the samples do, in the same order
+        from augtrain.pipelines.data.shard_set import open_shards
+
+        judged = open_shards(teacher.cfg.train, modality="image").class_names if teacher.cfg.train else None
+        if judged is not None and list(judged) != list(class_names):
+            raise SourceError(f"--judge {judge}: its classes {list(judged)} are not the samples' "
+                              f"{list(class_names)}")
     predicted = teacher_probabilities([teacher], images, num_classes).argmax(1)
     return {"judge": str(Path(judge).absolute()), "judge_test_acc": teacher.test_acc,
             "label_fidelity": float((predicted == labels).mean()),
@@ -132,6 +147,12 @@ def generated_source(checkpoint: str | os.PathLike, n: int, seed: int = 0, label
                           "relabel them (use --judge to measure their label fidelity)")
     if temperature <= 0:
         raise SourceError(f"generate: --temperature must be > 0, got {temperature}")
+    if condition_on is None and temperature != 1.0:
+        raise SourceError("generate: --temperature scales the class Gaussians of --condition-on; without it the "
+                          "samples come from the standard-normal prior")
+    if labeller is None and min_confidence > 0:
+        raise SourceError("generate: --min-confidence filters a --labeller's pseudo-labels; "
+                          + ("class-conditional samples have no confidence" if condition_on else "there is none"))
     if judge is not None and condition_on is None and labeller is None:
         raise SourceError("generate: --judge measures the fidelity of labels; unlabelled samples have none")
     path = resolve_checkpoint(checkpoint)
@@ -143,7 +164,7 @@ def generated_source(checkpoint: str | os.PathLike, n: int, seed: int = 0, label
                        "temperature": temperature, "class_prior": prior.to_dict(), "kept": n,
                        "per_class": np.bincount(labels, minlength=len(class_names)).tolist()})
         if judge is not None:
-            record.update(label_fidelity(judge, images, labels, len(class_names), judge_checkpoint))
+            record.update(label_fidelity(judge, images, labels, len(class_names), judge_checkpoint, class_names))
         return Source("generated", list(class_names), n, lambda i: (_squeeze(images[i]), int(labels[i]))), record
     images = draw(path, n, seed)
     if labeller is None:
@@ -169,7 +190,7 @@ def generated_source(checkpoint: str | os.PathLike, n: int, seed: int = 0, label
         raise SourceError(f"generate: no sample reached --min-confidence {min_confidence} "
                           f"(the best had {confidence.max():.3f})")
     if judge is not None:
-        record.update(label_fidelity(judge, images[kept], labels[kept], num_classes, judge_checkpoint))
+        record.update(label_fidelity(judge, images[kept], labels[kept], num_classes, judge_checkpoint, class_names))
     return Source("generated", list(class_names), len(kept),
                   lambda i: (_squeeze(images[kept[i]]), int(labels[kept[i]])),
                   extras=lambda i: {"conf": f"{confidence[kept[i]]:.6f}".encode()}), record

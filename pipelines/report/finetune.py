@@ -105,7 +105,7 @@ def generated_section(spec: Any, cfg: dict[str, Any]) -> Section:
     a row per class."""
     section = Section("Generated samples")
     specs = spec if isinstance(spec, list) else [spec]
-    for one in specs:
+    for index, one in enumerate(specs):
         manifest_path = Path(one) / "manifest.json"
         if not manifest_path.is_file():
             section.add(Text(f"No manifest at {manifest_path}: the generated shards were moved or removed."))
@@ -129,11 +129,11 @@ def generated_section(spec: Any, cfg: dict[str, Any]) -> Section:
         facts.append(("share of each epoch", f"{cfg.get('synthetic_fraction', 0):g} of the slots, labels of "
                                              f"confidence >= {cfg.get('synthetic_min_confidence', 0):g}"))
         section.add(Facts(facts))
-        section.add(_generated_grid(str(one), manifest))
+        section.add(_generated_grid(str(one), manifest, f"generated-samples-{index}.png"))
     return section
 
 
-def _generated_grid(spec: str, manifest: dict[str, Any]) -> Any:
+def _generated_grid(spec: str, manifest: dict[str, Any], name: str) -> Any:
     """Up to ten generated samples per class, a row per class (or a Text saying why not)."""
     from augtrain.pipelines.finetune.subsets import load_arrays
     from augtrain.pipelines.generate import class_grid
@@ -147,7 +147,7 @@ def _generated_grid(spec: str, manifest: dict[str, Any]) -> Any:
     except Exception as exc:  # noqa: BLE001 -- unreadable shards: say so, keep the report
         return Text(f"No grid of {spec}: {type(exc).__name__}: {exc}")
     return Figure(image_png(class_grid(values, labels, len(names))),
-                  f"Generated samples of {spec}, a row per class ({', '.join(names)}).", "generated-samples.png")
+                  f"Generated samples of {spec}, a row per class ({', '.join(names)}).", name)
 
 
 register_run_kind(RunKind("finetune", "finetune.json", "fine-tuning", finetune_sections, priority=2))

@@ -87,7 +87,7 @@ def pretrain_sections(run_dir: Path) -> list[Section]:
     figure = _curves(run_dir, config.get("name", run_dir.name)) if steps else None
     if figure is not None:
         summary.add(figure)
-    grids = sorted((run_dir / "metrics" / "samples").glob("epoch-*.png"))
+    grids = sorted((run_dir / "metrics" / "samples").glob("epoch-*.png"), key=lambda p: int(p.stem[6:]))
     if grids:  # a generative objective's draws from its prior after its first and its latest epoch
         for png in dict.fromkeys([grids[0], grids[-1]]):
             summary.add(Figure(png.read_bytes(), f"Samples from the prior after epoch {int(png.stem[6:]) + 1} "

@@ -158,6 +158,18 @@ def test_vae_pretraining_logs_both_terms_falling_samples_and_initialises_a_finet
         samples = [raw for shard in sorted(out.glob("*.tar")) for raw in iter_raw_samples(open(shard, "rb"))]
         return json.loads((out / "manifest.json").read_text()), samples
 
+    # the prior is fitted to the labelled images as the VAE saw images in training: (pixel / 255 - mean) / std
+    from augtrain.pipelines.finetune.subsets import load_arrays
+    from augtrain.pipelines.generate import fit_class_prior
+
+    values, value_labels, _ = load_arrays(paths.labelled, channels=1)
+    by_hand = torch.from_numpy((values.astype(np.float32) / 255 - 0.5) / 0.5).permute(0, 3, 1, 2)
+    expected = a.fit_class_prior(by_hand, torch.from_numpy(value_labels), 10)
+    fitted, names = fit_class_prior(a, paths.labelled, [0.5], [0.5], channels=1)
+    np.testing.assert_allclose(fitted.mean, expected.mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fitted.std, expected.std, rtol=1e-5, atol=1e-6)
+    assert len(names) == 10
+
     manifest, samples = conditional(tmp_path / "cond")
     synthetic = manifest["synthetic"]
     assert synthetic["labeller"] == "class-conditional" and synthetic["conditioned_on"] == paths.labelled
@@ -178,8 +190,11 @@ def test_vae_pretraining_logs_both_terms_falling_samples_and_initialises_a_finet
     again, _ = conditional(tmp_path / "cond2")
     assert [p.read_bytes() for p in sorted((tmp_path / "cond").glob("*.tar"))] == \
         [p.read_bytes() for p in sorted((tmp_path / "cond2").glob("*.tar"))]
+    for wrong in (["--labeller", labeller], ["--min-confidence", "0.5"]):  # options that would be ignored: refused
+        assert main(["generate", "--checkpoint", str(run / "checkpoints"), "--n", "10", "--out", str(tmp_path / "x"),
+                     "--condition-on", paths.labelled, *wrong]) == 2
     assert main(["generate", "--checkpoint", str(run / "checkpoints"), "--n", "10", "--out", str(tmp_path / "x"),
-                 "--condition-on", paths.labelled, "--labeller", labeller]) == 2
+                 "--temperature", "0.5"]) == 2
     from augtrain.pipelines.report.document import Facts, Figure
     from augtrain.pipelines.report.finetune import generated_section
 
