@@ -19,7 +19,8 @@ the labels a fine-tune has (100 or 600 images) steer a VAE trained on every unla
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,17 +109,23 @@ class VAE(nn.Module):
         self.loss_terms = {"recon": recon_term.detach(), "kl": kl.detach()}
         return recon_term + self.beta * kl
 
+    @contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """Eval mode inside (BatchNorm's running statistics, not the batch's), the caller's mode after."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` images decoded from the prior, in the normalised space the VAE was trained in."""
         weight = next(self.decoder.parameters())
         z = torch.randn(n, self.latent_dim, generator=generator).to(weight.device, weight.dtype)
-        was_training = self.training
-        self.eval()  # BatchNorm's running statistics, not the batch's
-        try:
+        with self._evaluating():
             return self.decoder(z).float()
-        finally:
-            self.train(was_training)
 
     @torch.no_grad()
     def fit_class_prior(self, x: torch.Tensor, labels: torch.Tensor, num_classes: int,
@@ -136,13 +143,9 @@ class VAE(nn.Module):
             raise ValueError(f"a class-conditional prior needs labelled images of every class; none of class(es) "
                              f"{missing}")
         weight = next(self.decoder.parameters())
-        was_training = self.training
-        self.eval()
-        try:
+        with self._evaluating():
             parts = [self.encode(x[lo:lo + batch_size].to(weight.device, weight.dtype))
                      for lo in range(0, len(x), batch_size)]
-        finally:
-            self.train(was_training)
         mean = torch.cat([m for m, _ in parts]).double().cpu()
         var = torch.cat([lv for _, lv in parts]).double().exp().cpu()
         means, stds, counts = [], [], []
@@ -168,12 +171,8 @@ class VAE(nn.Module):
         eps = torch.randn(len(labels), self.latent_dim, generator=generator, dtype=torch.float64)
         z = torch.from_numpy(prior.mean)[labels] + temperature * torch.from_numpy(prior.std)[labels] * eps
         weight = next(self.decoder.parameters())
-        was_training = self.training
-        self.eval()
-        try:
+        with self._evaluating():
             return self.decoder(z.to(weight.device, weight.dtype)).float()
-        finally:
-            self.train(was_training)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -103,6 +103,13 @@ def draw_classes(checkpoint: str | os.PathLike, labelled: str | list[str], n: in
     return np.concatenate(chunks), labels, prior, names
 
 
+def _trained_class_names(teacher: Any) -> list[str] | None:
+    """The class names of the shards a classifier (a ``distill.Teacher``) was trained on."""
+    from augtrain.pipelines.data.shard_set import open_shards
+
+    return open_shards(teacher.cfg.train, modality="image").class_names if teacher.cfg.train else None
+
+
 def label_fidelity(judge: str | os.PathLike, images: np.ndarray, labels: np.ndarray, num_classes: int,
                    judge_checkpoint: str | None = None, class_names: list[str] | None = None) -> dict[str, Any]:
     """How often a real-data classifier (``judge``: a fine-tune output folder) agrees with the
@@ -112,9 +119,7 @@ def label_fidelity(judge: str | os.PathLike, images: np.ndarray, labels: np.ndar
 
     teacher = load_teacher(judge, judge_checkpoint)
     if class_names is not None:  # the judge must name the classes as the samples do, in the same order
-        from augtrain.pipelines.data.shard_set import open_shards
-
-        judged = open_shards(teacher.cfg.train, modality="image").class_names if teacher.cfg.train else None
+        judged = _trained_class_names(teacher)
         if judged is not None and list(judged) != list(class_names):
             raise SourceError(f"--judge {judge}: its classes {list(judged)} are not the samples' "
                               f"{list(class_names)}")
@@ -173,9 +178,7 @@ def generated_source(checkpoint: str | os.PathLike, n: int, seed: int = 0, label
     from augtrain.pipelines.finetune.distill import load_teacher, teacher_probabilities
 
     teacher = load_teacher(labeller, labeller_checkpoint)
-    from augtrain.pipelines.data.shard_set import open_shards
-
-    class_names = open_shards(teacher.cfg.train, modality="image").class_names if teacher.cfg.train else None
+    class_names = _trained_class_names(teacher)
     if not class_names:
         raise SourceError(f"{labeller}: the labeller's training shards ({teacher.cfg.train}) record no class names")
     num_classes = len(class_names)
