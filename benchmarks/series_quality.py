@@ -111,11 +111,21 @@ def _floor(problem: str, paths: dict, out: Path) -> float:
     return raw_logistic_regression(load_data(prepare_data(cfg, str(out / "data" / problem)), cfg)).test_acc
 
 
-def _cell(values: list[float]) -> str:
+def _cell(values: list[float], signed: bool = False) -> str:
     if not values:
         return "-"
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):.1f} ± {100 * sd:.1f}"
+    return f"{100 * statistics.mean(values):{'+' if signed else ''}.1f} ± {100 * sd:.1f}"
+
+
+def _paired(results: Results, problem: str, model: str, policy: str, seeds: list[int]) -> list[float]:
+    """Per seed, ``policy``'s test accuracy less no augmentation's (seeds with both runs)."""
+    def acc(p: str, seed: int) -> float | None:
+        row = results.get(problem=problem, model=model, policy=p, seed=seed)
+        return row["test_acc"] if row else None
+
+    pairs = [(acc(policy, s), acc("none", s)) for s in seeds]
+    return [a - b for a, b in pairs if a is not None and b is not None]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,10 +176,11 @@ def main(argv: list[str] | None = None) -> int:
             seconds[f"{problem} {model} fine-tunes"] = time.perf_counter() - start
 
     print("\n| problem | model | policy | test % (mean ± sd, "
-          f"{len(args.seeds)} seeds) | published FCN / InceptionTime / ROCKET |\n|---|---|---|---|---|")
+          f"{len(args.seeds)} seeds) | less none, same seed (mean ± sd) | published FCN / InceptionTime / ROCKET |"
+          "\n|---|---|---|---|---|---|")
     for problem in args.problems:
         published = " / ".join(f"{100 * a:.1f}" for a in PUBLISHED.get(problem, ())) or "-"
-        print(f"| {problem} | logistic regression on the raw series | - | {100 * floors[problem]:.1f} | {published} |")
+        print(f"| {problem} | logistic regression on the raw series | - | {100 * floors[problem]:.1f} | - | {published} |")
         for model in args.models:
             for policy in POLICIES:
                 accs = [r["test_acc"] for r in results.rows if (r["problem"], r["model"], r["policy"]) ==
@@ -177,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                 spec = next((r["spec"] for r in results.rows if (r["problem"], r["model"], r["policy"]) ==
                              (problem, model, policy)), policy)
                 shown = policy if policy != "searched" else f"searched: `{spec}`".replace("|", "\\|")
-                print(f"| {problem} | {MODELS[model]['name']} | {shown} | {_cell(accs)} | |")
+                effect = "-" if policy == "none" else _cell(_paired(results, problem, model, policy, args.seeds), True)
+                print(f"| {problem} | {MODELS[model]['name']} | {shown} | {_cell(accs)} | {effect} | |")
     print_wall_times(seconds)
     return 0
 
