@@ -79,6 +79,10 @@ class FinetuneConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    # mixup (Zhang et al. 2018): each batch trains on lam x + (1 - lam) x' of itself and a shuffled
+    # copy, lam ~ Beta(mixup, mixup), the loss mixed likewise; 0 turns it off. Continuous inputs
+    # only (images, series: not token ids)
+    mixup: float = Field(0.0, ge=0)
     layer_decay: float = Field(1.0, gt=0, le=1)  # LR of block i = lr * layer_decay ** (blocks - i)
     warmup_epochs: float | None = Field(None, ge=0)  # absolute; when None, warmup_fraction of the run
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
@@ -160,6 +164,9 @@ class FinetuneConfig(BaseModel):
             raise ValueError(f"synthetic_fraction {self.synthetic_fraction} needs finetune.synthetic (generated shards)")
         if len(self.mean) != len(self.std):
             raise ValueError(f"mean {self.mean} and std {self.std} need the same number of entries")
+        if self.mixup > 0 and not get_modality(self.modality).mixable:
+            raise ValueError(f"mixup {self.mixup}: the {self.modality} modality's inputs cannot be mixed "
+                             "(set finetune.mixup to 0)")
         return self
 
     def with_updates(self, **values: Any) -> FinetuneConfig:

@@ -62,6 +62,13 @@ def synthetic_order(n: int, count: int, seed: int, epoch: int, rank: int, world_
     return np.resize(mine, count) if count else np.zeros(0, dtype=np.int64)
 
 
+def mixup_draw(alpha: float, n: int, seed: int, epoch: int, step: int, rank: int) -> tuple[float, np.ndarray]:
+    """Mixup's weight lam ~ Beta(alpha, alpha) and the partner of each of a batch's ``n`` samples
+    (a permutation), drawn from the fine-tune's seed, so a resumed run mixes the same pairs."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, step, rank, 19]))
+    return float(rng.beta(alpha, alpha)), rng.permutation(n)
+
+
 def epoch_order(n: int, seed: int, epoch: int, rank: int, world_size: int) -> np.ndarray:
     """This rank's sample order for ``epoch``: one seeded permutation, dealt round-robin, every
     rank getting the same count (``n // world_size``) so that DDP steps stay in lockstep."""
@@ -193,6 +200,11 @@ class FinetuneSession:
             lo, hi = step * cfg.batch_size, min((step + 1) * cfg.batch_size, n)
             lr = self._set_lr(self.epoch + step / steps)
             x, y = self._inputs(values[lo:hi]), torch.as_tensor(labels[lo:hi], device=self.device)
+            mix = None
+            if cfg.mixup > 0:
+                lam, partner = mixup_draw(cfg.mixup, hi - lo, cfg.seed, self.epoch, step, self.rank)
+                x = lam * x + (1 - lam) * x[torch.as_tensor(partner, device=self.device)]
+                mix = lam, torch.as_tensor(partner, device=self.device)
             if unlabelled is not None:
                 weak, strong = next(unlabelled)
                 x = torch.cat([x, self._inputs(weak), self._inputs(strong)])  # one batch: shared BatchNorm statistics
@@ -201,6 +213,9 @@ class FinetuneSession:
             logits = all_logits[:hi - lo]
             # y: class indices, or a distribution per sample (a distillation student's targets)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            if mix is not None:
+                lam, partner = mix
+                loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y[partner], label_smoothing=cfg.label_smoothing)
             if unlabelled is not None:
                 weak_logits, strong_logits = all_logits[hi - lo:].chunk(2)
                 u_loss, mask = fixmatch_loss(weak_logits, strong_logits, cfg.unlabelled.threshold)
