@@ -257,6 +257,12 @@ class SearchConfig(_Section):
     hpo: HPOSection = Field(default_factory=HPOSection)
     resources: ResourceSection = Field(default_factory=ResourceSection)
     max_failures: int = Field(2, ge=0)  # retries of a failed trial (from its last checkpoint)
+    # repeated hold-out, for labelled sets too small for one validation split to rank trials: every
+    # trial of the selection stages trains on `folds` labelled/validation splits at once (drawn with
+    # label seeds finetune.label_seed, +1, ...) and reports their mean validation accuracy; its test
+    # accuracy and the evaluation stage use the first split. Costs `folds` x the compute (counted in
+    # trial-epochs). Local executor only.
+    folds: int = Field(1, ge=1)
     replay_seeds: tuple[int, ...] = (0,)  # fine-tune seeds the searched PBT schedule is replayed with
     # after the search, every row of the comparison (no augmentation, TrivialAugment, the grid's
     # best, the searched and random-search points, the controls) trained again with these seeds

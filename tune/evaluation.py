@@ -113,6 +113,6 @@ def run_evaluation(run: SearchRun, cfg: FinetuneConfig) -> StageResult | None:
              for seed in (extra_seeds if method["trained"] else [cfg.seed, *extra_seeds])]
     if not cases:
         return None
-    ctx = run.context(cfg, test=True, methods={k: {"overrides": v["overrides"], "source": v["source"]}
-                                               for k, v in methods.items()})
+    ctx = run.context(cfg, test=True, folds=False,
+                      methods={k: {"overrides": v["overrides"], "source": v["source"]} for k, v in methods.items()})
     return run_stage(run, "evaluate", ctx, {"case": tune.grid_search(cases)})

@@ -66,6 +66,9 @@ def check_searchable(cfg: FinetuneConfig, search: SearchConfig) -> None:
         raise ValueError("search.space.synthetic_fraction / synthetic_min_confidence search the mix of generated "
                          "samples, but finetune.synthetic names no generated shards (augtrain generate)")
     search.baselines.specs(cfg.modality)
+    if search.folds > 1 and (search.resources.executor != "local" or not cfg.val_labels):
+        raise ValueError(f"search.folds {search.folds} trains each trial on several splits in its own process: it "
+                         "needs search.resources.executor: local and a validation split (finetune.val_labels > 0)")
     if search.method == "pbt" and not space.family.pbt:
         raise ValueError(f"search.method 'pbt': PBA's schedules are made of image ops, not {cfg.modality} ops; "
                          f"use halving, tpe or random")
@@ -90,10 +93,12 @@ def plan_search(cfg: FinetuneConfig, search: SearchConfig, checkpoint: str | Non
         raise ValueError("search.space.crop holds random-resized crops, which need an output size: set "
                          "finetune.size (the images' side) or search.space.crop: [0]")
     paths = prepare_data(cfg, str(out / "data"))
+    folds = tuple(prepare_data(cfg.with_updates(label_seed=cfg.label_seed + k), str(out / "data" / f"fold-{k}"))
+                  for k in range(1, search.folds))
     cfg = cfg.for_labelled(paths.num_labelled)  # every stage's schedule length, fixed once
-    log.info("search %s: %d trials at a time (%.2f CPUs each, %.0f reserved)", name, concurrent, per_trial,
-             res.reserve_cpus)
-    return SearchRun(cfg, search, checkpoint, out, name, paths, concurrent, resume, trainable)
+    log.info("search %s: %d trials at a time (%.2f CPUs each, %.0f reserved)%s", name, concurrent, per_trial,
+             res.reserve_cpus, f"; {search.folds} labelled/validation splits a trial" if folds else "")
+    return SearchRun(cfg, search, checkpoint, out, name, paths, concurrent, resume, trainable, folds=folds)
 
 def run_search(run: SearchRun) -> dict[str, StageResult]:
     """Run (or resume) every enabled stage in order; returns the stage results by name."""

@@ -65,14 +65,17 @@ class SearchRun:
     resume: bool = False
     trainable: Callable[..., None] = finetune_trial
     results: dict[str, StageResult] = field(default_factory=dict)
+    folds: tuple[DataPaths, ...] = ()  # the selection stages' further labelled/validation splits (search.folds)
 
     @property
     def space(self) -> PBASpace:
         return self.search.pbt.space()
 
     def context(self, cfg: FinetuneConfig, test: bool, source: Any = None,
-                methods: dict[str, dict[str, Any]] | None = None) -> TrialContext:
-        return TrialContext(cfg=cfg, paths=self.paths,
+                methods: dict[str, dict[str, Any]] | None = None, folds: bool = True) -> TrialContext:
+        """The trials' context; ``folds=False``: the first labelled/validation split alone (the
+        evaluation stage's seeds)."""
+        return TrialContext(cfg=cfg, paths=self.paths, folds=self.folds if folds else (),
                             checkpoint=self.checkpoint, executor=self.search.resources.executor,
                             epochs_per_iteration=self.search.resources.epochs_per_iteration,
                             storage=str(self.out_dir / "train"), test=test, space=self.space,

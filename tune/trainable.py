@@ -60,6 +60,8 @@ class TrialContext:
     source: Any = None  # policy source when trial configs carry none (a replayed schedule)
     # evaluation rows by name: {"overrides": fine-tune fields (mode, lr, ...), "source": policy}
     methods: dict[str, dict[str, Any]] | None = None
+    # further labelled/validation splits every trial also trains on (search.folds; local executor)
+    folds: tuple[DataPaths, ...] = ()
 
 
 def trial_setup(config: dict[str, Any], ctx: TrialContext) -> tuple[FinetuneConfig, PolicySource]:
@@ -103,10 +105,16 @@ def _report(metrics: dict[str, Any], checkpoint: Any) -> None:
 
 
 def _run_local(cfg: FinetuneConfig, source: PolicySource, ctx: TrialContext) -> None:
+    """The trial in this process: one session per labelled/validation split (the context's, then
+    its ``folds``), trained in step; the report holds the first split's metrics with ``val_acc``
+    and ``val_loss`` their mean over the splits (each split's accuracy as ``val_acc_split{k}``).
+    A checkpoint holds the first split's session, the others' in ``split-{k}`` inside it."""
     from ray import tune
 
     splits = ("train", "val", "test") if ctx.test else ("train", "val")
-    session = FinetuneSession(cfg, load_data(ctx.paths, cfg, splits), ctx.checkpoint)
+    sessions = [FinetuneSession(cfg, load_data(paths, cfg, splits if k == 0 else ("train", "val")), ctx.checkpoint)
+                for k, paths in enumerate((ctx.paths, *ctx.folds))]
+    session = sessions[0]
     cfg = session.cfg  # its schedule fixed for the labelled count
     trial_id = tune.get_context().get_trial_id()
     restored_from = ""  # the trial that wrote the checkpoint this run started from (a PBT donor, or itself)
@@ -114,21 +122,34 @@ def _run_local(cfg: FinetuneConfig, source: PolicySource, ctx: TrialContext) -> 
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             restored_from = session.restore(d).get("trial_id", "")
+            for k, other in enumerate(sessions[1:], 1):
+                other.restore(Path(d) / f"split-{k}")
     while session.epoch < cfg.epochs:
         start_epoch = session.epoch
         target = min(cfg.epochs, start_epoch + ctx.epochs_per_iteration)
         while session.epoch < target:  # validated only where Tune gets a report
-            metrics = session.run_epoch(source, test=ctx.test and session.epoch + 1 == cfg.epochs,
-                                        validate=session.epoch + 1 == target)
-        metrics.update(epochs_run=target - start_epoch, restored_from=restored_from)
+            validate = session.epoch + 1 == target
+            metrics = session.run_epoch(source, test=ctx.test and session.epoch + 1 == cfg.epochs, validate=validate)
+            others = [other.run_epoch(source, validate=validate) for other in sessions[1:]]
+        if others:
+            every = [metrics, *others]
+            metrics.update({f"val_acc_split{k}": m["val_acc"] for k, m in enumerate(every)})
+            metrics.update(val_acc=sum(m["val_acc"] for m in every) / len(every),
+                           val_loss=sum(m["val_loss"] for m in every) / len(every))
+        metrics.update(epochs_run=(target - start_epoch) * len(sessions), restored_from=restored_from)
         restored_from = ""
         with tempfile.TemporaryDirectory() as d:
             session.save(Path(d) / "ckpt", extra={"trial_id": trial_id})
+            for k, other in enumerate(sessions[1:], 1):
+                other.save(Path(d) / "ckpt" / f"split-{k}", extra={"trial_id": trial_id})
             _report(metrics, str(Path(d) / "ckpt"))
 
 
 def _run_train(cfg: FinetuneConfig, source: PolicySource, ctx: TrialContext) -> None:
     from ray import tune
+
+    if ctx.folds:
+        raise ValueError("search.folds needs search.resources.executor: local")
 
     cfg = cfg.for_labelled(ctx.paths.num_labelled or 0) if cfg.epochs is None else cfg
     trial_id = tune.get_context().get_trial_id()

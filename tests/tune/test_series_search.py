@@ -62,3 +62,45 @@ def test_halving_over_series_policies_writes_its_policy_and_table(ray_local, ser
     best = json.loads((tmp_path / "out" / "best_policy.json").read_text())
     assert best.get("modality") == "series"
     assert all(0.0 <= row["test_acc"] <= 1.0 for row in summary["comparison"] if row.get("test_acc") is not None)
+
+
+def test_folds_need_the_local_executor_and_a_validation_split(series_cfg):
+    with pytest.raises(ValueError, match="search.folds 3 .* needs search.resources.executor: local and a validation split"):
+        check_searchable(series_cfg, parse_search_config({"folds": 3, "resources": {"executor": "train"}}))
+    with pytest.raises(ValueError, match="search.folds 3"):
+        check_searchable(series_cfg.with_updates(labels=1.0, val_labels=0),
+                         parse_search_config({"folds": 3, "resources": {"executor": "local"}}))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_folds_select_on_the_mean_of_several_validation_splits(ray_local, series_cfg, tmp_path):
+    """search.folds 3: three stratified labelled/validation splits of GunPoint's TRAIN, every
+    baseline trial trained on each and reporting their mean; the evaluation stage on the first
+    split alone."""
+    from augtrain.pipelines.finetune.subsets import SUBSET_FILE
+    from augtrain.tune.stages import history_file
+
+    search = parse_search_config({
+        "method": "none", "folds": 3, "evaluate_seeds": [1], "controls": {"enabled": False},
+        "baselines": {"policies": ["none", "series-basic"], "series_m": [], "series_c": []},
+        "resources": {"executor": "local", "cpus_per_trial": 1, "reserve_cpus": 0, "epochs_per_iteration": 3}})
+    cfg = series_cfg.with_updates(epochs=3)
+    run = plan_search(cfg, search, None, tmp_path, "series-folds")
+    assert len(run.folds) == 2 and all(p.num_labelled == run.paths.num_labelled == 40 for p in run.folds)
+    records = [json.loads((tmp_path / "data" / SUBSET_FILE).read_text())] + [
+        json.loads((tmp_path / "data" / f"fold-{k}" / SUBSET_FILE).read_text()) for k in (1, 2)]
+    val_keys = [tuple(r["val_keys"]) for r in records]
+    assert len(set(val_keys)) == 3  # three different validation splits of the same pool
+    assert all(set(r["val_keys"]).isdisjoint(r["labelled_keys"]) for r in records)
+    run_search(run)
+    reports = [json.loads(line) for line in history_file(run, "baselines").read_text().splitlines()]
+    assert len(reports) == 2  # one report each (3 epochs, a report every 3)
+    for report in reports:
+        splits = [report[f"val_acc_split{k}"] for k in range(3)]
+        assert report["val_acc"] == pytest.approx(sum(splits) / 3)
+        assert report["epochs_run"] == 9  # 3 epochs on each of 3 splits
+        assert 0.0 <= report["test_acc"] <= 1.0
+    evaluated = [json.loads(line) for line in history_file(run, "evaluate").read_text().splitlines()]
+    assert evaluated and not any("val_acc_split0" in r for r in evaluated)
+    assert all(r["epochs_run"] == 3 for r in evaluated)
