@@ -10,7 +10,8 @@ Stages:
 2. masked-series pretraining (``configs/series-pretrain.yaml``), reused when finished, before the
    first pretrained model (FCN from scratch needs none, and goes first);
 3. per (model, problem), the search (``configs/series-search.yaml``: successive halving over the
-   series ops and the fine-tune's hyperparameters, selected on 20 % of TRAIN held out);
+   series ops and the fine-tune's hyperparameters, selected on 20 % of TRAIN held out, or on the
+   mean of ``--folds`` such splits);
 4. per (model, problem, policy, seed), a fine-tune on the whole TRAIN split (the archive's
    protocol), tested on TEST: no augmentation, ``series-basic`` (one of Iwana and Uchida's six
    reference ops per copy, one copy beside each series), and the searched point (its policy and
@@ -134,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["fcn", "patchtst"],
                         help="in this order; the pretraining runs before the first pretrained model")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--folds", type=int, default=1,
+                        help="search.folds: the searches select on the mean of this many labelled/validation splits")
     parser.add_argument("--out", default="runs/series-quality")
     parser.add_argument("--data", default="data")
     args = parser.parse_args(argv)
@@ -147,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     connect()
     seconds: dict[str, float] = {}
     checkpoint = None
+    # the searched row's name says how its search selected (one split, or the mean of several)
+    searched = "searched" if args.folds == 1 else f"searched-folds{args.folds}"
+    policies = [p if p != "searched" else searched for p in POLICIES]
     floors = {p: _floor(p, paths, out) for p in args.problems}
     for model in args.models:  # models from scratch first: they need no pretraining
         if MODELS[model]["pretrained"] and checkpoint is None:
@@ -154,18 +160,18 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint, seconds["pretraining"] = pretrain_once(PRETRAIN, [f"data.train=[{corpus}]"])
         for problem in args.problems:
             source = checkpoint if MODELS[model]["pretrained"] else None
-            search_out = out / f"{problem}-{model}"
+            search_out = out / (f"{problem}-{model}" + (f"-folds{args.folds}" if args.folds > 1 else ""))
             start = time.perf_counter()
             overrides = [f"data.train={paths[f'{problem}/train']}", f"data.test={paths[f'{problem}/test']}",
                          f"finetune.mode={MODELS[model]['finetune']['mode']}", f"finetune.lr={MODELS[model]['finetune']['lr']}",
                          "search.baselines.policies=[none]", "search.baselines.series_m=[]", "search.random.enabled=false",
-                         "search.controls.enabled=false", "search.evaluate_seeds=[]"]
+                         "search.controls.enabled=false", "search.evaluate_seeds=[]", f"search.folds={args.folds}"]
             run_search(SEARCH, source, search_out, overrides)
             seconds[f"{problem} {model} search"] = time.perf_counter() - start
             searched_policy, searched_hparams = _searched_point(search_out)
             start = time.perf_counter()
-            for policy in POLICIES:
-                spec, hparams = (searched_policy, searched_hparams) if policy == "searched" else (policy, {})
+            for policy in policies:
+                spec, hparams = (searched_policy, searched_hparams) if policy == searched else (policy, {})
                 for seed in args.seeds:
                     key = {"problem": problem, "model": model, "policy": policy, "seed": seed}
                     if results.get(**key) is None:
@@ -182,12 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         published = " / ".join(f"{100 * a:.1f}" for a in PUBLISHED.get(problem, ())) or "-"
         print(f"| {problem} | logistic regression on the raw series | - | {100 * floors[problem]:.1f} | - | {published} |")
         for model in args.models:
-            for policy in POLICIES:
+            for policy in policies:
                 accs = [r["test_acc"] for r in results.rows if (r["problem"], r["model"], r["policy"]) ==
                         (problem, model, policy) and r["seed"] in args.seeds]
                 spec = next((r["spec"] for r in results.rows if (r["problem"], r["model"], r["policy"]) ==
                              (problem, model, policy)), policy)
-                shown = policy if policy != "searched" else f"searched: `{spec}`".replace("|", "\\|")
+                shown = policy if policy != searched else f"{searched}: `{spec}`".replace("|", "\\|")
                 effect = "-" if policy == "none" else _cell(_paired(results, problem, model, policy, args.seeds), True)
                 print(f"| {problem} | {MODELS[model]['name']} | {shown} | {_cell(accs)} | {effect} | |")
     print_wall_times(seconds)
