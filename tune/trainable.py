@@ -133,6 +133,7 @@ def _run_local(cfg: FinetuneConfig, source: PolicySource, ctx: TrialContext) -> 
             others = [other.run_epoch(source, validate=validate) for other in sessions[1:]]
         if others:
             every = [metrics, *others]
+            metrics = dict(metrics)  # the first session's history keeps its own split's figures
             metrics.update({f"val_acc_split{k}": m["val_acc"] for k, m in enumerate(every)})
             metrics.update(val_acc=sum(m["val_acc"] for m in every) / len(every),
                            val_loss=sum(m["val_loss"] for m in every) / len(every))
