@@ -24,7 +24,7 @@ def series_cfg(tmp_path_factory) -> FinetuneConfig:
     for split in ("train", "test"):
         write_shards(ucr("GunPoint", split), str(root / split), split, WriteOptions(), progress=lambda _: None)
     return FinetuneConfig(train=str(root / "train"), test=str(root / "test"), modality="series", labels=0.8,
-                          val_labels=0.2, mode="scratch", encoder="fcn", encoder_kwargs={"in_chans": 1}, epochs=6,
+                          val_labels=1.0, mode="scratch", encoder="fcn", encoder_kwargs={"in_chans": 1}, epochs=6,
                           batch_size=16, lr=1e-3, mean=(0.0,), std=(1.0,))
 
 
@@ -91,7 +91,7 @@ def test_folds_select_on_the_mean_of_several_validation_splits(ray_local, series
     records = [json.loads((tmp_path / "data" / SUBSET_FILE).read_text())] + [
         json.loads((tmp_path / "data" / f"fold-{k}" / SUBSET_FILE).read_text()) for k in (1, 2)]
     val_keys = [tuple(r["val_keys"]) for r in records]
-    assert len(set(val_keys)) == 3  # three different validation splits of the same pool
+    assert len(set(val_keys)) == 3 and all(len(keys) == 10 for keys in val_keys)  # 3 splits of the same pool
     assert all(set(r["val_keys"]).isdisjoint(r["labelled_keys"]) for r in records)
     run_search(run)
     reports = [json.loads(line) for line in history_file(run, "baselines").read_text().splitlines()]
