@@ -129,6 +129,27 @@ def _paired(results: Results, problem: str, model: str, policy: str, seeds: list
     return [a - b for a, b in pairs if a is not None and b is not None]
 
 
+def print_table(results: Results, problems: list[str], models: list[str], seeds: list[int],
+                floors: dict[str, float]) -> None:
+    """The Markdown table: per problem the floor, then per model no augmentation, the standard
+    policy and every searched row on record (one per way of selecting: one split, or --folds)."""
+    print("\n| problem | model | policy | test % (mean ± sd, "
+          f"{len(seeds)} seeds) | less none, same seed (mean ± sd) | published FCN / InceptionTime / ROCKET |"
+          "\n|---|---|---|---|---|---|")
+    for problem in problems:
+        published = " / ".join(f"{100 * a:.1f}" for a in PUBLISHED.get(problem, ())) or "-"
+        print(f"| {problem} | logistic regression on the raw series | - | {100 * floors[problem]:.1f} | - | {published} |")
+        for model in models:
+            mine = [r for r in results.rows if (r["problem"], r["model"]) == (problem, model) and r["seed"] in seeds]
+            searched = sorted({r["policy"] for r in mine if r["policy"].startswith("searched")})
+            for policy in ["none", "series-basic", *searched]:
+                accs = [r["test_acc"] for r in mine if r["policy"] == policy]
+                spec = next((r["spec"] for r in mine if r["policy"] == policy), policy)
+                shown = f"{policy}: `{spec}`".replace("|", "\\|") if policy in searched else policy
+                effect = "-" if policy == "none" else _cell(_paired(results, problem, model, policy, seeds), True)
+                print(f"| {problem} | {MODELS[model]['name']} | {shown} | {_cell(accs)} | {effect} | |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problems", nargs="+", default=list(PUBLISHED))
@@ -139,10 +160,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="search.folds: the searches select on the mean of this many labelled/validation splits")
     parser.add_argument("--out", default="runs/series-quality")
     parser.add_argument("--data", default="data")
+    parser.add_argument("--table", action="store_true", help="print the table of the runs on record and stop")
     args = parser.parse_args(argv)
     out = Path(args.out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     results = Results(out / "results.jsonl")
+    if args.table:
+        paths = _shards(args.data, args.problems)
+        print_table(results, args.problems, args.models, args.seeds, {p: _floor(p, paths, out) for p in args.problems})
+        return 0
 
     from augtrain.cluster.connect import connect
 
@@ -181,21 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"({row['epochs']} epochs, {row['seconds']:.0f} s)", flush=True)
             seconds[f"{problem} {model} fine-tunes"] = time.perf_counter() - start
 
-    print("\n| problem | model | policy | test % (mean ± sd, "
-          f"{len(args.seeds)} seeds) | less none, same seed (mean ± sd) | published FCN / InceptionTime / ROCKET |"
-          "\n|---|---|---|---|---|---|")
-    for problem in args.problems:
-        published = " / ".join(f"{100 * a:.1f}" for a in PUBLISHED.get(problem, ())) or "-"
-        print(f"| {problem} | logistic regression on the raw series | - | {100 * floors[problem]:.1f} | - | {published} |")
-        for model in args.models:
-            for policy in policies:
-                accs = [r["test_acc"] for r in results.rows if (r["problem"], r["model"], r["policy"]) ==
-                        (problem, model, policy) and r["seed"] in args.seeds]
-                spec = next((r["spec"] for r in results.rows if (r["problem"], r["model"], r["policy"]) ==
-                             (problem, model, policy)), policy)
-                shown = policy if policy != searched else f"{searched}: `{spec}`".replace("|", "\\|")
-                effect = "-" if policy == "none" else _cell(_paired(results, problem, model, policy, args.seeds), True)
-                print(f"| {problem} | {MODELS[model]['name']} | {shown} | {_cell(accs)} | {effect} | |")
+    print_table(results, args.problems, args.models, args.seeds, floors)
     print_wall_times(seconds)
     return 0
 
