@@ -26,7 +26,7 @@ import numpy as np
 from augtrain.tune.evaluation import LINEAR_PROBE, SCRATCH_NONE, SCRATCH_SEARCHED
 from augtrain.tune.significance import compare
 from augtrain.tune.space import grid_family
-from augtrain.tune.stages import StageResult
+from augtrain.tune.stages import StageResult, selection_key
 
 GRID_ROW = "pretrained: RandAugment best"  # the images' grid row; text's is "pretrained: EDA best"
 
@@ -79,7 +79,7 @@ def comparison_rows(results: dict[str, StageResult]) -> list[dict[str, Any]]:
                                  trial["epochs_trained"], charged=[trial]))
         grid = [t for s, t in by_spec.items() if grid_family(s) is not None and t["val_acc"] is not None]
         if grid:
-            best = max(grid, key=lambda t: t["val_acc"])
+            best = max(grid, key=selection_key)
             name = grid_family(best["config"]["policy"]).grid_name
             rows.append({**_row(f"pretrained: {name} best {_grid_point(best['config']['policy'])} of "
                                 f"{len(grid)}-point grid",

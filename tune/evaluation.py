@@ -24,7 +24,7 @@ from augtrain.pipelines import console
 from augtrain.pipelines.finetune.controls import ControlResult, knn_of_checkpoint, raw_logistic_regression
 from augtrain.pipelines.finetune import FinetuneConfig, load_data
 from augtrain.tune.space import JointSpace, family
-from augtrain.tune.stages import SearchRun, StageResult, load_done, run_stage, save_done
+from augtrain.tune.stages import SearchRun, StageResult, load_done, run_stage, save_done, selection_key
 
 # evaluation rows that are controls (trained with every seed, since no search trial has them)
 SCRATCH_NONE, SCRATCH_SEARCHED, LINEAR_PROBE = "scratch: none", "scratch: searched", "linear probe"
@@ -60,7 +60,7 @@ def grid_best(run: SearchRun) -> str | None:
     prefix = family(run.cfg.modality).grid_prefix
     grid = [t for t in (base.trials if base else []) if str(t["config"].get("policy", "")).startswith(prefix)
             and t["val_acc"] is not None]
-    return max(grid, key=lambda t: t["val_acc"])["config"]["policy"] if grid else None
+    return max(grid, key=selection_key)["config"]["policy"] if grid else None
 
 
 def searched_method(run: SearchRun) -> dict[str, Any] | None:

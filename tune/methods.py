@@ -27,7 +27,7 @@ import numpy as np
 
 from augtrain.pipelines.finetune import FinetuneConfig
 from augtrain.tune.space import describe
-from augtrain.tune.stages import SearchRun, StageResult, load_done, run_stage, save_done
+from augtrain.tune.stages import SearchRun, StageResult, load_done, run_stage, save_done, selection_key
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,12 @@ def rung_epochs(full: int, fraction: float) -> int:
 
 
 def _ranked(result: StageResult) -> list[dict[str, Any]]:
-    """A stage's trials that reported a validation accuracy, best first (ties: earlier trial)."""
+    """A stage's trials that reported a validation accuracy, best first (``selection_key``; exact
+    ties: earlier trial)."""
     ok = [t for t in result.trials if t["val_acc"] is not None and not t["error"]]
     if not ok:
         raise RuntimeError(f"stage {result.stage}: no trial reported a validation accuracy")
-    return sorted(ok, key=lambda t: -t["val_acc"])
+    return sorted(ok, key=selection_key, reverse=True)
 
 
 def _point_of(trial: dict[str, Any]) -> dict[str, Any]:

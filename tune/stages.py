@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import shutil
 import time
@@ -176,6 +177,7 @@ def _trial_rows(grid, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "epochs_trained": int(sum(r.get("epochs_run", 0) for r in reports)),
             "epoch": last.get("epoch"),
             "val_acc": last.get("val_acc"),
+            "val_loss": last.get("val_loss"),
             "best_val_acc": max(vals) if vals else None,
             "test_acc": last.get("test_acc"),
             "iterations": len(reports),
@@ -184,6 +186,14 @@ def _trial_rows(grid, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "path": result.path,
         })
     return rows
+
+
+def selection_key(trial: dict[str, Any]) -> tuple[float, float]:
+    """How trials are ranked, higher first: validation accuracy, then the lower validation loss
+    (with a few validation samples many trials tie on accuracy, and the loss still tells them
+    apart; a trial recorded without one ranks last among its ties)."""
+    loss = trial.get("val_loss")
+    return trial["val_acc"], -loss if loss is not None else -math.inf
 
 
 def _trial_id(path: str) -> str | None:

@@ -105,3 +105,18 @@ def test_tpe_searches_short_complete_runs_then_trains_the_best_at_full_length(ra
     assert final["epoch"] == 6 and JointSpace.hparams(final["config"]["point"])["lr"] == best["config"]["lr"]
     assert results["random_search"].extra["points"] == 2
     _check_table(tmp_path / "out", results, "tpe")
+
+
+def test_ties_on_validation_accuracy_go_to_the_lower_validation_loss():
+    """A stage's ranking (halving's survivors, random search's pick): accuracy first, then the
+    lower loss, then the earlier trial; failed trials and trials without an accuracy are out."""
+    from augtrain.tune.methods import _ranked
+    from augtrain.tune.stages import StageResult
+
+    def trial(i, acc, loss, error=None):
+        return {"trial_id": f"t{i}", "val_acc": acc, "val_loss": loss, "error": error}
+
+    trials = [trial(0, 1.0, 0.30), trial(1, 1.0, 0.10), trial(2, 0.9, 0.01), trial(3, 1.0, None),
+              trial(4, 1.0, 0.10), trial(5, None, 0.0), trial(6, 1.0, 0.0, error="ValueError: boom")]
+    ranked = [t["trial_id"] for t in _ranked(StageResult("halving-r0", trials, 0.0))]
+    assert ranked == ["t1", "t4", "t0", "t3", "t2"]
