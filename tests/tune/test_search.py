@@ -95,7 +95,7 @@ def test_pbt_exploits_explores_and_its_schedule_replays(ray_local, tiny_checkpoi
     trials = pd.read_csv(out / "trials.csv")
     assert sorted(trials["stage"].unique()) == ["baselines", "pbt", "pbt_best", "replay"]
     comparison = (out / "comparison.md").read_text()
-    assert "PBA schedule (PBT population 4, replayed)" in comparison and "| none |" in comparison
+    assert "PBA schedule (PBT population 4, replayed)" in comparison and "| pretrained: none |" in comparison
     assert "PBT best member, as trained in the search (population 4)" in comparison
 
 
