@@ -202,9 +202,10 @@ class FinetuneSession:
             x, y = self._inputs(values[lo:hi]), torch.as_tensor(labels[lo:hi], device=self.device)
             mix = None
             if cfg.mixup > 0:
-                lam, partner = mixup_draw(cfg.mixup, hi - lo, cfg.seed, self.epoch, step, self.rank)
-                x = lam * x + (1 - lam) * x[torch.as_tensor(partner, device=self.device)]
-                mix = lam, torch.as_tensor(partner, device=self.device)
+                lam, order = mixup_draw(cfg.mixup, hi - lo, cfg.seed, self.epoch, step, self.rank)
+                partner = torch.as_tensor(order, device=self.device)
+                x = lam * x + (1 - lam) * x[partner]
+                mix = lam, partner
             if unlabelled is not None:
                 weak, strong = next(unlabelled)
                 x = torch.cat([x, self._inputs(weak), self._inputs(strong)])  # one batch: shared BatchNorm statistics
