@@ -16,9 +16,15 @@ Stages:
    protocol), tested on TEST: no augmentation, ``series-basic`` (one of Iwana and Uchida's six
    reference ops per copy, one copy beside each series), and the searched point (its policy and
    hyperparameters);
-5. logistic regression on the raw series with the same labels (the floor every model must beat).
+5. logistic regression on the raw series with the same labels (the floor every model must beat);
+6. ensembles (``pipelines.finetune.ensemble``): per (problem, policy, seed) the mean of the
+   probabilities of member models trained with that policy and seed (FCN and ResNet, as in
+   Fawaz et al.'s network ensembles), from their saved fine-tunes.
+
+Models without a search (``fcn3k``, ``resnet``) train no augmentation and the standard policy only.
 
     python benchmarks/series_quality.py [--problems GunPoint ArrowHead ItalyPowerDemand OSULeaf] [--seeds 0 1 2 3 4]
+    python benchmarks/series_quality.py --models fcn3k resnet fcn3k+resnet --problems ArrowHead
 """
 
 from __future__ import annotations
@@ -43,7 +49,16 @@ MODELS = {
             "finetune": {"mode": "scratch", "encoder": "fcn", "encoder_kwargs": {"in_chans": 1}, "lr": 1e-3}},
     "patchtst": {"name": "PatchTST, masked-series pretrained", "pretrained": True,
                  "finetune": {"mode": "full", "lr": 3e-4}},
+    # the ensembles' members: FCN trained three times longer, and ResNet (Wang et al. 2017)
+    "fcn3k": {"name": "FCN from scratch, 3,000 steps", "pretrained": False, "policies": ("none", "series-basic"),
+              "finetune": {"mode": "scratch", "encoder": "fcn", "encoder_kwargs": {"in_chans": 1}, "lr": 1e-3,
+                           "steps": 3000}},
+    "resnet": {"name": "ResNet from scratch, 1,500 steps", "pretrained": False, "policies": ("none", "series-basic"),
+               "finetune": {"mode": "scratch", "encoder": "resnet1d", "encoder_kwargs": {"in_chans": 1},
+                            "lr": 1e-3, "steps": 1500}},
 }
+ENSEMBLES = {"fcn3k+resnet": {"name": "ensemble: FCN 3,000 steps + ResNet (mean probability)",
+                              "members": ("fcn3k", "resnet")}}
 POLICIES = ("none", "series-basic", "searched")
 
 
@@ -83,7 +98,8 @@ class Results:
 
 def _finetune(problem: str, paths: dict, model: str, checkpoint: str | None, policy: str, hparams: dict, seed: int,
               out: Path) -> dict:
-    """One fine-tune on the whole TRAIN split, tested on TEST at its end (no validation split)."""
+    """One fine-tune on the whole TRAIN split, tested on TEST at its end (no validation split),
+    saved under ``<out>/models`` for the ensembles."""
     import torch
 
     from augtrain.pipelines.finetune import FinetuneSession, load_data, prepare_data
@@ -100,7 +116,28 @@ def _finetune(problem: str, paths: dict, model: str, checkpoint: str | None, pol
     session = FinetuneSession(cfg, data, checkpoint)
     for epoch in range(cfg.resolved_epochs):
         last = session.run_epoch(policy, test=epoch == cfg.resolved_epochs - 1, validate=False)
-    return {"test_acc": last["test_acc"], "epochs": cfg.resolved_epochs, "seconds": time.perf_counter() - start}
+    seconds = time.perf_counter() - start
+    session.save(_model_dir(out, problem, model, policy, seed), extra={"source": policy})
+    return {"test_acc": last["test_acc"], "epochs": cfg.resolved_epochs, "seconds": seconds}
+
+
+def _model_dir(out: Path, problem: str, model: str, policy: str, seed: int) -> Path:
+    return out / "models" / problem / f"{model}-{policy}-seed{seed}"
+
+
+def _ensemble(problem: str, ensemble: str, policy: str, seed: int, out: Path) -> dict | None:
+    """The ensemble of its members' saved fine-tunes for (problem, policy, seed), or None while
+    one is missing."""
+    from augtrain.pipelines.finetune.ensemble import evaluate_ensemble
+    from augtrain.pipelines.finetune.saved import load_classifier
+
+    dirs = [_model_dir(out, problem, m, policy, seed) for m in ENSEMBLES[ensemble]["members"]]
+    if not all((d / "model.safetensors").is_file() for d in dirs):
+        return None
+    start = time.perf_counter()
+    result = evaluate_ensemble([load_classifier(d) for d in dirs])
+    return {"test_acc": result["test_acc"], "members_test_acc": [m["test_acc"] for m in result["members"]],
+            "agreement": result["agreement"], "seconds": time.perf_counter() - start}
 
 
 def _floor(problem: str, paths: dict, out: Path) -> float:
@@ -144,17 +181,24 @@ def print_table(results: Results, problems: list[str], models: list[str], seeds:
             searched = sorted({r["policy"] for r in mine if r["policy"].startswith("searched")})
             for policy in ["none", "series-basic", *searched]:
                 accs = [r["test_acc"] for r in mine if r["policy"] == policy]
+                if not accs:
+                    continue
                 spec = next((r["spec"] for r in mine if r["policy"] == policy), policy)
                 shown = f"{policy}: `{spec}`".replace("|", "\\|") if policy in searched else policy
                 effect = "-" if policy == "none" else _cell(_paired(results, problem, model, policy, seeds), True)
-                print(f"| {problem} | {MODELS[model]['name']} | {shown} | {_cell(accs)} | {effect} | |")
+                print(f"| {problem} | {_name(model)} | {shown} | {_cell(accs)} | {effect} | |")
+
+
+def _name(model: str) -> str:
+    return MODELS[model]["name"] if model in MODELS else ENSEMBLES[model]["name"]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problems", nargs="+", default=list(PUBLISHED))
-    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["fcn", "patchtst"],
-                        help="in this order; the pretraining runs before the first pretrained model")
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS) + sorted(ENSEMBLES), default=["fcn", "patchtst"],
+                        help="in this order; the pretraining runs before the first pretrained model; an ensemble "
+                             "after its members")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--folds", type=int, default=1,
                         help="search.folds: the searches select on the mean of this many labelled/validation splits")
@@ -173,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     from augtrain.cluster.connect import connect
 
     paths = _shards(args.data, args.problems)
-    connect()
+    if any(m in MODELS and "searched" in MODELS[m].get("policies", POLICIES) for m in args.models):
+        connect()  # the searches run trials on Ray
     seconds: dict[str, float] = {}
     checkpoint = None
     # the searched row's name says how its search selected (one split, or the mean of several)
@@ -181,22 +226,36 @@ def main(argv: list[str] | None = None) -> int:
     policies = [p if p != "searched" else searched for p in POLICIES]
     floors = {p: _floor(p, paths, out) for p in args.problems}
     for model in args.models:  # models from scratch first: they need no pretraining
+        if model in ENSEMBLES:
+            for problem in args.problems:
+                for policy in ("none", "series-basic"):
+                    for seed in args.seeds:
+                        key = {"problem": problem, "model": model, "policy": policy, "seed": seed}
+                        if results.get(**key) is None and (row := _ensemble(problem, model, policy, seed, out)):
+                            results.add({**key, **row, "spec": policy, "hparams": {}})
+                            print(f"{problem} {model} {policy} seed {seed}: test {100 * row['test_acc']:.2f} % "
+                                  f"(members {[round(100 * a, 2) for a in row['members_test_acc']]})", flush=True)
+            continue
         if MODELS[model]["pretrained"] and checkpoint is None:
             corpus = ",".join(paths[f"{name}/train"] for name in CORPUS)
             checkpoint, seconds["pretraining"] = pretrain_once(PRETRAIN, [f"data.train=[{corpus}]"])
         for problem in args.problems:
             source = checkpoint if MODELS[model]["pretrained"] else None
             search_out = out / (f"{problem}-{model}" + (f"-folds{args.folds}" if args.folds > 1 else ""))
+            allowed = MODELS[model].get("policies", POLICIES)
+            mine = [p for p in policies if p in allowed or (p == searched and "searched" in allowed)]
             start = time.perf_counter()
             overrides = [f"data.train={paths[f'{problem}/train']}", f"data.test={paths[f'{problem}/test']}",
                          f"finetune.mode={MODELS[model]['finetune']['mode']}", f"finetune.lr={MODELS[model]['finetune']['lr']}",
                          "search.baselines.policies=[none]", "search.baselines.series_m=[]", "search.random.enabled=false",
                          "search.controls.enabled=false", "search.evaluate_seeds=[]", f"search.folds={args.folds}"]
-            run_search(SEARCH, source, search_out, overrides)
-            seconds[f"{problem} {model} search"] = time.perf_counter() - start
-            searched_policy, searched_hparams = _searched_point(search_out)
+            searched_policy, searched_hparams = "", {}
+            if searched in mine:
+                run_search(SEARCH, source, search_out, overrides)
+                seconds[f"{problem} {model} search"] = time.perf_counter() - start
+                searched_policy, searched_hparams = _searched_point(search_out)
             start = time.perf_counter()
-            for policy in policies:
+            for policy in mine:
                 spec, hparams = (searched_policy, searched_hparams) if policy == searched else (policy, {})
                 for seed in args.seeds:
                     key = {"problem": problem, "model": model, "policy": policy, "seed": seed}

@@ -104,7 +104,7 @@ def draw_classes(checkpoint: str | os.PathLike, labelled: str | list[str], n: in
 
 
 def _trained_class_names(teacher: Any) -> list[str] | None:
-    """The class names of the shards a classifier (a ``distill.Teacher``) was trained on."""
+    """The class names of the shards a classifier (a ``saved.SavedClassifier``) was trained on."""
     from augtrain.pipelines.data.shard_set import open_shards
 
     return open_shards(teacher.cfg.train, modality="image").class_names if teacher.cfg.train else None
@@ -114,16 +114,16 @@ def label_fidelity(judge: str | os.PathLike, images: np.ndarray, labels: np.ndar
                    judge_checkpoint: str | None = None, class_names: list[str] | None = None) -> dict[str, Any]:
     """How often a real-data classifier (``judge``: a fine-tune output folder) agrees with the
     generated samples' labels, over all and per class, with the judge's own test accuracy."""
-    from augtrain.pipelines.finetune.distill import load_teacher, teacher_probabilities
+    from augtrain.pipelines.finetune.saved import load_classifier, mean_probabilities
     from augtrain.pipelines.finetune.run import per_class_accuracy
 
-    teacher = load_teacher(judge, judge_checkpoint)
+    teacher = load_classifier(judge, judge_checkpoint)
     if class_names is not None:  # the judge must name the classes as the samples do, in the same order
         judged = _trained_class_names(teacher)
         if judged is not None and list(judged) != list(class_names):
             raise SourceError(f"--judge {judge}: its classes {list(judged)} are not the samples' "
                               f"{list(class_names)}")
-    predicted = teacher_probabilities([teacher], images, num_classes).argmax(1)
+    predicted = mean_probabilities([teacher], images, num_classes).argmax(1)
     return {"judge": str(Path(judge).absolute()), "judge_test_acc": teacher.test_acc,
             "label_fidelity": float((predicted == labels).mean()),
             "label_fidelity_per_class": per_class_accuracy(labels, predicted, num_classes)}
@@ -175,14 +175,14 @@ def generated_source(checkpoint: str | os.PathLike, n: int, seed: int = 0, label
     if labeller is None:
         record["kept"] = n
         return Source("generated", [], n, lambda i: (_squeeze(images[i]), None)), record
-    from augtrain.pipelines.finetune.distill import load_teacher, teacher_probabilities
+    from augtrain.pipelines.finetune.saved import load_classifier, mean_probabilities
 
-    teacher = load_teacher(labeller, labeller_checkpoint)
+    teacher = load_classifier(labeller, labeller_checkpoint)
     class_names = _trained_class_names(teacher)
     if not class_names:
         raise SourceError(f"{labeller}: the labeller's training shards ({teacher.cfg.train}) record no class names")
     num_classes = len(class_names)
-    probs = teacher_probabilities([teacher], images, num_classes)
+    probs = mean_probabilities([teacher], images, num_classes)
     labels, confidence = probs.argmax(1), probs.max(1)
     kept = np.flatnonzero(confidence >= min_confidence)
     record.update({"labeller": str(Path(labeller).absolute()), "labeller_test_acc": teacher.test_acc,

@@ -18,7 +18,8 @@ from typing import Any
 
 from augtrain.pipelines import console
 from augtrain.pipelines.finetune import FinetuneConfig, run_finetune
-from augtrain.pipelines.finetune.distill import load_teacher, prepare_student_data, student_config
+from augtrain.pipelines.finetune.distill import prepare_student_data, student_config
+from augtrain.pipelines.finetune.saved import load_classifier
 from augtrain.tune.evaluation import searched_method
 from augtrain.tune.stages import SearchRun, StageResult, final_checkpoint, load_done, save_done
 
@@ -60,7 +61,7 @@ def run_distill(run: SearchRun, cfg: FinetuneConfig) -> StageResult | None:
     labelled = int(run.paths.num_labelled or 0)
     rows: list[dict[str, Any]] = []
     for seed, ckpt in models:
-        teacher = load_teacher(ckpt, run.checkpoint)
+        teacher = load_classifier(ckpt, run.checkpoint)
         folder = run.out_dir / "distill" / f"seed{seed}"
         paths, record = prepare_student_data(dcfg, teacher.cfg, run.paths, [teacher], str(folder))
         scfg = student_config(dcfg.model_copy(update={"seed": seed}), teacher.cfg, int(paths.num_labelled or 0))

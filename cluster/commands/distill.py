@@ -39,13 +39,14 @@ def _distill(args: argparse.Namespace) -> int:
     from augtrain.pipelines.data.storage import write_text_atomic
     from augtrain.pipelines.finetune import prepare_data, resolve_checkpoint, run_finetune
     from augtrain.pipelines.finetune.config import parse_distill_config
-    from augtrain.pipelines.finetune.distill import check_teachers, load_teacher, prepare_student_data, student_config
+    from augtrain.pipelines.finetune.distill import check_teachers, prepare_student_data, student_config
+    from augtrain.pipelines.finetune.saved import load_classifier
     from augtrain.pipelines.train.config import load_config, save_resolved
 
     experiment = load_config(args.config, args.overrides)
     dcfg = parse_distill_config(experiment.distill, args.config)
     pretrained = str(resolve_checkpoint(args.checkpoint)) if args.checkpoint else None
-    teachers = [load_teacher(t, pretrained) for t in args.teacher]
+    teachers = [load_classifier(t, pretrained) for t in args.teacher]
     check_teachers(teachers)
     checkpoint = pretrained or teachers[0].pretrained
     if checkpoint is None and dcfg.init == "pretrained":

@@ -3,7 +3,7 @@ predictions over the whole unlabelled pool (the third step of SimCLRv2, Chen et 
 Self-Supervised Models are Strong Semi-Supervised Learners"; with the student noised by the
 augmentation policy while the teacher sees clean inputs, as in Noisy Student, Xie et al. 2020).
 
-    teachers = [load_teacher(...)]                              # one or more fine-tunes (an ensemble)
+    teachers = [load_classifier(...)]                           # one or more fine-tunes (an ensemble)
     paths = prepare_student_data(dcfg, cfg, paths, teachers, out_dir)   # driver, once
     run_finetune(student_cfg, paths, checkpoint, policy, ...)   # the student: an ordinary fine-tune
 
@@ -18,102 +18,31 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import torch
-from safetensors.torch import load_file
 
 from augtrain.pipelines import console
 from augtrain.pipelines.data import storage
 from augtrain.pipelines.finetune.config import DistillConfig, FinetuneConfig
 from augtrain.pipelines.finetune.data import DataPaths
-from augtrain.pipelines.finetune.model import build_classifier
+from augtrain.pipelines.finetune.saved import SavedClassifier, check_same_data, mean_probabilities
 from augtrain.pipelines.finetune.unlabelled import held_out_keys, pool_values
 from augtrain.pipelines.modalities import get_modality
-from augtrain.pipelines.train.engine import resolve_precision
 
 STUDENT_DATA = "student.npz"
 
 
-@dataclass(frozen=True)
-class Teacher:
-    """A fine-tuned classifier to distil: its config, weights and pretraining checkpoint."""
-
-    cfg: FinetuneConfig
-    weights: str  # model.safetensors of a fine-tune checkpoint
-    pretrained: str | None
-    source: Any = None  # its policy (spec or schedule) when the checkpoint recorded it
-    test_acc: float | None = None
-    control: dict[str, Any] | None = None  # its fine-tune's raw-feature control, on the same labels and test split
-
-
-def load_teacher(path: str | os.PathLike, pretrained: str | None = None) -> Teacher:
-    """A teacher from an ``augtrain finetune`` output folder (its ``finetune.json`` names the
-    model and the pretraining checkpoint) or from a fine-tune checkpoint folder (then the
-    pretraining checkpoint is ``pretrained``, unless the teacher was trained from scratch)."""
-    path = Path(path).absolute()
-    record_file = path / "finetune.json"
-    if not record_file.is_file():
-        raise FileNotFoundError(f"{path}: not a fine-tune output or checkpoint (no finetune.json)")
-    record = json.loads(record_file.read_text())
-    if "model" in record and "finetune" in record:  # an `augtrain finetune` output folder
-        if not record.get("model"):
-            raise ValueError(f"{record_file}: the fine-tune saved no model")
-        model_dir = Path(str(record["model"]))
-        cfg = FinetuneConfig.model_validate(record["finetune"])
-        test_acc = (record.get("metrics") or {}).get("test_acc")
-        return Teacher(cfg, str(model_dir / "model.safetensors"), record.get("checkpoint") or pretrained,
-                       cfg.policy, test_acc, record.get("control"))
-    if "config" not in record:
-        raise ValueError(f"{record_file}: neither a fine-tune output (model, finetune) nor a checkpoint (config)")
-    cfg = FinetuneConfig.model_validate(record["config"])
-    if cfg.mode != "scratch" and pretrained is None:
-        raise ValueError(f"{path}: a {cfg.mode} fine-tune needs its pretraining checkpoint (--checkpoint)")
-    return Teacher(cfg, str(path / "model.safetensors"), pretrained, record.get("source", cfg.policy))
-
-
-def check_teachers(teachers: list[Teacher]) -> None:
+def check_teachers(teachers: list[SavedClassifier]) -> None:
     """Teachers of one student must share the labelled and validation subsets and the classes."""
     if not teachers:
         raise ValueError("distill: no teacher given (--teacher)")
-    keys = ("train", "labels", "val_labels", "label_seed", "label_key", "modality")
-    first = {k: getattr(teachers[0].cfg, k) for k in keys}
-    for t in teachers[1:]:
-        other = {k: getattr(t.cfg, k) for k in keys}
-        if other != first:
-            diff = {k: (first[k], other[k]) for k in keys if first[k] != other[k]}
-            raise ValueError(f"distill: the teachers were fine-tuned on different data: {diff}")
+    check_same_data(teachers, "distill: the teachers")
 
 
-@torch.no_grad()
-def teacher_probabilities(teachers: list[Teacher], values: np.ndarray, num_classes: int,
-                          temperature: float = 1.0, batch_size: int = 512) -> np.ndarray:
-    """The teachers' mean class probabilities (softmax of logits / ``temperature``) on ``values``
-    (clean inputs, resized as each teacher was tested), float32 [N, classes]."""
-    total = np.zeros((len(values), num_classes), dtype=np.float64)
-    device = torch.device("cpu")
-    for teacher in teachers:
-        cfg = teacher.cfg
-        modality = get_modality(cfg.modality)
-        model = build_classifier(cfg, teacher.pretrained, num_classes)
-        model.load_state_dict(load_file(teacher.weights), strict=True)
-        model.eval()
-        bf16 = resolve_precision(cfg.precision, device) == "bf16"
-        for lo in range(0, len(values), batch_size):
-            batch = values[lo:lo + batch_size]
-            if cfg.size is not None:
-                batch = modality.stack([modality.resize(v, cfg.size) for v in batch], "distill")
-            x = modality.to_tensor(batch, cfg.mean, cfg.std)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = model(x).float()
-            total[lo:lo + len(batch)] += torch.softmax(logits / temperature, dim=1).double().numpy()
-    return (total / len(teachers)).astype(np.float32)
-
-
-def prepare_student_data(dcfg: DistillConfig, cfg: FinetuneConfig, paths: DataPaths, teachers: list[Teacher],
+def prepare_student_data(dcfg: DistillConfig, cfg: FinetuneConfig, paths: DataPaths, teachers: list[SavedClassifier],
                          out_dir: str) -> tuple[DataPaths, dict[str, Any]]:
     """Write the student's training set (``student.npz``: values, and targets [N, classes]) under
     ``out_dir`` and return the student's ``DataPaths`` and a record of what went in (counts,
@@ -138,7 +67,7 @@ def prepare_student_data(dcfg: DistillConfig, cfg: FinetuneConfig, paths: DataPa
     all_values = modality.stack([*labelled, *values], "distill")
     # one pass of each teacher over both parts: the pool's soft labels, and (argmax, which the
     # temperature does not move) the teachers' accuracy on the labelled subset
-    all_probs = teacher_probabilities(teachers, all_values, paths.num_classes, dcfg.temperature)
+    all_probs = mean_probabilities(teachers, all_values, paths.num_classes, dcfg.temperature)
     probs = all_probs[len(labelled):]
     agreement = float((all_probs[:len(labelled)].argmax(1) == labels).mean())
     targets = np.concatenate([np.eye(paths.num_classes, dtype=np.float32)[labels], probs])

@@ -13,8 +13,8 @@ import yaml
 
 from augtrain.pipelines.finetune import FinetuneConfig, FinetuneSession, finetune_local, load_data, prepare_data
 from augtrain.pipelines.finetune.config import DistillConfig
-from augtrain.pipelines.finetune.distill import (check_teachers, load_teacher, prepare_student_data, student_config,
-                                                 teacher_probabilities)
+from augtrain.pipelines.finetune.distill import check_teachers, prepare_student_data, student_config
+from augtrain.pipelines.finetune.saved import load_classifier, mean_probabilities
 from augtrain.pipelines.finetune.unlabelled import pool_values
 
 
@@ -36,7 +36,7 @@ def teacher(cfg, teacher_dir):
     """One fine-tuned teacher for the module's tests (they only read it)."""
     paths = prepare_data(cfg, str(teacher_dir / "data"))
     result = finetune_local(cfg, paths, None, cfg.policy, out_dir=str(teacher_dir))
-    return load_teacher(result.checkpoint), paths
+    return load_classifier(result.checkpoint), paths
 
 
 def test_the_student_set_holds_out_validation_and_labels_the_rest(cfg, teacher, teacher_dir, tmp_path):
@@ -55,7 +55,7 @@ def test_the_student_set_holds_out_validation_and_labels_the_rest(cfg, teacher, 
     # the unlabelled part is exactly the teacher's softmax on the clean pool images outside both subsets
     rest, rest_keys, _ = pool_values(cfg.train, 1, "image", set(subsets["val_keys"]) | set(subsets["labelled_keys"]))
     assert not set(rest_keys) & set(subsets["val_keys"])
-    assert np.allclose(targets[100:], teacher_probabilities([t], rest, 10), atol=1e-6)
+    assert np.allclose(targets[100:], mean_probabilities([t], rest, 10), atol=1e-6)
     # a second call reuses the set; another temperature rebuilds it
     again, _ = prepare_student_data(DistillConfig(), cfg, paths, [t], str(tmp_path / "student"))
     assert again == student_paths

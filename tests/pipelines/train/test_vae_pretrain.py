@@ -181,11 +181,11 @@ def test_vae_pretraining_logs_both_terms_falling_samples_and_initialises_a_finet
     assert len(fidelity) == 10 and synthetic["label_fidelity"] == pytest.approx(np.mean(fidelity))
     # the fidelity is the judge's agreement with the stored labels (a model this small and this briefly
     # trained carries little class information; benchmarks/generative_quality.py measures a real one)
-    from augtrain.pipelines.finetune.distill import load_teacher, teacher_probabilities
+    from augtrain.pipelines.finetune.saved import load_classifier, mean_probabilities
 
     images = np.stack([np.asarray(Image.open(io.BytesIO(raw.members["png"])))[..., None] for raw in samples])
     stored = np.array([int(raw.members["cls"]) for raw in samples])
-    predicted = teacher_probabilities([load_teacher(labeller, str(ckpt))], images, 10).argmax(1)
+    predicted = mean_probabilities([load_classifier(labeller, str(ckpt))], images, 10).argmax(1)
     assert synthetic["label_fidelity"] == pytest.approx(float((predicted == stored).mean()))
     again, _ = conditional(tmp_path / "cond2")
     assert [p.read_bytes() for p in sorted((tmp_path / "cond").glob("*.tar"))] == \
