@@ -196,9 +196,9 @@ def _name(model: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problems", nargs="+", default=list(PUBLISHED))
-    parser.add_argument("--models", nargs="+", choices=sorted(MODELS) + sorted(ENSEMBLES), default=["fcn", "patchtst"],
-                        help="in this order; the pretraining runs before the first pretrained model; an ensemble "
-                             "after its members")
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS) + sorted(ENSEMBLES), default=None,
+                        help="in this order (default: fcn patchtst; with --table every model on record); the "
+                             "pretraining runs before the first pretrained model; an ensemble after its members")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--folds", type=int, default=1,
                         help="search.folds: the searches select on the mean of this many labelled/validation splits")
@@ -210,11 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = Results(out / "results.jsonl")
     if args.table:
+        recorded = {r["model"] for r in results.rows}
+        models = args.models or [m for m in [*MODELS, *ENSEMBLES] if m in recorded]
         paths = _shards(args.data, args.problems)
-        print_table(results, args.problems, args.models, args.seeds, {p: _floor(p, paths, out) for p in args.problems})
+        print_table(results, args.problems, models, args.seeds, {p: _floor(p, paths, out) for p in args.problems})
         return 0
 
     from augtrain.cluster.connect import connect
+
+    args.models = args.models or ["fcn", "patchtst"]
 
     paths = _shards(args.data, args.problems)
     if any(m in MODELS and "searched" in MODELS[m].get("policies", POLICIES) for m in args.models):

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "augtrain.cluster.commands.k8s",
     "augtrain.cluster.commands.finetune",
     "augtrain.cluster.commands.distill",
+    "augtrain.cluster.commands.ensemble",
     "augtrain.cluster.commands.generate",
     "augtrain.cluster.commands.search",
     "augtrain.cluster.commands.report",
