@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             mine = [p for p in policies if p in allowed or (p == searched and "searched" in allowed)]
             start = time.perf_counter()
             overrides = [f"data.train={paths[f'{problem}/train']}", f"data.test={paths[f'{problem}/test']}",
-                         f"finetune.mode={MODELS[model]['finetune']['mode']}", f"finetune.lr={MODELS[model]['finetune']['lr']}",
+                         *[f"finetune.{k}={v}" for k, v in MODELS[model]["finetune"].items() if k != "encoder_kwargs"],
                          "search.baselines.policies=[none]", "search.baselines.series_m=[]", "search.random.enabled=false",
                          "search.controls.enabled=false", "search.evaluate_seeds=[]", f"search.folds={args.folds}"]
             searched_policy, searched_hparams = "", {}

@@ -40,12 +40,13 @@ def _ensemble(args: argparse.Namespace) -> int:
     pretrained = str(resolve_checkpoint(args.checkpoint)) if args.checkpoint else None
     members = [load_classifier(m, pretrained) for m in args.member]
     result = evaluate_ensemble(members, args.test)
-    width = max(len(m) for m in args.member)
-    print(f"{'member':<{width}}  model               test %")
-    for name, m in zip(args.member, result["members"]):
-        model = f"{m['encoder'] or 'pretrained'} ({m['mode']}, seed {m['seed']})"
-        print(f"{name:<{width}}  {model:<18}  {100 * m['test_acc']:6.2f}")
-    print(f"{'ensemble (mean probability)':<{width}}  {'':<18}  {100 * result['test_acc']:6.2f}   "
+    models = [f"{m['encoder'] or 'pretrained'} ({m['mode']}, seed {m['seed']})" for m in result["members"]]
+    names = [*args.member, "ensemble (mean probability)"]
+    width, model_width = max(len(n) for n in names), max(len(m) for m in models)
+    print(f"{'member':<{width}}  {'model':<{model_width}}  test %")
+    for name, model, m in zip(args.member, models, result["members"]):
+        print(f"{name:<{width}}  {model:<{model_width}}  {100 * m['test_acc']:6.2f}")
+    print(f"{names[-1]:<{width}}  {'':<{model_width}}  {100 * result['test_acc']:6.2f}   "
           f"({result['samples']} samples; best member {100 * result['best_member_test_acc']:.2f}, all members "
           f"agree on {100 * result['agreement']:.1f} %)")
     if args.out:
