@@ -21,7 +21,7 @@ Stages:
    probabilities of member models trained with that policy and seed (FCN and ResNet, as in
    Fawaz et al.'s network ensembles), from their saved fine-tunes.
 
-Models without a search (``fcn3k``, ``resnet``) train no augmentation and the standard policy only.
+``fcn3k`` (a member only) has no search: it trains no augmentation and the standard policy.
 
     python benchmarks/series_quality.py [--problems GunPoint ArrowHead ItalyPowerDemand OSULeaf] [--seeds 0 1 2 3 4]
     python benchmarks/series_quality.py --models fcn3k resnet fcn3k+resnet --problems ArrowHead
@@ -53,7 +53,7 @@ MODELS = {
     "fcn3k": {"name": "FCN from scratch, 3,000 steps", "pretrained": False, "policies": ("none", "series-basic"),
               "finetune": {"mode": "scratch", "encoder": "fcn", "encoder_kwargs": {"in_chans": 1}, "lr": 1e-3,
                            "steps": 3000}},
-    "resnet": {"name": "ResNet from scratch, 1,500 steps", "pretrained": False, "policies": ("none", "series-basic"),
+    "resnet": {"name": "ResNet from scratch, 1,500 steps", "pretrained": False,
                "finetune": {"mode": "scratch", "encoder": "resnet1d", "encoder_kwargs": {"in_chans": 1},
                             "lr": 1e-3, "steps": 1500}},
 }
