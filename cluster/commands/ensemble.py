@@ -47,7 +47,7 @@ def _ensemble(args: argparse.Namespace) -> int:
     for name, model, m in zip(args.member, models, result["members"]):
         print(f"{name:<{width}}  {model:<{model_width}}  {100 * m['test_acc']:6.2f}")
     print(f"{names[-1]:<{width}}  {'':<{model_width}}  {100 * result['test_acc']:6.2f}   "
-          f"({result['samples']} samples; best member {100 * result['best_member_test_acc']:.2f}, all members "
+          f"({result['samples']} samples, {result['skipped']} unreadable skipped; best member {100 * result['best_member_test_acc']:.2f}, all members "
           f"agree on {100 * result['agreement']:.1f} %)")
     if args.out:
         os.makedirs(args.out, exist_ok=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from augtrain.pipelines.data.shard_set import open_shards
 from augtrain.pipelines.finetune.run import per_class_accuracy
 from augtrain.pipelines.finetune.saved import SAME_DATA, SavedClassifier, check_same_data, member_probabilities
 from augtrain.pipelines.finetune.subsets import load_arrays
@@ -53,6 +54,8 @@ def evaluate_ensemble(members: list[SavedClassifier], split: str | list[str] | N
     spec = check_members(members, split)
     cfg = members[0].cfg
     values, labels, _ = load_arrays(spec, cfg.channels, cfg.label_key, modality=cfg.modality)
+    # load_arrays skips unreadable samples; the shard set's count says how many
+    skipped = open_shards(spec, modality=cfg.modality).num_samples - len(labels)
     num_classes = members[0].num_classes
     if labels.max() >= num_classes:
         raise ValueError(f"ensemble: {spec} has label {int(labels.max())}, outside the members' "
@@ -61,7 +64,7 @@ def evaluate_ensemble(members: list[SavedClassifier], split: str | list[str] | N
     predicted = combine(probs).argmax(1)
     votes = np.stack([p.argmax(1) for p in probs])
     accs = [float((v == labels).mean()) for v in votes]
-    return {"split": spec, "samples": int(len(labels)), "test_acc": float((predicted == labels).mean()),
+    return {"split": spec, "samples": int(len(labels)), "skipped": int(skipped), "test_acc": float((predicted == labels).mean()),
             "per_class_acc": per_class_accuracy(labels, predicted, num_classes),
             "members": [{"path": m.path, "encoder": m.cfg.encoder, "mode": m.cfg.mode, "seed": m.cfg.seed,
                          "pretrained": m.pretrained, "policy": m.source,

@@ -49,7 +49,7 @@ def test_members_predict_as_their_fine_tunes_did_and_the_ensemble_is_their_mean(
     expected = combine(probs).argmax(1)
     assert np.allclose(combine(probs), (probs[0] + probs[1]) / 2)
     assert result["test_acc"] == pytest.approx(float((expected == labels).mean()))
-    assert result["samples"] == len(labels)
+    assert result["samples"] == len(labels) and result["skipped"] == 0
     assert result["best_member_test_acc"] == max(r["test_acc"] for r in result["members"])
     votes = [p.argmax(1) for p in probs]
     assert result["agreement"] == pytest.approx(float((votes[0] == votes[1]).mean()))
@@ -80,3 +80,25 @@ def test_the_ensemble_command_prints_and_records_it(members, tmp_path, capsys):
     assert f"{100 * record['test_acc']:6.2f}" in printed and "ensemble (mean probability)" in printed
     assert [m["path"] for m in record["members"]] == dirs
     assert record["test_acc"] == pytest.approx(evaluate_ensemble([m for m, *_ in members])["test_acc"])
+
+
+def test_unreadable_test_samples_are_counted_not_lost(members, digits_splits, tmp_path):
+    """A test split with one corrupt image: the ensemble is tested on the rest and says so."""
+    import io
+    import shutil
+    import tarfile
+
+    copy = tmp_path / "test"
+    shutil.copytree(digits_splits[1], copy)
+    shard = sorted(copy.glob("*.tar"))[0]
+    with tarfile.open(shard) as src:
+        entries = [(m, src.extractfile(m).read()) for m in src.getmembers() if m.isfile()]
+    broken = next(m.name for m, _ in entries if m.name.endswith(".png"))
+    with tarfile.open(shard, "w") as dst:
+        for info, data in entries:
+            data = b"not a png" if info.name == broken else data
+            info.size = len(data)
+            dst.addfile(info, io.BytesIO(data))
+    whole = evaluate_ensemble([m for m, *_ in members])
+    result = evaluate_ensemble([m for m, *_ in members], split=str(copy))
+    assert result["skipped"] == 1 and result["samples"] == whole["samples"] - 1
