@@ -82,23 +82,35 @@ def test_the_ensemble_command_prints_and_records_it(members, tmp_path, capsys):
     assert record["test_acc"] == pytest.approx(evaluate_ensemble([m for m, *_ in members])["test_acc"])
 
 
-def test_unreadable_test_samples_are_counted_not_lost(members, digits_splits, tmp_path):
-    """A test split with one corrupt image: the ensemble is tested on the rest and says so."""
+def _corrupted_copy(split: str, out, every: bool):
+    """A copy of ``split`` with its first image (or every image) replaced by bytes that do not decode."""
     import io
     import shutil
     import tarfile
 
-    copy = tmp_path / "test"
-    shutil.copytree(digits_splits[1], copy)
-    shard = sorted(copy.glob("*.tar"))[0]
-    with tarfile.open(shard) as src:
-        entries = [(m, src.extractfile(m).read()) for m in src.getmembers() if m.isfile()]
-    broken = next(m.name for m, _ in entries if m.name.endswith(".png"))
-    with tarfile.open(shard, "w") as dst:
-        for info, data in entries:
-            data = b"not a png" if info.name == broken else data
-            info.size = len(data)
-            dst.addfile(info, io.BytesIO(data))
-    whole = evaluate_ensemble([m for m, *_ in members])
-    result = evaluate_ensemble([m for m, *_ in members], split=str(copy))
+    shutil.copytree(split, out)
+    for shard in sorted(out.glob("*.tar")):
+        with tarfile.open(shard) as src:
+            entries = [(m, src.extractfile(m).read()) for m in src.getmembers() if m.isfile()]
+        images = [m.name for m, _ in entries if m.name.endswith(".png")]
+        broken = set(images if every else images[:1])
+        with tarfile.open(shard, "w") as dst:
+            for info, data in entries:
+                data = b"not a png" if info.name in broken else data
+                info.size = len(data)
+                dst.addfile(info, io.BytesIO(data))
+        if not every:
+            break
+    return str(out)
+
+
+def test_unreadable_test_samples_are_counted_not_lost(members, digits_splits, tmp_path):
+    """A test split with one corrupt image: the ensemble is tested on the rest and says so; a split
+    with none readable is refused, naming it."""
+    models = [m for m, *_ in members]
+    whole = evaluate_ensemble(models)
+    result = evaluate_ensemble(models, split=_corrupted_copy(digits_splits[1], tmp_path / "one", every=False))
     assert result["skipped"] == 1 and result["samples"] == whole["samples"] - 1
+    broken = _corrupted_copy(digits_splits[1], tmp_path / "all", every=True)
+    with pytest.raises(ValueError, match=f"{broken}: no readable labelled sample"):
+        evaluate_ensemble(models, split=broken)
