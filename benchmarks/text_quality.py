@@ -22,6 +22,7 @@ at 2,000 (19 and 6 epochs) at learning rate 5e-5, the usual range for fine-tunin
 BERT (Devlin et al. 2019).
 
     python benchmarks/text_quality.py [--labels 500 2000] [--models scratch minilm mlm] [--out runs/text-quality]
+    python benchmarks/text_quality.py --models minilm --labels 500 --method none   # no search: none and EDA only
 
 The searches run model by model in the order given (scratch, then MiniLM, then the MLM model, whose
 pretraining runs just before its searches), each at every label count in the order given, so that
@@ -92,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["scratch", "minilm", "mlm"])
     parser.add_argument("--out", default="runs/text-quality")
     parser.add_argument("--data", default="data")
+    parser.add_argument("--method", default=None, choices=["halving", "tpe", "random", "none"],
+                        help="search.method (default: the config's, halving); none trains the rows without a "
+                             "search (no augmentation and EDA) at a fraction of the compute")
     args = parser.parse_args(argv)
     out = Path(args.out).absolute()
 
@@ -109,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"model.encoder_kwargs.tokenizer={paths['tokenizer']}"])
         for labels in args.labels:
             start = time.perf_counter()
+            method = [f"search.method={args.method}"] if args.method else []
             summaries[model, labels] = run_search(SEARCH, checkpoint if model == "mlm" else None,
-                                                  out / f"{model}-{labels}", _overrides(model, labels, paths))
+                                                  out / f"{model}-{labels}", _overrides(model, labels, paths) + method)
             seconds[f"{model} at {labels} labels"] = time.perf_counter() - start
 
     print("\n| model | policy | " + " | ".join(f"{n} labels: test % (mean ± sd)" for n in args.labels) + " |")
