@@ -34,11 +34,18 @@ def adapt_stem(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     return weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (3 / in_chans)
 
 
+# The wheel builds its BatchNorm layers with TensorFlow's decay of 0.99 (PyTorch momentum 0.01),
+# made for hundreds of thousands of steps: over a fine-tune's few hundred, the running statistics
+# that evaluation uses trail the weights (from scratch, a model that fits its training batches
+# predicts one class in eval mode). PyTorch's default momentum follows them within tens of steps.
+BN_MOMENTUM = 0.1
+
+
 class EfficientNetLiteEncoder(nn.Module):
     """EfficientNet-Lite body, global average pooled: x: [B, C, H, W] -> [B, 1280]."""
 
     def __init__(self, variant: str = "efficientnet-lite0", in_chans: int = 3,
-                 pretrained: bool = True) -> None:
+                 pretrained: bool = True, bn_momentum: float | None = BN_MOMENTUM) -> None:
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
@@ -49,6 +56,12 @@ class EfficientNetLiteEncoder(nn.Module):
             self._change_stem(in_chans)
         self.net._fc = nn.Identity()  # the ImageNet classifier is not part of the encoder
         self.num_features = self.net._bn1.num_features
+        if bn_momentum is not None:  # None keeps the wheel's 0.01
+            if not 0.0 < bn_momentum <= 1.0:
+                raise ValueError(f"bn_momentum must be in (0, 1], got {bn_momentum!r}")
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.momentum = bn_momentum
 
     def _load_imagenet(self, variant: str) -> None:
         if variant != "efficientnet-lite0":
@@ -73,6 +86,8 @@ class EfficientNetLiteEncoder(nn.Module):
 
 
 @register_model("efficientnet-lite0", modalities=("image",))
-def efficientnet_lite0(in_chans: int = 3, pretrained: bool = True) -> EfficientNetLiteEncoder:
+def efficientnet_lite0(in_chans: int = 3, pretrained: bool = True,
+                       bn_momentum: float | None = BN_MOMENTUM) -> EfficientNetLiteEncoder:
     """EfficientNet-Lite0 (3.4M parameters without classifier), ImageNet weights by default."""
-    return EfficientNetLiteEncoder("efficientnet-lite0", in_chans=in_chans, pretrained=pretrained)
+    return EfficientNetLiteEncoder("efficientnet-lite0", in_chans=in_chans, pretrained=pretrained,
+                                   bn_momentum=bn_momentum)
