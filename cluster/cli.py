@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "augtrain.cluster.commands.data",
     "augtrain.cluster.commands.quickstart",
     "augtrain.cluster.commands.pretrain",
+    "augtrain.cluster.commands.packaged",
     "augtrain.cluster.commands.augment",
     "augtrain.cluster.commands.submit",
     "augtrain.cluster.commands.jobs",

@@ -19,6 +19,7 @@ files are read with `torch.load(weights_only=True)` allowing only DeepSpeed's pl
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from augtrain.models import build_from_spec
+from augtrain.models.registry import MODELS
 from augtrain.pipelines.train.engine import TrainEngine
 from augtrain.pipelines.data.storage import write_text_atomic
 
@@ -105,6 +107,39 @@ def save_checkpoint(engine: TrainEngine, root: str | Path, step: int, *,
         _update_pointers(root, final.name, meta["metrics"], retention)
         _prune(root, retention)
     _barrier()
+    return final
+
+
+def save_packaged_checkpoint(name: str, root: str | Path, **kwargs: Any) -> Path:
+    """A step-0 checkpoint of encoder ``name`` with the pretrained weights its package ships
+    (``pretrained=True``; EfficientNet-Lite0's ImageNet weights), so that ``finetune`` and
+    ``search`` take it as ``--checkpoint`` like a pretraining run's: ``mode: full`` and ``linear``
+    start from those weights, ``mode: scratch`` rebuilds the architecture with fresh ones (the
+    spec stored says ``pretrained: false``). ``kwargs`` go to the encoder (``in_chans=1``)."""
+    from augtrain.models import create_model
+
+    if name not in MODELS.names():
+        raise ValueError(f"unknown encoder {name!r}; registered: {', '.join(MODELS.names())}")
+    if "pretrained" not in inspect.signature(MODELS.get(name)).parameters:
+        raise ValueError(f"encoder {name!r} ships no pretrained weights (it takes no `pretrained` argument)")
+    kwargs.pop("pretrained", None)
+    module = create_model(name, pretrained=True, **kwargs)
+    module.spec = {**module.spec, "pretrained": False}  # what `mode: scratch` rebuilds
+    root = Path(root)
+    final, tmp = root / checkpoint_name(0), root / f".tmp-{checkpoint_name(0)}"
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(root)
+    tmp.mkdir()
+    state = {k: _as_fp32(v) for k, v in module.state_dict().items()}
+    meta = {"format": FORMAT_VERSION, "step": 0, "optimizer_steps": 0,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "model": module.spec,
+            "engine": None, "config": None, "policy": None, "data_position": None, "metrics": {},
+            "versions": _versions(), "source": f"the pretrained weights packaged with {name}",
+            "transformers_prefix": _write_model(module, state, tmp)}
+    _write_json(tmp / "augtrain.json", meta)
+    _fsync_tree(tmp)
+    _publish(tmp, final)
+    _write_pointer(root, "latest", final.name)
     return final
 
 
