@@ -107,7 +107,11 @@ def knn_of_checkpoint(data: FinetuneData, cfg: FinetuneConfig, checkpoint: str, 
         raise ValueError("controls: the kNN control needs a test split (finetune.test)")
     start = time.perf_counter()
     encoder = load_encoder(checkpoint)
-    bank = embed(encoder, data.train[0], cfg)
+    train = data.train[0]
+    if data.size is not None:  # the held-out splits were resized: embed the labelled subset at their size
+        modality = get_modality(data.modality)
+        train = modality.stack([modality.resize(v, data.size) for v in train], "the labelled subset")
+    bank = embed(encoder, train, cfg)
 
     def predict(images: np.ndarray) -> np.ndarray:
         return weighted_knn(bank, data.train[1], embed(encoder, images, cfg), data.num_classes, k, temperature)

@@ -67,3 +67,17 @@ def test_logistic_regression_sees_every_split_at_the_fine_tunes_size(digits_spli
     assert d.train[0].shape[1:3] == (8, 8) and d.test[0].shape[1:3] == (12, 12)
     result = raw_logistic_regression(d)
     assert result.test_acc > 0.8 and result.predictions.shape == d.test[1].shape
+
+
+def test_knn_embeds_the_labelled_subset_at_the_fine_tunes_size(digits_splits, tmp_path):
+    # finetune.size resizes the held-out splits only; the kNN's bank must be embedded at the same
+    # size (EfficientNet-Lite0 at 64 px failed on the 28-px labelled images)
+    from augtrain.pipelines.train.checkpoint import save_packaged_checkpoint
+
+    train, test = digits_splits
+    cfg = FinetuneConfig(train=train, test=test, labels=200, val_labels=200, channels=1, epochs=1, size=64,
+                         mean=(0.5,), std=(0.5,))
+    d = load_data(prepare_data(cfg, str(tmp_path / "subsets")), cfg)
+    checkpoint = save_packaged_checkpoint("efficientnet-lite0", tmp_path / "lite0", in_chans=1)
+    result = knn_of_checkpoint(d, cfg, str(checkpoint), k=5)
+    assert result.predictions.shape == d.test[1].shape and result.test_acc > 0.5  # ImageNet features; chance 0.1
