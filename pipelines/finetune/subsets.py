@@ -15,6 +15,7 @@ seed and source. A second call with the same arguments reuses them.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from augtrain.pipelines.data.wds_format import RawSample, iter_raw_samples
 from augtrain.pipelines.modalities import Modality, get_modality
 
 SUBSET_FILE = "subset.json"
+
+log = logging.getLogger(__name__)
 
 
 def subset_size(labels: int | float, pool: int, field: str = "finetune.labels") -> int:
@@ -168,7 +171,8 @@ def load_arrays(spec: str | list[str], channels: int | None, label_key: str = "c
     """Read a small shard set into memory, without Ray: (values, int64 [N], class names); the
     values of images are uint8 [N, H, W, C].
 
-    Bad samples are skipped (counted in the error raised when nothing is left). With ``size``
+    Bad samples are skipped, and their count logged as a warning naming the shard set (and given
+in the error raised when nothing is left). With ``size``
     every value is resized by its modality (images to ``size x size``); without it all values
     must share one shape.
     """
@@ -193,4 +197,6 @@ def load_arrays(spec: str | list[str], channels: int | None, label_key: str = "c
             break
     if not values:
         raise ValueError(f"{spec}: no readable labelled sample ({skipped} skipped)")
+    if skipped:
+        log.warning("%s: %d unreadable sample(s) skipped, %d read", spec, skipped, len(values))
     return kind.stack(values, str(spec)), np.asarray(labels, dtype=np.int64), shards.class_names

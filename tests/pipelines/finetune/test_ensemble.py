@@ -104,13 +104,16 @@ def _corrupted_copy(split: str, out, every: bool):
     return str(out)
 
 
-def test_unreadable_test_samples_are_counted_not_lost(members, digits_splits, tmp_path):
-    """A test split with one corrupt image: the ensemble is tested on the rest and says so; a split
-    with none readable is refused, naming it."""
+def test_unreadable_test_samples_are_counted_not_lost(members, digits_splits, tmp_path, caplog):
+    """A test split with one corrupt image: the ensemble is tested on the rest and says so (as does
+    every reader of small splits, in a warning); a split with none readable is refused, naming it."""
     models = [m for m, *_ in members]
     whole = evaluate_ensemble(models)
-    result = evaluate_ensemble(models, split=_corrupted_copy(digits_splits[1], tmp_path / "one", every=False))
+    one = _corrupted_copy(digits_splits[1], tmp_path / "one", every=False)
+    with caplog.at_level("WARNING", logger="augtrain.pipelines.finetune.subsets"):
+        result = evaluate_ensemble(models, split=one)
     assert result["skipped"] == 1 and result["samples"] == whole["samples"] - 1
+    assert f"{one}: 1 unreadable sample(s) skipped, {result['samples']} read" in caplog.text
     broken = _corrupted_copy(digits_splits[1], tmp_path / "all", every=True)
     with pytest.raises(ValueError, match=f"{broken}: no readable labelled sample"):
         evaluate_ensemble(models, split=broken)
