@@ -172,9 +172,8 @@ def load_arrays(spec: str | list[str], channels: int | None, label_key: str = "c
     values of images are uint8 [N, H, W, C].
 
     Bad samples are skipped, and their count logged as a warning naming the shard set (and given
-in the error raised when nothing is left). With ``size``
-    every value is resized by its modality (images to ``size x size``); without it all values
-    must share one shape.
+    in the error raised when nothing is left). With ``size`` every value is resized by its modality
+    (images to ``size x size``); without it all values must share one shape.
     """
     kind = get_modality(modality)
     shards = open_shards(spec, modality=kind.name)

@@ -122,7 +122,8 @@ def save_packaged_checkpoint(name: str, root: str | Path, **kwargs: Any) -> Path
         raise ValueError(f"unknown encoder {name!r}; registered: {', '.join(MODELS.names())}")
     if "pretrained" not in inspect.signature(MODELS.get(name)).parameters:
         raise ValueError(f"encoder {name!r} ships no pretrained weights (it takes no `pretrained` argument)")
-    kwargs.pop("pretrained", None)
+    if kwargs.pop("pretrained", True) is not True:
+        raise ValueError("a packaged checkpoint holds the pretrained weights: leave `pretrained` out")
     module = create_model(name, pretrained=True, **kwargs)
     module.spec = {**module.spec, "pretrained": False}  # what `mode: scratch` rebuilds
     root = Path(root)

@@ -42,6 +42,8 @@ def test_encoders_without_packaged_weights_are_refused(tmp_path):
         save_packaged_checkpoint("cnn-small", tmp_path / "x")
     with pytest.raises(ValueError, match="unknown encoder 'nope'"):
         save_packaged_checkpoint("nope", tmp_path / "x")
+    with pytest.raises(ValueError, match="leave `pretrained` out"):
+        save_packaged_checkpoint("efficientnet-lite0", tmp_path / "x", pretrained=False)
     assert not (tmp_path / "x").exists()
 
 
