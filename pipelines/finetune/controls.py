@@ -41,6 +41,16 @@ class ControlResult:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+def labelled_at_test_size(data: FinetuneData) -> np.ndarray:
+    """The labelled subset's values at the held-out splits' size: ``finetune.size`` resizes those
+    when they are read, the labelled subset keeps its own for the policy's crops, and a control
+    must see all three alike."""
+    if data.size is None:
+        return data.train[0]
+    modality = get_modality(data.modality)
+    return modality.stack([modality.resize(v, data.size) for v in data.train[0]], "the labelled subset")
+
+
 def raw_logistic_regression(data: FinetuneData, c_values: tuple[float, ...] | None = None) -> ControlResult:
     """Multinomial logistic regression on the raw features of the labelled subset (its
     modality's: standardised pixels for images, TF-IDF for text); C is chosen by validation
@@ -54,10 +64,7 @@ def raw_logistic_regression(data: FinetuneData, c_values: tuple[float, ...] | No
     start = time.perf_counter()
     modality = get_modality(data.modality)
     c_values = tuple(c_values or modality.raw_c_values)
-    train = data.train[0]
-    if data.size is not None:  # the held-out splits were resized: the same features for all three
-        train = modality.stack([modality.resize(v, data.size) for v in train], "the labelled subset")
-    y = data.train[1]
+    train, y = labelled_at_test_size(data), data.train[1]
 
     def fit(c: float):
         return make_pipeline(*modality.raw_feature_steps(), LogisticRegression(C=c, max_iter=2000)).fit(train, y)
@@ -107,11 +114,7 @@ def knn_of_checkpoint(data: FinetuneData, cfg: FinetuneConfig, checkpoint: str, 
         raise ValueError("controls: the kNN control needs a test split (finetune.test)")
     start = time.perf_counter()
     encoder = load_encoder(checkpoint)
-    train = data.train[0]
-    if data.size is not None:  # the held-out splits were resized: embed the labelled subset at their size
-        modality = get_modality(data.modality)
-        train = modality.stack([modality.resize(v, data.size) for v in train], "the labelled subset")
-    bank = embed(encoder, train, cfg)
+    bank = embed(encoder, labelled_at_test_size(data), cfg)
 
     def predict(images: np.ndarray) -> np.ndarray:
         return weighted_knn(bank, data.train[1], embed(encoder, images, cfg), data.num_classes, k, temperature)
