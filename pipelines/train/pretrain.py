@@ -25,7 +25,7 @@ from augtrain.pipelines.train.engine import EngineConfig, for_world, resolve_sch
 from augtrain.pipelines.data.reader import ReaderConfig, ShardReader
 from augtrain.pipelines.data.shard_set import open_shards
 from augtrain.pipelines.modalities import DecodeSpec, get_modality
-from augtrain.pipelines.train.loop import LoopConfig, pretrain
+from augtrain.pipelines.train.loop import LoopConfig, pretrain, report_epochs
 from augtrain.pipelines.train.progress import MetricsWatcher
 from augtrain.pipelines.train.worker_augment import WorkerAugment, choose_placement
 from augtrain.pipelines.trainer import fit, torch_trainer
@@ -171,7 +171,7 @@ def _worker(config: dict[str, Any]) -> None:
     torch.manual_seed(loop.seed)  # the model's initial weights: the same on every rank and in every run
     pretrain(build_from_spec(config["objective"]), reader, config["engine"], loop,
              resume_from=source, config=config["config"], policy=config["policy"],
-             on_metrics=lambda record: ray.train.report(dict(record)), make_views=make_views)
+             on_metrics=report_epochs, make_views=make_views)
 
 
 def run_pretraining(plan: PretrainPlan) -> dict[str, Any]:
