@@ -33,6 +33,19 @@ def test_every_registered_objective_has_a_case():
 
 
 @pytest.mark.timeout(120)
+def _adamw_losses(objective: torch.nn.Module, views: list[torch.Tensor], lr: float, steps: int) -> list[float]:
+    """Train ``objective`` on the same views for ``steps`` AdamW steps; the loss of each."""
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = objective(views)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 def test_mlm_loss_decreases_and_its_encoder_exports(tmp_path):
     import numpy as np
 
@@ -46,14 +59,7 @@ def test_mlm_loss_decreases_and_its_encoder_exports(tmp_path):
     torch.manual_seed(0)
     objective = create_objective("mlm", encoder="bert-tiny", encoder_kwargs={"tokenizer": tokenizer})
     views = [get_modality("text").to_tensor(np.array(texts[:16], dtype=object), (0.0,), (1.0,))]
-    optimizer = torch.optim.AdamW(objective.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        loss = objective(views)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = _adamw_losses(objective, views, lr=3e-3, steps=30)
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 1.0, losses  # from about ln(600) = 6.4 (random masks each step)
     encoder = objective.export_encoder()
     assert encoder.forward_features(views[0]).shape == (16, encoder.num_features)
@@ -216,12 +222,5 @@ def test_mlm_on_minilm_starts_from_the_wheel_weights_with_a_tied_decoder():
 
     texts = [t for t, _ in rotten_tomatoes("train")][:8]
     views = [get_modality("text").to_tensor(np.array(texts, dtype=object), (0.0,), (1.0,))]
-    optimizer = torch.optim.AdamW(objective.parameters(), lr=1e-4)
-    losses = []
-    for _ in range(8):
-        loss = objective(views)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = _adamw_losses(objective, views, lr=1e-4, steps=8)
     assert min(losses[-3:]) < math.log(embeddings.shape[0]) - 2.0, losses  # uniform: ln 30,522 = 10.3
