@@ -219,6 +219,23 @@ class _Run:
                                     for k, v in record.items()))
 
 
+def _epoch_end_records(run: _Run, epoch: int, position: DataPosition, loss_sum: float,
+                       term_sums: dict[str, float], micro: int) -> None:
+    """The epoch's metrics row (its mean loss and each term's over this run's `micro` batches; none
+    when this run trained none of the epoch's, only counted its dropped tail) and, for objectives
+    that sample, its sample grid."""
+    engine, cfg = run.engine, run.cfg
+    run.emit({"kind": "epoch", "epoch": epoch, "step": run.step, "loss": loss_sum / micro if micro else None,
+              **{f"loss_{n}": v / micro if micro else None for n, v in term_sums.items()},
+              "samples": position.samples_consumed, "skipped": position.skipped.total,
+              "skipped_by_reason": dict(position.skipped.counts)})
+    if cfg.metrics_dir is not None and hasattr(engine.module, "sample"):  # every rank samples (ZeRO-3 gathers)
+        from augtrain.pipelines.train.samples import write_sample_grid
+
+        write_sample_grid(engine.module, Path(cfg.metrics_dir) / "samples" / f"epoch-{epoch:03d}.png",
+                          cfg.mean, cfg.std, seed=cfg.seed, write=engine.rank == 0)
+
+
 def _run_epoch(run: _Run, epoch: int) -> bool:
     """One epoch (or its rest, from `run.position`) on this worker's slice; True when the
     epoch's data ran out (False when `max_steps` stopped it)."""
@@ -256,15 +273,14 @@ def _run_epoch(run: _Run, epoch: int) -> bool:
             run.checkpoint(position, {"loss": out.loss})
 
     position = _merged_position(run.position, iterator.progress(), engine.world_size)
-    run.emit({"kind": "epoch", "epoch": epoch, "step": run.step, "loss": loss_sum / max(micro, 1),
-              **{f"loss_{n}": v / max(micro, 1) for n, v in term_sums.items()},
-              "samples": position.samples_consumed, "skipped": position.skipped.total,
-              "skipped_by_reason": dict(position.skipped.counts)})
-    if cfg.metrics_dir is not None and hasattr(engine.module, "sample"):  # every rank samples (ZeRO-3 gathers)
-        from augtrain.pipelines.train.samples import write_sample_grid
-
-        write_sample_grid(engine.module, Path(cfg.metrics_dir) / "samples" / f"epoch-{epoch:03d}.png",
-                          cfg.mean, cfg.std, seed=cfg.seed, write=engine.rank == 0)
+    if micro == 0 and position.samples_consumed == run.position.samples_consumed:
+        # resumed from a checkpoint taken after the epoch's last sample (a resize between it and the
+        # epoch-end checkpoint): nothing new to train or count, and the run before wrote its row
+        if engine.rank == 0:
+            log.info("epoch %d: resumed at its end (%d samples consumed before the checkpoint); going on "
+                     "to the next", epoch, position.samples_consumed)
+    else:
+        _epoch_end_records(run, epoch, position, loss_sum, term_sums, micro)
     if run.done():
         run.position = position
         return False
@@ -272,7 +288,7 @@ def _run_epoch(run: _Run, epoch: int) -> bool:
         log.warning("epoch %d: %s", epoch, position.skipped.format())
     run.position = position.next_epoch()
     if at_boundary:
-        run.checkpoint(run.position, {"loss": loss_sum / max(micro, 1)})
+        run.checkpoint(run.position, {"loss": loss_sum / micro} if micro else {})
     else:
         log.warning("epoch %d ended inside a gradient accumulation: no epoch-end checkpoint", epoch)
     return True

@@ -57,7 +57,8 @@ class MetricsWatcher(Watcher):
                 self.epoch_losses.append(loss)
             skipped, samples = int(number("skipped") or 0), int(number("samples") or 0)
             self.progress.update(done=int(step) if step is not None else None)
-            self.progress.note(f"epoch {epoch}/{self.epochs}: loss {loss:.4f}, {samples} samples"
+            shown = f"loss {loss:.4f}" if loss is not None else "no batch trained in this run"
+            self.progress.note(f"epoch {epoch}/{self.epochs}: {shown}, {samples} samples"
                                + (f", {skipped} skipped ({self._reasons(epoch - 1)})" if skipped else ""))
 
     def _reasons(self, epoch: int) -> str:

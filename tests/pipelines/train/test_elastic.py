@@ -12,7 +12,7 @@ import pytest
 
 from augtrain.pipelines.train.config import parse_config
 
-EPOCHS = 6
+EPOCHS = 15  # long enough that Ray Train sees the returning node (about 20 s) before the run ends
 
 
 @pytest.mark.slow
@@ -37,6 +37,8 @@ def test_pretraining_shrinks_when_a_node_is_lost_and_grows_when_one_returns(digi
     epochs = [r for r in outcome["rows"] if r["kind"] == "epoch"]
     assert [int(r["epoch"]) for r in epochs][-1] == EPOCHS - 1
     assert all(int(r["samples"]) == 600 for r in epochs), [r["samples"] for r in epochs]
+    # a group resumed after an epoch's last sample adds no second row for it (nor a loss of 0)
+    assert len({r["epoch"] for r in epochs}) == len(epochs) and all(float(r["loss"]) > 0 for r in epochs)
 
 
 def test_an_elastic_range_must_divide_the_global_batch_at_every_size(tmp_path, digits_shards):

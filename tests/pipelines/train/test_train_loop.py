@@ -82,6 +82,27 @@ def test_epoch_metrics_checkpoints_and_exact_resume(ray_local, digits_shards, tm
     assert full_steps[-1].loss < full_steps[0].loss
 
 
+@pytest.mark.timeout(300)
+def test_a_resume_at_an_epochs_last_step_writes_no_loss_for_batches_it_did_not_train(ray_local, digits_shards, tmp_path: Path):
+    metrics = str(tmp_path / "metrics")
+    loop = LoopConfig(epochs=2, checkpoint_dir=str(tmp_path / "ckpt"), log_every=100, metrics_dir=metrics,
+                      max_steps=9, mean=(0.5,), std=(0.5,))  # 9 steps: the whole of epoch 0, stopped there
+    first, _ = _run(digits_shards, loop)
+    assert read_metadata(first["checkpoint"])["data_position"] == first["data_position"]
+    assert first["data_position"]["epoch"] == 0 and first["data_position"]["samples_consumed"] == 18 * BATCH
+    resume = LoopConfig(epochs=1, checkpoint_dir=str(tmp_path / "ckpt"), metrics_dir=metrics, mean=(0.5,), std=(0.5,))
+    rest, steps = _run(digits_shards, resume, resume_from="latest")
+    assert steps == [] and rest["step"] == 9 and rest["data_position"]["epoch"] == 1  # on to the next epoch
+    end = latest_checkpoint(tmp_path / "ckpt")
+    assert read_metadata(end)["data_position"]["epoch"] == 1
+    epochs = [r for r in csv.DictReader(open(Path(metrics) / "metrics.csv")) if r["kind"] == "epoch"]
+    # the run that trained it, then the resumed run's count of the epoch's dropped tail, with no loss
+    assert [(r["epoch"], r["samples"], r["skipped"]) for r in epochs] == [("0", "576", "0"), ("0", "600", "24")]
+    assert float(epochs[0]["loss"]) > 0 and epochs[1]["loss"] == ""
+    _run(digits_shards, resume, resume_from="latest")  # again, from the epoch-end checkpoint: nothing to add
+    assert len([r for r in csv.DictReader(open(Path(metrics) / "metrics.csv")) if r["kind"] == "epoch"]) == 2
+
+
 OBJECTIVES = {
     "simclr": ({"encoder": "cnn-tiny", "encoder_kwargs": {"in_chans": 1}, "proj_hidden_dim": 32,
                 "proj_dim": 16}, "simclr", 2),
