@@ -93,7 +93,10 @@ def pretrain_sections(run_dir: Path) -> list[Section]:
             summary.add(Figure(png.read_bytes(), f"Samples from the prior after epoch {int(png.stem[6:]) + 1} "
                                                  "(the same 64 latents every epoch).", f"samples-{png.name}"))
     reasons = _epoch_reasons(run_dir)
-    epochs = list({int(r.get("epoch", 0)): r for r in epochs}.values())  # a resumed epoch's row replaces the first
+    merged: dict[int, dict[str, float]] = {}
+    for r in epochs:  # a resumed epoch's row updates the first (its loss only where it trained a batch)
+        merged[int(r.get("epoch", 0))] = {**merged.get(int(r.get("epoch", 0)), {}), **r}
+    epochs = list(merged.values())
     if epochs:
         summary.add(Table(["epoch", "mean loss", "samples read", "skipped or dropped", "why"],
                           [[str(int(r.get("epoch", 0)) + 1), f"{r.get('loss', float('nan')):.4f}",
