@@ -95,7 +95,7 @@ def pretrain_sections(run_dir: Path) -> list[Section]:
     reasons = _epoch_reasons(run_dir)
     merged: dict[int, dict[str, float]] = {}
     for r in epochs:  # a resumed epoch's row updates the first (its loss only where it trained a batch)
-        merged[int(r.get("epoch", 0))] = {**merged.get(int(r.get("epoch", 0)), {}), **r}
+        merged.setdefault(int(r.get("epoch", 0)), {}).update(r)
     epochs = list(merged.values())
     if epochs:
         summary.add(Table(["epoch", "mean loss", "samples read", "skipped or dropped", "why"],

@@ -32,7 +32,6 @@ def test_every_registered_objective_has_a_case():
     assert set(list_objectives()) == set(OBJECTIVE_CASES) | {"mlm"}  # mlm: the test below
 
 
-@pytest.mark.timeout(120)
 def _adamw_losses(objective: torch.nn.Module, views: list[torch.Tensor], lr: float, steps: int) -> list[float]:
     """Train ``objective`` on the same views for ``steps`` AdamW steps; the loss of each."""
     optimizer = torch.optim.AdamW(objective.parameters(), lr=lr)
@@ -46,6 +45,7 @@ def _adamw_losses(objective: torch.nn.Module, views: list[torch.Tensor], lr: flo
     return losses
 
 
+@pytest.mark.timeout(120)
 def test_mlm_loss_decreases_and_its_encoder_exports(tmp_path):
     import numpy as np
 

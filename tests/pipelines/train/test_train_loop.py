@@ -83,7 +83,8 @@ def test_epoch_metrics_checkpoints_and_exact_resume(ray_local, digits_shards, tm
 
 
 @pytest.mark.timeout(300)
-def test_a_resume_at_an_epochs_last_step_writes_no_loss_for_batches_it_did_not_train(ray_local, digits_shards, tmp_path: Path):
+def test_a_resume_at_an_epochs_last_step_writes_no_loss_for_batches_it_did_not_train(ray_local, digits_shards,
+                                                                                      tmp_path: Path):
     metrics = str(tmp_path / "metrics")
     loop = LoopConfig(epochs=2, checkpoint_dir=str(tmp_path / "ckpt"), log_every=100, metrics_dir=metrics,
                       max_steps=9, mean=(0.5,), std=(0.5,))  # 9 steps: the whole of epoch 0, stopped there
