@@ -14,9 +14,10 @@ flip + ImageNet normalisation:
 Each leg runs in its own process: one warm-up pass, then timed passes. Reported per leg: wall
 images/s and CPU milliseconds per image of the whole process tree (sampled every 0.1 s over the
 timed window: the driver, Ray's raylet/GCS/workers, DataLoader workers), which is stable on a
-noisy machine while wall time is not. Usage::
+noisy machine while wall time is not; and the peak memory of the tree, both as summed RSS and as summed
+PSS (shared pages, such as Ray's object store, counted once). Usage::
 
-    .venv/bin/python benchmarks/data_throughput.py [--images 2048] [--passes 2] [--workers 2]
+    .venv/bin/python benchmarks/data_throughput.py [--images 2048] [--passes 2] [--workers 2] [--runs 3]
 """
 
 from __future__ import annotations
@@ -79,19 +80,22 @@ class TreeCPU:
         self._stop = threading.Event()
         self._interval = interval
         self.peak_rss = 0
+        self.peak_pss = 0
 
     def _sample(self) -> None:
-        rss = 0
+        rss = pss = 0
         for proc in [self._me, *self._me.children(recursive=True)]:
             try:
                 key = (proc.pid, proc.create_time())
                 times = proc.cpu_times()
                 rss += proc.memory_info().rss
-            except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):
+                pss += _pss(proc.pid)
+            except (self._psutil.NoSuchProcess, self._psutil.AccessDenied, FileNotFoundError, ProcessLookupError):
                 continue
             self._last[key] = times.user + times.system
             self._first.setdefault(key, 0.0 if self._started else self._last[key])
         self.peak_rss = max(self.peak_rss, rss)
+        self.peak_pss = max(self.peak_pss, pss)
 
     def __enter__(self) -> "TreeCPU":
         self._started = False
@@ -113,6 +117,20 @@ class TreeCPU:
     @property
     def seconds(self) -> float:
         return sum(self._last[k] - self._first[k] for k in self._last)
+
+
+def _pss(pid: int) -> int:
+    """Proportional set size in bytes (Linux): shared pages divided among the processes that map
+    them. Summed RSS counts a page once per process mapping it, as Ray's shared-memory object
+    store is mapped by the driver and every worker; summed PSS counts it once."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return 0
 
 
 # --------------------------------------------------------------------------- legs
@@ -230,7 +248,7 @@ def run_leg(name: str, urls: list[str], workers: int, passes: int) -> dict:
         wall = time.perf_counter() - start
     return {"leg": name, "images": images, "warm_images": warm, "cold_s": cold, "wall_s": wall,
             "images_per_s": images / wall, "cpu_ms_per_image": 1000 * cpu.seconds / images,
-            "peak_rss_mib": cpu.peak_rss / 2**20}
+            "peak_rss_mib": cpu.peak_rss / 2**20, "peak_pss_mib": cpu.peak_pss / 2**20}
 
 
 # --------------------------------------------------------------------------- driver
@@ -242,6 +260,8 @@ def main() -> int:
     parser.add_argument("--per-shard", type=int, default=256)
     parser.add_argument("--passes", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="worker processes/threads/read tasks per leg")
+    parser.add_argument("--runs", type=int, default=1, help="run every leg this many times, legs interleaved; "
+                        "the table shows each leg's median run (by images/s)")
     parser.add_argument("--legs", default=",".join(LEGS))
     parser.add_argument("--data", default=None, help="reuse shards written earlier by this benchmark")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
@@ -254,32 +274,46 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="augtrain-bench-") as tmp:
         data = args.data or make_shards(os.path.join(tmp, "shards"), args.images, args.per_shard)
-        results = []
-        for leg in args.legs.split(","):
-            cmd = [sys.executable, __file__, "--leg", leg, "--data", data, "--workers", str(args.workers),
-                   "--passes", str(args.passes)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-            if proc.returncode != 0 or not lines:
-                print(f"{leg}: failed (exit {proc.returncode})\n{proc.stderr[-2000:]}", file=sys.stderr)
-                continue
-            results.append(json.loads(lines[-1]))
-            print(f"{leg}: done", file=sys.stderr, flush=True)
+        runs: dict[str, list[dict]] = {}
+        for run in range(args.runs):
+            for leg in args.legs.split(","):
+                cmd = [sys.executable, __file__, "--leg", leg, "--data", data, "--workers", str(args.workers),
+                       "--passes", str(args.passes)]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+                if proc.returncode != 0 or not lines:
+                    print(f"{leg}: failed (exit {proc.returncode})\n{proc.stderr[-2000:]}", file=sys.stderr)
+                    continue
+                runs.setdefault(leg, []).append(json.loads(lines[-1]))
+                print(f"run {run + 1}/{args.runs} {leg}: {runs[leg][-1]['images_per_s']:.0f} images/s, "
+                      f"{runs[leg][-1]['cpu_ms_per_image']:.2f} CPU ms/image", file=sys.stderr, flush=True)
+    results = [median_run(legs) for legs in runs.values()]
     report(results, args)
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"args": vars(args), "results": results}, f, indent=2)
+            json.dump({"args": vars(args), "results": results, "runs": runs}, f, indent=2)
     return 0
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median images/s, with every run's figures beside it."""
+    ordered = sorted(runs, key=lambda r: r["images_per_s"])
+    out = dict(ordered[(len(ordered) - 1) // 2])
+    out["all_images_per_s"] = [r["images_per_s"] for r in runs]
+    out["all_cpu_ms_per_image"] = [r["cpu_ms_per_image"] for r in runs]
+    return out
 
 
 def report(results: list[dict], args: argparse.Namespace) -> None:
     by = {r["leg"]: r for r in results}
     print(f"\n{args.images} JPEG 224x224, decode + random-resized-crop + flip + normalize, batch {BATCH}, "
-          f"{args.workers} workers, {args.passes} timed passes after 1 warm-up (load average {os.getloadavg()[0]:.1f})")
-    print(f"{'leg':<11}{'images/s':>10}{'CPU ms/img':>12}{'peak RSS MiB':>14}{'first pass s':>14}")
+          f"{args.workers} workers, {args.passes} timed passes after 1 warm-up, median of {args.runs} run(s) "
+          f"(load average {os.getloadavg()[0]:.1f})")
+    print(f"{'leg':<11}{'images/s':>10}{'CPU ms/img':>12}{'peak RSS MiB':>14}{'peak PSS MiB':>14}{'first pass s':>14}")
     for r in results:
         print(f"{r['leg']:<11}{r['images_per_s']:>10.0f}{r['cpu_ms_per_image']:>12.2f}{r['peak_rss_mib']:>14.0f}"
-              f"{r['cold_s']:>14.1f}")
+              f"{r.get('peak_pss_mib', float('nan')):>14.0f}{r['cold_s']:>14.1f}")
+    print("(RSS and PSS summed over the leg's process tree; PSS counts a shared page once, RSS once per process)")
     if "augtrain" in by:
         a = by["augtrain"]
         print("\nratios (augtrain / other):")

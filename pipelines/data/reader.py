@@ -42,7 +42,12 @@ class ReaderConfig:
     decode: DecodeSpec = field(default_factory=DecodeSpec)
     block_rows: int = 128  # rows per block leaving a read task
     read_cpus: float = 1.0  # logical CPUs each read task asks for
-    prefetch_blocks: int = 4
+    # Blocks fetched ahead of the consumer by a background thread (Ray Data's ``prefetch_batches``).
+    # None: 0 on a one-node cluster, where every block is already local and a prefetcher only
+    # holds the first batch of an epoch until that many blocks are ready (2,048 JPEGs, 2 read
+    # tasks: first batch after 2.0 s with 4, 0.4 s with 0; 627 against 790 images/s); 2 when the
+    # cluster has several nodes, to overlap the transfer of blocks read on another node.
+    prefetch_blocks: int | None = None
     progress_bars: bool = False
 
 
@@ -114,7 +119,8 @@ class EpochIterator:
         pending: list[dict[str, np.ndarray]] = []
         pending_rows = 0
         ds = self.reader.dataset(self.epoch, self.assignment)
-        for block in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=self.reader.config.prefetch_blocks):
+        prefetch = resolve_prefetch(self.reader.config.prefetch_blocks)
+        for block in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=prefetch):
             good = self._record_errors(block)
             if good is not None and len(good["__index__"]):
                 pending.append(good)
@@ -163,6 +169,17 @@ class EpochIterator:
             if self._consumed == len(self) or (record.index >= 0 and self._offset(record.index) < self._consumed):
                 report.add(record)
         return RankProgress(self.epoch, self.reader.config.seed, self.world_size, consumed, report)
+
+
+def resolve_prefetch(prefetch_blocks: int | None) -> int:
+    """The blocks to prefetch: as configured, or (None) 0 on a one-node cluster and 2 across nodes."""
+    if prefetch_blocks is not None:
+        if prefetch_blocks < 0:
+            raise ValueError(f"prefetch_blocks must be >= 0, got {prefetch_blocks}")
+        return prefetch_blocks
+    import ray
+
+    return 0 if sum(1 for node in ray.nodes() if node.get("Alive")) <= 1 else 2
 
 
 def _take(chunks: list[dict[str, np.ndarray]], n: int) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]]]:

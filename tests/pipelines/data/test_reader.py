@@ -9,7 +9,7 @@ import webdataset
 from augtrain.pipelines.data.bad_data import BadSampleError
 from augtrain.pipelines.data.decode import DecodeSpec
 from augtrain.pipelines.modalities.image import decode_image
-from augtrain.pipelines.data.reader import ReaderConfig, ShardReader
+from augtrain.pipelines.data.reader import ReaderConfig, ShardReader, resolve_prefetch
 from augtrain.pipelines.data.shard_set import open_shards
 from augtrain.pipelines.modalities.image import encode_image
 from augtrain.pipelines.data.sources import open_source
@@ -59,6 +59,17 @@ def test_shards_written_by_webdataset_shardwriter_are_read(ray_local, tmp_path):
         label, decoded = got[f"sample{i:03d}"]
         assert label == i % 4
         np.testing.assert_array_equal(decoded, image)
+
+
+def test_prefetch_is_none_on_one_node_as_configured_otherwise_and_same_rows_either_way(ray_local, digits_shards):
+    assert resolve_prefetch(None) == 0  # the local cluster has one node: blocks are local already
+    assert resolve_prefetch(3) == 3
+    with pytest.raises(ValueError, match="prefetch_blocks"):
+        resolve_prefetch(-1)
+    shards = open_shards(digits_shards)
+    auto = keys_of(read_all(ShardReader(shards, ReaderConfig(seed=1)), rank=0, world=2)[0])
+    ahead = keys_of(read_all(ShardReader(shards, ReaderConfig(seed=1, prefetch_blocks=4)), rank=0, world=2)[0])
+    assert auto == ahead and len(auto) == 300
 
 
 def test_same_seed_same_order_other_seed_other_order(ray_local, digits_shards):
