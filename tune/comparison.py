@@ -154,7 +154,7 @@ def _row(method: str, trials: list[dict[str, Any]], trial_epochs: int, search_ep
     vals = [t["val_acc"] for t in trials if t.get("val_acc") is not None]
     return {"method": method, "val_acc": float(np.mean(vals)) if vals else None,
             "test_acc": float(np.mean(tests)) if tests else None,
-            "test_acc_sd": float(np.std(tests)) if len(tests) > 1 else None,
+            "test_acc_sd": float(np.std(tests, ddof=1)) if len(tests) > 1 else None,  # sample sd, as every table
             "tests": tests, "seeds": len(tests), "trial_epochs": int(trial_epochs), "runs": len(trials),
             "trial_minutes": _minutes(charged if charged is not None else trials),
             "models": [f"{t['stage']}/{t['trial_id']}" for t in trials],
@@ -227,7 +227,7 @@ def comparison_markdown(rows: list[dict[str, Any]], title: str) -> str:
         minutes = "-" if r.get("trial_minutes") is None else f"{r['trial_minutes']:.1f}"
         line = f"| {r['method']} | {_fmt(r['val_acc'])} | {test} | {r['trial_epochs']} | {r.get('seeds', '-')} | {minutes} |"
         lines.append(line + (f" {paired_text(r.get('paired'))} |" if paired else ""))
-    lines += ["", "Test accuracy: mean ± sd over the row's seeds, on the whole test split. Trial-epochs and "
+    lines += ["", "Test accuracy: mean ± sample sd over the row's seeds, on the whole test split. Trial-epochs and "
                   "trial-minutes: the training the row is charged for (the whole grid for its best point, every "
                   "stage of a search for its product; seeds trained again for the table are not search compute)."]
     if paired:

@@ -27,7 +27,7 @@ def comparison_table(rows: list[dict[str, Any]]) -> Table:
     grid = next((r["grid"] for r in rows if r.get("grid")), "the grid's")
     return Table(["method", "val acc (%)", "test acc (%)", "seeds", "trial-epochs", "trial-minutes",
                   f"vs {grid} best: points [95 % CI], McNemar p"], body,
-                 note="Test accuracy: mean ± sd over the row's seeds on the whole test split. Trial-epochs and "
+                 note="Test accuracy: mean ± sample sd over the row's seeds on the whole test split. Trial-epochs and "
                       "trial-minutes: the training a row is charged for (the whole grid for its best point, every "
                       "stage of a search for its product). The last column compares each row's first model with "
                       "the grid's best on the same test samples.")
