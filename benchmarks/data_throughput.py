@@ -8,7 +8,10 @@ flip + ImageNet normalisation:
   normalises the uint8 batch in torch (``augtrain.augment.normalize_batch``);
 * ``dataloader``: ``webdataset.WebDataset`` + ``torch.utils.data.DataLoader`` (same number of
   workers), OpenCV decode + albumentations in the workers;
-* ``dali``: DALI's own ``fn.readers.webdataset`` with CPU operators (``device_id=None``);
+* ``dali``: DALI's own ``fn.readers.webdataset`` with CPU operators (``device_id=None``), decode
+  then random-resized crop;
+* ``dali-roi``: the same with the crop fused into the decoder (``fn.decoders.image_random_crop``,
+  which decodes only the crop window where libjpeg-turbo allows), then resize;
 * ``limit``: OpenCV decode + the same albumentations ops in one plain loop, no framework.
 
 Each leg runs in its own process: one warm-up pass, then timed passes. Reported per leg: wall
@@ -33,7 +36,7 @@ import time
 
 import numpy as np
 
-LEGS = ("augtrain", "dataloader", "dali", "limit")
+LEGS = ("augtrain", "dataloader", "dali", "dali-roi", "limit")
 SIZE, SCALE, BATCH = 224, (0.2, 1.0), 64
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
@@ -192,7 +195,7 @@ def leg_dataloader(urls: list[str], workers: int):
     return lambda epoch: iter(loader)
 
 
-def leg_dali(urls: list[str], workers: int):
+def _dali_leg(urls: list[str], workers: int, fused: bool):
     from nvidia.dali import fn, pipeline_def, types
     from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
@@ -200,8 +203,12 @@ def leg_dali(urls: list[str], workers: int):
     def pipe():
         jpg, cls = fn.readers.webdataset(paths=urls, index_paths=[u[:-4] + ".idx" for u in urls], ext=["jpg", "cls"],
                                          name="reader", missing_component_behavior="error")
-        images = fn.decoders.image(jpg, device="cpu", output_type=types.RGB)
-        images = fn.random_resized_crop(images, size=(SIZE, SIZE), random_area=SCALE)
+        if fused:  # decode only the crop window, then resize it
+            images = fn.decoders.image_random_crop(jpg, device="cpu", output_type=types.RGB, random_area=SCALE)
+            images = fn.resize(images, size=(SIZE, SIZE))
+        else:
+            images = fn.decoders.image(jpg, device="cpu", output_type=types.RGB)
+            images = fn.random_resized_crop(images, size=(SIZE, SIZE), random_area=SCALE)
         images = fn.crop_mirror_normalize(images, mirror=fn.random.coin_flip(), mean=MEAN.tolist(), std=STD.tolist(),
                                           dtype=types.FLOAT, output_layout="CHW")
         return images, cls
@@ -211,6 +218,14 @@ def leg_dali(urls: list[str], workers: int):
     loader = DALIGenericIterator(pipeline, ["image", "cls"], reader_name="reader", auto_reset=True,
                                  last_batch_policy=LastBatchPolicy.PARTIAL)
     return lambda epoch: ((b[0]["image"], b[0]["cls"]) for b in loader)
+
+
+def leg_dali(urls: list[str], workers: int):
+    return _dali_leg(urls, workers, fused=False)
+
+
+def leg_dali_roi(urls: list[str], workers: int):
+    return _dali_leg(urls, workers, fused=True)
 
 
 def leg_augtrain(urls: list[str], workers: int):
@@ -234,7 +249,7 @@ def leg_augtrain(urls: list[str], workers: int):
 
 
 def run_leg(name: str, urls: list[str], workers: int, passes: int) -> dict:
-    epoch_fn = globals()[f"leg_{name}"](urls, workers)
+    epoch_fn = globals()[f"leg_{name.replace('-', '_')}"](urls, workers)
     start = time.perf_counter()
     warm = sum(len(x) for x, _ in epoch_fn(0))
     cold = time.perf_counter() - start
@@ -317,7 +332,7 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
     if "augtrain" in by:
         a = by["augtrain"]
         print("\nratios (augtrain / other):")
-        for other in ("dataloader", "dali", "limit"):
+        for other in ("dataloader", "dali", "dali-roi", "limit"):
             if other in by:
                 o = by[other]
                 print(f"  vs {other:<11} CPU ms/img x{a['cpu_ms_per_image'] / o['cpu_ms_per_image']:.2f}   "
