@@ -1,9 +1,9 @@
 """Kim (2014)'s convolutional sentence classifier as a text encoder, ``text-cnn``: token
 embeddings learnt from scratch, parallel 1-d convolutions of widths 3, 4 and 5 with 100 feature
 maps each, ReLU, the maximum over the text's positions, dropout 0.5 (CNN-rand in Kim's paper:
-76.1 % on MR with random embeddings). It is the kind of model EDA's gains were measured on
-(Wei and Zou 2019: +3.0 points on average at 500 training sentences, CNN and RNN without
-pretraining), and a from-scratch text model an order of magnitude cheaper than a Transformer.
+76.1 % on MR with random embeddings). It is the kind of model EDA's gains were measured on (Wei
+and Zou 2019: +3.0 points on average at 500 training sentences with a CNN and an RNN, whose
+inputs in their reference code are pretrained word vectors; here the embeddings start random).
 
 It reads the same WordPiece tokenizer folder as the BERT encoders; the maximum over positions
 sees only windows that start inside the text, so a text's features do not depend on how much
