@@ -16,7 +16,7 @@ Stages:
    text ops, their magnitude and copies and the fine-tune's hyperparameters, beside no
    augmentation and EDA at the setting its paper recommends for the training-set size (Wei and
    Zou 2019, table 3: alpha 0.05 with 16 copies at 500 sentences, 8 copies at 2,000); every row
-   trained again with 2 more seeds. The scratch search computes the TF-IDF floor.
+   trained again with 2 more seeds. The from-scratch searches compute the TF-IDF floor.
 
 Fine-tuning lengths: BERT-Mini takes ``steps: auto`` at 500 labels (500 steps, 32 epochs) and
 1,000 steps (16 epochs) at 2,000; Kim's CNN (``text-cnn``, learning rate 1e-3) 1,500 and 3,000;
@@ -84,7 +84,7 @@ def _overrides(model: str, labels: int, paths: dict[str, str]) -> list[str]:
             f"finetune.labels={labels}", f"finetune.steps={steps}",
             "search.random.enabled=false", "search.baselines.policies=[none]",
             "search.baselines.eda_m=[1]", f"search.baselines.eda_c=[{EDA_COPIES.get(labels, 4)}]",
-            # the floor (TF-IDF + logistic regression) once per label count, in the scratch search
+            # the floor (TF-IDF + logistic regression) in the from-scratch models' searches
             f"search.controls.enabled={'true' if model in ('scratch', 'cnn') else 'false'}",
             *MODELS[model]["overrides"]]
 
