@@ -93,7 +93,7 @@ class TreeCPU:
                 times = proc.cpu_times()
                 rss += proc.memory_info().rss
                 pss += _pss(proc.pid)
-            except (self._psutil.NoSuchProcess, self._psutil.AccessDenied, FileNotFoundError, ProcessLookupError):
+            except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):  # _pss handles its own
                 continue
             self._last[key] = times.user + times.system
             self._first.setdefault(key, 0.0 if self._started else self._last[key])
