@@ -19,12 +19,13 @@ Stages:
    trained again with 2 more seeds. The from-scratch searches compute the TF-IDF floor.
 
 Fine-tuning lengths: BERT-Mini takes ``steps: auto`` at 500 labels (500 steps, 32 epochs) and
-1,000 steps (16 epochs) at 2,000; Kim's CNN (``text-cnn``, learning rate 1e-3) 1,500 and 3,000;
+1,000 steps (16 epochs) at 2,000; Kim's CNN (``text-cnn``, learning rate 1e-3, from random embeddings or
+MiniLM's word vectors) 1,500 and 3,000;
 MiniLM, already trained, takes 300 steps at 500 labels and 400
 at 2,000 (19 and 6 epochs) at learning rate 5e-5, the usual range for fine-tuning a pretrained
 BERT (Devlin et al. 2019).
 
-    python benchmarks/text_quality.py [--labels 500 2000] [--models scratch cnn minilm mlm mlm-minilm] [--out runs/text-quality]
+    python benchmarks/text_quality.py [--labels 500 2000] [--models scratch cnn cnn-vectors minilm mlm mlm-minilm] [--out runs/text-quality]
     python benchmarks/text_quality.py --models minilm --labels 500 --method none   # no search: none and EDA only
 
 The searches run model by model in the order given (scratch, then MiniLM, then the MLM model, whose
@@ -51,15 +52,22 @@ MODELS = {
     "cnn": {"name": "Kim CNN from scratch",
             "overrides": ["finetune.mode=scratch", "finetune.encoder=text-cnn", "finetune.lr=1.0e-3"],
             "steps": {500: 1500, 2000: 3000}},
+    # the same CNN over pretrained word vectors (MiniLM's input embeddings and vocabulary), as in
+    # EDA's reference code and Kim's CNN-non-static: pretrained inputs, no pretrained layers
+    "cnn-vectors": {"name": "Kim CNN, MiniLM word vectors",
+                    "overrides": ["finetune.mode=scratch", "finetune.encoder=text-cnn",
+                                  "finetune.encoder_kwargs={word_vectors: minilm}", "finetune.lr=1.0e-3"],
+                    "steps": {500: 1500, 2000: 3000}, "own_vocabulary": True},
     "mlm": {"name": "BERT-Mini, MLM-pretrained", "overrides": [], "steps": {500: "auto", 2000: 1000},
             "pretrain": "configs/text-mlm.yaml"},
     # domain-adaptive MLM from MiniLM's weights (Gururangan et al. 2020), fine-tuned like MiniLM
     "mlm-minilm": {"name": "MiniLM-L6, domain-adaptive MLM", "overrides": ["finetune.lr=5.0e-5"],
-                   "steps": {500: 300, 2000: 400}, "pretrain": "configs/text-mlm-minilm.yaml"},
+                   "steps": {500: 300, 2000: 400}, "pretrain": "configs/text-mlm-minilm.yaml",
+                   "own_vocabulary": True},
     "minilm": {"name": "MiniLM-L6 transfer",
                "overrides": ["finetune.mode=scratch", "finetune.encoder=minilm-l6",
                              "finetune.encoder_kwargs={pretrained: true}", "finetune.lr=5.0e-5"],
-               "steps": {500: 300, 2000: 400}},
+               "steps": {500: 300, 2000: 400}, "own_vocabulary": True},
 }
 POLICIES = (("none", "pretrained: none"), ("EDA (paper)", "pretrained: EDA best"),
             ("searched", "pretrained: searched"))
@@ -78,14 +86,14 @@ def _data(root: str) -> dict[str, str]:
 def _overrides(model: str, labels: int, paths: dict[str, str]) -> list[str]:
     steps = MODELS[model]["steps"].get(labels, "auto")
     tokenizer = [f"model.encoder_kwargs.tokenizer={paths['tokenizer']}"]
-    if not model.endswith("minilm"):  # MiniLM brings its own vocabulary
+    if not MODELS[model].get("own_vocabulary"):  # MiniLM and its word vectors bring their own
         tokenizer.append(f"finetune.encoder_kwargs.tokenizer={paths['tokenizer']}")
     return [f"data.train={paths['train']}", f"data.test={paths['test']}", *tokenizer,
             f"finetune.labels={labels}", f"finetune.steps={steps}",
             "search.random.enabled=false", "search.baselines.policies=[none]",
             "search.baselines.eda_m=[1]", f"search.baselines.eda_c=[{EDA_COPIES.get(labels, 4)}]",
             # the floor (TF-IDF + logistic regression) in the from-scratch models' searches
-            f"search.controls.enabled={'true' if model in ('scratch', 'cnn') else 'false'}",
+            f"search.controls.enabled={'true' if model in ('scratch', 'cnn', 'cnn-vectors') else 'false'}",
             *MODELS[model]["overrides"]]
 
 
@@ -120,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = None
         if "pretrain" in MODELS[model]:
             data = [f"data.train=[{paths['train']},{paths['unlabelled']}]", f"data.test={paths['test']}"]
-            if not model.endswith("minilm"):
+            if not MODELS[model].get("own_vocabulary"):
                 data.append(f"model.encoder_kwargs.tokenizer={paths['tokenizer']}")
             checkpoint, seconds[f"{model} pretraining"] = pretrain_once(MODELS[model]["pretrain"], data)
         for labels in args.labels:

