@@ -202,16 +202,19 @@ class FinetuneSession:
         for step in range(steps):
             lo, hi = step * cfg.batch_size, min((step + 1) * cfg.batch_size, n)
             lr = self._set_lr(self.epoch + step / steps)
-            x, y = self._inputs(values[lo:hi]), torch.as_tensor(labels[lo:hi], device=self.device)
+            batch = values[lo:hi]
+            if unlabelled is not None:  # one batch: shared BatchNorm statistics, one padding (text)
+                batch = np.concatenate([batch, *next(unlabelled)])
+            x_all, y = self._inputs(batch), torch.as_tensor(labels[lo:hi], device=self.device)
+            x = x_all[:hi - lo]
             mix = None
             if cfg.mixup > 0:
                 lam, order = mixup_draw(cfg.mixup, hi - lo, cfg.seed, self.epoch, step, self.rank)
                 partner = torch.as_tensor(order, device=self.device)
                 x = lam * x + (1 - lam) * x[partner]
                 mix = lam, partner
-            if unlabelled is not None:
-                weak, strong = next(unlabelled)
-                x = torch.cat([x, self._inputs(weak), self._inputs(strong)])  # one batch: shared BatchNorm statistics
+            if unlabelled is not None:  # the weak then the strong views of the pool's samples
+                x = torch.cat([x, x_all[hi - lo:]])
             with self._autocast():
                 all_logits = self.model(x).float()
             logits = all_logits[:hi - lo]
@@ -224,7 +227,7 @@ class FinetuneSession:
                 weak_logits, strong_logits = all_logits[hi - lo:].chunk(2)
                 u_loss, mask = fixmatch_loss(weak_logits, strong_logits, cfg.unlabelled.threshold)
                 loss = loss + cfg.unlabelled.weight * u_loss
-                kept, seen, u_loss_sum = kept + float(mask.sum()), seen + len(mask), u_loss_sum + float(u_loss)
+                kept, seen, u_loss_sum = kept + float(mask.sum()), seen + len(mask), u_loss_sum + float(u_loss.detach())
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

@@ -84,9 +84,7 @@ def prepare_unlabelled(pool: str | list[str], labelled: str, channels: int, moda
     console.say(f"unlabelled pool: reading {pool} (less {len(subsets['val_keys'])} validation and "
                 f"{len(subsets['labelled_keys'])} labelled samples)")
     values, _, skipped = pool_values(pool, channels, modality, exclude)
-    tmp = out / f".{UNLABELLED_DATA}.tmp.npz"
-    np.savez(tmp, values=values)
-    os.replace(tmp, out / UNLABELLED_DATA)
+    save_values(out / UNLABELLED_DATA, values)
     record = {"request": request, "unlabelled": len(values), "skipped": skipped}
     if skipped:
         console.say(f"unlabelled pool: {skipped} unreadable samples skipped")
@@ -94,10 +92,26 @@ def prepare_unlabelled(pool: str | list[str], labelled: str, channels: int, moda
     return str(out / UNLABELLED_DATA), record
 
 
+def save_values(path: Path, values: np.ndarray) -> None:
+    """``values`` as ``path`` (``.npz``, written atomically). Text (an object array of strings)
+    is stored as a fixed-width unicode array, so that it loads without unpickling."""
+    if values.dtype == object:
+        odd = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
+        if odd is not None:
+            raise TypeError(f"{path}: value {odd} of the unlabelled pool is a {type(values[odd]).__name__}, "
+                            f"not an array or a string")
+        values = values.astype(str) if len(values) else np.zeros(0, dtype="<U1")
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, values=values)
+    os.replace(tmp, path)
+
+
 def load_unlabelled(path: str) -> np.ndarray:
-    """The values ``prepare_unlabelled`` wrote."""
+    """The values ``prepare_unlabelled`` wrote (text as an object array of ``str``, as the text
+    modality stacks it)."""
     with np.load(path) as stored:
-        return stored["values"]
+        values = stored["values"]
+    return values.astype(object) if values.dtype.kind == "U" else values
 
 
 def unlabelled_order(n: int, count: int, seed: int, epoch: int, rank: int, world_size: int) -> np.ndarray:
