@@ -162,7 +162,7 @@ def test_copies_mix_originals_and_augmented_texts_in_edas_proportion(reviews, tm
 
 def test_fixmatch_on_text_reads_the_pool_as_strings_and_trains(reviews, tmp_path):
     cfg = FinetuneConfig(train=reviews["train"], test=reviews["test"], modality="text", labels=100, val_labels=100,
-                         epochs=1, steps=4, batch_size=8, lr=1e-3, policy="eda-m1-c2", mode="scratch",
+                         epochs=1, batch_size=8, lr=1e-3, policy="eda-m1-c2", mode="scratch",
                          encoder="text-cnn", encoder_kwargs={"tokenizer": reviews["tokenizer"]},
                          unlabelled={"method": "fixmatch", "ratio": 2, "threshold": 0.5})
     paths = prepare_data(cfg, str(tmp_path / "data"))
@@ -170,8 +170,8 @@ def test_fixmatch_on_text_reads_the_pool_as_strings_and_trains(reviews, tmp_path
     pool = data.unlabelled
     assert pool.dtype == object and len(pool) == 600 - 100 - 100 and all(isinstance(t, str) for t in pool)
     subsets = json.loads((tmp_path / "data" / "subset.json").read_text())
-    held_out = {t for t, _ in rotten_tomatoes("train")} & set(pool)
-    assert len(held_out) == len(set(pool))  # review texts, read back whole
+    reviews_read_whole = {t for t, _ in rotten_tomatoes("train")} & set(pool)
+    assert len(reviews_read_whole) == len(set(pool))  # every pool text is a training review, unchanged
     assert not set(subsets["labelled_keys"]) & set(subsets["val_keys"])
     result = FinetuneSession(cfg, data, None).run_epoch(cfg.policy)
     assert 0.0 <= result["unlabelled_kept"] <= 1.0 and np.isfinite(result["unlabelled_loss"])
