@@ -6,7 +6,7 @@ searched policy; the pretrained model with no augmentation, each named baseline 
 RandAugment grid's best point (charged for the whole grid); random search over the joint space;
 the searched model (charged for the method's stages); the searched models' distilled students
 (charged for the search and one student). A row's test accuracy is the mean and
-spread (population sd) over its seeds: ``finetune.seed`` from the search's own trial, the others
+spread (sample sd) over its seeds: ``finetune.seed`` from the search's own trial, the others
 from the ``evaluate`` stage. Compute: trial-epochs (epochs of every trial the row is charged for)
 and trial-minutes (their training time). Each row's ``finetune.seed`` model is compared with the
 grid's best ``finetune.seed`` model on the same test images (``significance.compare``).
@@ -215,7 +215,9 @@ def paired_text(paired: dict[str, Any] | None) -> str:
     return f"{100 * paired['difference']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}], p = {paired['p_value']:.2g}"
 
 
-def comparison_markdown(rows: list[dict[str, Any]], title: str) -> str:
+def comparison_markdown(rows: list[dict[str, Any]], title: str, from_scratch: bool = False) -> str:
+    """The table, its reading and the verdict. ``from_scratch``: the search had no checkpoint, so
+    its ``pretrained:`` rows start from fresh weights, and the table says so."""
     paired = any(r.get("paired") for r in rows)
     grid_name = next((r["grid"] for r in rows if r.get("grid")), "the grid's")
     header = "| method | val acc (%) | test acc (%) | trial-epochs | seeds | trial-minutes |"
@@ -230,6 +232,9 @@ def comparison_markdown(rows: list[dict[str, Any]], title: str) -> str:
     lines += ["", "Test accuracy: mean ± sample sd over the row's seeds, on the whole test split. Trial-epochs and "
                   "trial-minutes: the training the row is charged for (the whole grid for its best point, every "
                   "stage of a search for its product; seeds trained again for the table are not search compute)."]
+    if from_scratch:
+        lines += ["This search had no checkpoint (`finetune.mode: scratch`): the rows named \"pretrained:\" start "
+                  "from the encoder's fresh weights, as the \"scratch:\" rows do."]
     if paired:
         lines += [f"The last column compares each row's first model with the {grid_name} grid's best on the same "
                   "test samples (test-set noise only; training noise is what the seeds' spread shows)."]

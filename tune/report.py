@@ -134,7 +134,8 @@ def write_results(results: dict[str, StageResult], out_dir: str | Path, epochs: 
                 row = {**row, "diff_vs_reference": paired["difference"], "diff_ci95_low": paired["ci95"][0],
                        "diff_ci95_high": paired["ci95"][1], "p_vs_reference": paired["p_value"]}
             writer.writerow(row)
-    _write(out / "comparison.md", comparison_markdown(rows, title))
+    _write(out / "comparison.md", comparison_markdown(rows, title,
+                                                      from_scratch=(resolved or {}).get("checkpoint", "") is None))
     summary["comparison"] = rows
     summary["config"] = resolved
     _write(out / "search.json", json.dumps(summary, indent=1, default=str))

@@ -70,6 +70,7 @@ def test_finetune_and_search_commands(ray_local, tmp_path, digits_splits, tiny_c
     printed = captured.out
     assert "pretrained: RandAugment best (N=1, M=5) of 1-point grid" in printed
     assert "pretrained: searched (halving, 2 -> 1)" in printed and "pretrained: random search (2 points)" in printed
+    assert "This search had no checkpoint" not in printed
     for row in ("raw pixels: logistic regression", "checkpoint: linear probe", "scratch: none", "pretrained: none",
                 "pretrained: trivialaugment"):
         assert f"| {row} |" in printed, row

@@ -109,6 +109,8 @@ def test_comparison_compares_each_model_with_the_grids_best_on_the_same_samples(
     assert paired["ci95"][0] < 0.05 < paired["ci95"][1] and paired["p_value"] < 1e-4
     text = comparison_markdown(rows, "t")
     assert "McNemar p |" in text and "| reference |" in text and "+5.00 [" in text
+    assert "no checkpoint" not in text and "start from the encoder's fresh weights" in comparison_markdown(
+        rows, "t", from_scratch=True)  # a search without a checkpoint says what its "pretrained:" rows are
 
 
 def test_schedule_plot_is_written(tmp_path):

@@ -53,7 +53,9 @@ def test_halving_over_series_policies_writes_its_policy_and_table(ray_local, ser
     run = plan_search(series_cfg, search, None, tmp_path, "series-test")
     results = run_search(run)
     assert {"controls", "baselines", "searched"} <= set(results)
-    summary = write_results(results, tmp_path / "out", series_cfg.epochs)
+    summary = write_results(results, tmp_path / "out", series_cfg.epochs, {"checkpoint": None})  # as `augtrain search` records it
+    assert "the rows named \"pretrained:\" start from the encoder's fresh weights" in (
+        tmp_path / "out" / "comparison.md").read_text()
     methods = [row["method"] for row in summary["comparison"]]
     assert methods[0] == "raw series values: logistic regression"
     assert "pretrained: series-basic" in methods and any(m.startswith("pretrained: searched") for m in methods)
