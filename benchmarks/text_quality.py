@@ -47,17 +47,17 @@ SEARCH = "configs/text-search.yaml"
 EDA_COPIES = {500: 16, 2000: 8}  # Wei and Zou 2019, table 3 (alpha 0.05 for both sizes)
 MODELS = {
     "scratch": {"name": "BERT-Mini from scratch", "overrides": ["finetune.mode=scratch"],
-                "steps": {500: "auto", 2000: 1000}},
+                "steps": {500: "auto", 2000: 1000}, "floor": True},
     # Kim (2014)'s CNN from scratch, the kind of model EDA's +3.0 at 500 sentences was measured on
     "cnn": {"name": "Kim CNN from scratch",
             "overrides": ["finetune.mode=scratch", "finetune.encoder=text-cnn", "finetune.lr=1.0e-3"],
-            "steps": {500: 1500, 2000: 3000}},
+            "steps": {500: 1500, 2000: 3000}, "floor": True},
     # the same CNN over pretrained word vectors (MiniLM's input embeddings and vocabulary), as in
     # EDA's reference code and Kim's CNN-non-static: pretrained inputs, no pretrained layers
     "cnn-vectors": {"name": "Kim CNN, MiniLM word vectors",
                     "overrides": ["finetune.mode=scratch", "finetune.encoder=text-cnn",
                                   "finetune.encoder_kwargs={word_vectors: minilm}", "finetune.lr=1.0e-3"],
-                    "steps": {500: 1500, 2000: 3000}, "own_vocabulary": True},
+                    "steps": {500: 1500, 2000: 3000}, "own_vocabulary": True, "floor": True},
     "mlm": {"name": "BERT-Mini, MLM-pretrained", "overrides": [], "steps": {500: "auto", 2000: 1000},
             "pretrain": "configs/text-mlm.yaml"},
     # domain-adaptive MLM from MiniLM's weights (Gururangan et al. 2020), fine-tuned like MiniLM
@@ -93,7 +93,7 @@ def _overrides(model: str, labels: int, paths: dict[str, str]) -> list[str]:
             "search.random.enabled=false", "search.baselines.policies=[none]",
             "search.baselines.eda_m=[1]", f"search.baselines.eda_c=[{EDA_COPIES.get(labels, 4)}]",
             # the floor (TF-IDF + logistic regression) in the from-scratch models' searches
-            f"search.controls.enabled={'true' if model in ('scratch', 'cnn', 'cnn-vectors') else 'false'}",
+            f"search.controls.enabled={'true' if MODELS[model].get('floor') else 'false'}",
             *MODELS[model]["overrides"]]
 
 

@@ -100,7 +100,7 @@ def save_values(path: Path, values: np.ndarray) -> None:
         if odd is not None:
             raise TypeError(f"{path}: value {odd} of the unlabelled pool is a {type(values[odd]).__name__}, "
                             f"not an array or a string")
-        values = values.astype(str) if len(values) else np.zeros(0, dtype="<U1")
+        values = values.astype(str)
     tmp = path.with_name(f".{path.name}.tmp.npz")
     np.savez(tmp, values=values)
     os.replace(tmp, path)
