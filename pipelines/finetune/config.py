@@ -90,8 +90,13 @@ class FinetuneConfig(BaseModel):
     # bf16 autocast where it is fast (a CUDA device with bf16, a CPU with AMX), fp32 otherwise
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     # epochs between validation passes (and checkpoints) of `augtrain finetune`; auto: about 10
-    # a run (every epoch of a short run), the last epoch always
+    # a run (30 with ``keep: best-val``; every epoch of a short run), the last epoch always
     validate_every: int | Literal["auto"] = "auto"
+    # the weights a run ends with (tested, saved, predicted with): the last epoch's, or those of
+    # its validation pass with the highest accuracy (early stopping's selection, as EDA's reference
+    # code and transformers' load_best_model_at_end do; needs val_labels). A copy of the best
+    # weights is kept on the CPU and in every checkpoint, so a resumed run selects the same way.
+    keep: Literal["last", "best-val"] = "last"
     workers: int = Field(1, ge=1)
     cpus_per_worker: float = Field(1.0, gt=0)
     use_gpu: bool = False
@@ -154,6 +159,8 @@ class FinetuneConfig(BaseModel):
     def _check(self) -> FinetuneConfig:
         if isinstance(self.validate_every, int) and self.validate_every < 1:
             raise ValueError(f"validate_every must be >= 1 or 'auto', got {self.validate_every}")
+        if self.keep == "best-val" and not self.val_labels:
+            raise ValueError("keep: best-val selects on the validation split: set finetune.val_labels (> 0)")
         if isinstance(self.steps, int) and self.steps < 1:
             raise ValueError(f"steps must be >= 1 or 'auto', got {self.steps}")
         if self.epochs is not None and self.warmup_epochs is not None and self.warmup_epochs > self.epochs:
@@ -188,10 +195,11 @@ class FinetuneConfig(BaseModel):
 
     @property
     def resolved_validate_every(self) -> int:
-        """Epochs between validation passes: ``validate_every``, or (auto) a tenth of the run."""
+        """Epochs between validation passes: ``validate_every``, or (auto) a tenth of the run (a
+        thirtieth with ``keep: best-val``, whose selection is only as fine as its passes)."""
         if self.validate_every != "auto":
             return int(self.validate_every)
-        return max(1, self.resolved_epochs // 10)
+        return max(1, self.resolved_epochs // (30 if self.keep == "best-val" else 10))
 
     def validates_after(self, epoch: int) -> bool:
         """Whether the validation split is evaluated after ``epoch`` (1-based): every

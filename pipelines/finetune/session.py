@@ -28,6 +28,7 @@ from augtrain.pipelines.modalities import get_modality
 from augtrain.pipelines.train.engine import resolve_precision
 
 STATE_FILE = "finetune.json"
+BEST_FILE = "best-val.safetensors"  # keep: best-val: the best validation pass's weights
 PolicySource = str | dict[str, Any] | Policy | Schedule
 
 
@@ -98,6 +99,10 @@ class FinetuneSession:
             self.model = wrap(self.model)
         self.optimizer = torch.optim.AdamW(param_groups(self.module, cfg), lr=cfg.lr)
         self.epoch = 0
+        # keep: best-val: the best validation pass so far ({"epoch", "val_acc", "val_loss"}) and a
+        # CPU copy of its weights
+        self.best: dict[str, Any] | None = None
+        self.best_weights: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, float]] = []
 
     def _inputs(self, values: np.ndarray) -> torch.Tensor:
@@ -274,18 +279,41 @@ class FinetuneSession:
     def run_epoch(self, source: PolicySource, test: bool = False, validate: bool = True) -> dict[str, float]:
         """Train one epoch with the policy in force, validate (unless ``validate`` is False: a
         search that reads the validation split only when it reports) and test when asked; the
-        metrics row also goes to ``history``."""
+        metrics row also goes to ``history``. With ``keep: best-val`` the validation split is also
+        read every ``resolved_validate_every`` epochs, and after the last epoch the model takes the
+        weights of the best pass (``selected_epoch``; its ``val_acc`` and ``val_loss`` are the
+        selected weights', the last epoch's are ``last_val_acc`` and ``last_val_loss``) before it
+        is tested."""
         start = time.perf_counter()
+        selecting = self.cfg.keep == "best-val"
+        final = self.epoch + 1 == self.cfg.resolved_epochs
+        validate = validate or (selecting and self.cfg.validates_after(self.epoch + 1))
         policy = policy_at(source, self.epoch, self.modality.name)
         metrics: dict[str, Any] = {"epoch": self.epoch + 1, **self.train_epoch(policy)}
         if validate:
             metrics.update(self.evaluate("val"))
+            if selecting:
+                self._remember(metrics)
+        if selecting and final and self.best is not None:
+            metrics.update(last_val_acc=metrics.get("val_acc"), last_val_loss=metrics.get("val_loss"),
+                           selected_epoch=self.best["epoch"], val_acc=self.best["val_acc"],
+                           val_loss=self.best["val_loss"])
+            if self.best["epoch"] != self.epoch:
+                self.module.load_state_dict(self.best_weights, strict=True)
         if test:
             metrics.update(self.evaluate("test"))
         metrics["epoch_s"] = time.perf_counter() - start
         metrics["policy"] = policy.to_string()
         self.history.append(metrics)
         return metrics
+
+    def _remember(self, metrics: dict[str, Any]) -> None:
+        """Keep this epoch's weights when its validation accuracy beats every earlier pass (ties:
+        the earlier epoch, the shorter training)."""
+        if self.best is not None and metrics["val_acc"] <= self.best["val_acc"]:
+            return
+        self.best = {"epoch": self.epoch, "val_acc": metrics["val_acc"], "val_loss": metrics["val_loss"]}
+        self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.module.state_dict().items()}
 
     # ------------------------------------------------------------ checkpoints
 
@@ -299,7 +327,9 @@ class FinetuneSession:
                   str(tmp / "model.safetensors"))
         tensors, meta = _flatten_optimizer(self.optimizer.state_dict())
         save_file(tensors, str(tmp / "optimizer.safetensors"))
-        state = {"epoch": self.epoch, "history": self.history, "optimizer": meta,
+        if self.best_weights is not None:
+            save_file({k: v.contiguous() for k, v in self.best_weights.items()}, str(tmp / BEST_FILE))
+        state = {"epoch": self.epoch, "history": self.history, "optimizer": meta, "best": self.best,
                  "config": self.cfg.model_dump(mode="json"), **(extra or {})}
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1, default=str) + "\n")
         if directory.exists():
@@ -314,10 +344,12 @@ class FinetuneSession:
         directory = Path(directory)
         self.module.load_state_dict(load_file(str(directory / "model.safetensors")), strict=True)
         state = json.loads((directory / STATE_FILE).read_text())
-        if optimizer:
+        self.epoch, self.history = int(state["epoch"]), list(state["history"])
+        if optimizer:  # a run resumed: its optimizer and its selection (keep: best-val) go on
             tensors = load_file(str(directory / "optimizer.safetensors"))
             self.optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
-        self.epoch, self.history = int(state["epoch"]), list(state["history"])
+            self.best = state.get("best")
+            self.best_weights = load_file(str(directory / BEST_FILE)) if self.best is not None else None
         return state
 
 

@@ -275,3 +275,57 @@ def test_a_session_trains_in_either_precision_and_resumes_exactly(cfg, pretraine
         resumed.run_epoch(cfg.policy)
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
     assert 0.0 <= straight.evaluate("test")["test_acc"] <= 1.0
+
+
+def test_keep_best_val_needs_a_validation_split_and_validates_thirty_times_a_run():
+    with pytest.raises(ValueError, match="val_labels"):
+        FinetuneConfig(keep="best-val")
+    long = FinetuneConfig(batch_size=64, keep="best-val", val_labels=100).for_labelled(100)  # 250 epochs
+    assert long.resolved_validate_every == 8
+
+
+@pytest.mark.timeout(180)
+def test_keep_best_val_tests_the_best_passes_weights_and_resumes_its_selection(cfg, pretrained, tmp_path):
+    cfg = cfg.with_updates(keep="best-val", epochs=4, validate_every=1)
+    paths = prepare_data(cfg, str(tmp_path / "data"))
+    data = load_data(paths, cfg)
+
+    def wreck(session: FinetuneSession) -> None:
+        """All-zero weights before the last epoch: its validation pass cannot be the best."""
+        with torch.no_grad():
+            for p in session.module.parameters():
+                p.zero_()
+
+    def train(session: FinetuneSession, until: int) -> list[dict[str, torch.Tensor]]:
+        weights = []
+        while session.epoch < until:
+            if session.epoch == 3:
+                wreck(session)
+            metrics = session.run_epoch(cfg.policy, test=session.epoch + 1 == 4, validate=False)
+            weights.append({k: v.clone() for k, v in session.module.state_dict().items()})
+            assert "val_acc" in metrics  # every validate_every epochs whatever the caller asks
+        return weights
+
+    straight = FinetuneSession(cfg, data, pretrained)
+    weights = train(straight, 4)
+    last = straight.history[-1]
+    passes = [h["val_acc"] for h in straight.history[:3]] + [last["last_val_acc"]]
+    best = int(np.argmax(passes))  # the first of equal passes
+    assert passes[3] < max(passes[:3])
+    assert last["selected_epoch"] == best + 1 and last["val_acc"] == passes[best]
+    for key, value in straight.module.state_dict().items():
+        assert torch.equal(value, weights[best][key]), key
+    assert last["test_acc"] == straight.evaluate("test")["test_acc"]
+
+    first = FinetuneSession(cfg, data, pretrained)
+    train(first, 2)
+    resumed = FinetuneSession(cfg, data, pretrained)
+    resumed.restore(first.save(tmp_path / "ckpt"))
+    assert resumed.best == first.best
+    train(resumed, 4)
+    assert resumed.history[-1]["selected_epoch"] == last["selected_epoch"]
+    for key, value in straight.module.state_dict().items():
+        assert torch.equal(value, resumed.module.state_dict()[key]), key
+    # the final checkpoint holds the selected weights: its test predictions are the ones reported
+    labels, predicted = predict_checkpoints(cfg, paths, pretrained, [resumed.save(tmp_path / "final")])
+    assert np.mean(predicted[0]["predictions"] == labels) == pytest.approx(last["test_acc"], abs=1e-12)
