@@ -210,7 +210,9 @@ def test_trials_validate_only_at_the_epochs_they_report(ray_local, tiny_checkpoi
     rows = _history(tmp_path / "out", "baselines", trial["trial_id"])
     assert rows["epoch"].tolist() == [2, 4, 6] and rows["val_acc"].notna().all()
     assert trial["test_acc"] is not None
-    checkpoint = sorted(Path(trial["path"]).glob("checkpoint_*"))[-1]
+    kept = sorted(Path(trial["path"]).glob("checkpoint_*"))
+    assert [c.name for c in kept] == ["checkpoint_000001", "checkpoint_000002"]  # of 3: the last two
+    checkpoint = kept[-1]
     history = json.loads((checkpoint / "finetune.json").read_text())["history"]
     assert [row["epoch"] for row in history if "val_acc" in row] == [2, 4, 6]  # epochs 1, 3, 5: not validated
     assert len(history) == 6
