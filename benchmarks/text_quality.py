@@ -27,6 +27,8 @@ BERT (Devlin et al. 2019).
 
     python benchmarks/text_quality.py [--labels 500 2000] [--models scratch cnn cnn-vectors minilm mlm mlm-minilm] [--out runs/text-quality]
     python benchmarks/text_quality.py --models minilm --labels 500 --method none   # no search: none and EDA only
+    python benchmarks/text_quality.py --models cnn --labels 500 --method none --steps 3000 --keep best-val
+        # a longer run tested at its best validation pass (early stopping), in runs/text-quality/cnn-500-steps3000-best-val
 
 The searches run model by model in the order given (scratch, then MiniLM, then the MLM model, whose
 pretraining runs just before its searches), each at every label count in the order given, so that
@@ -83,8 +85,8 @@ def _data(root: str) -> dict[str, str]:
     return paths
 
 
-def _overrides(model: str, labels: int, paths: dict[str, str]) -> list[str]:
-    steps = MODELS[model]["steps"].get(labels, "auto")
+def _overrides(model: str, labels: int, paths: dict[str, str], steps: int | None = None) -> list[str]:
+    steps = steps or MODELS[model]["steps"].get(labels, "auto")
     tokenizer = [f"model.encoder_kwargs.tokenizer={paths['tokenizer']}"]
     if not MODELS[model].get("own_vocabulary"):  # MiniLM and its word vectors bring their own
         tokenizer.append(f"finetune.encoder_kwargs.tokenizer={paths['tokenizer']}")
@@ -115,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default=None, choices=["halving", "tpe", "random", "none"],
                         help="search.method (default: the config's, halving); none trains the rows without a "
                              "search (no augmentation and EDA) at a fraction of the compute")
+    parser.add_argument("--keep", default="last", choices=["last", "best-val"],
+                        help="finetune.keep: test the last epoch's weights, or the best validation pass's "
+                             "(early stopping's selection)")
+    parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps instead of the model's own")
     args = parser.parse_args(argv)
     out = Path(args.out).absolute()
 
@@ -133,9 +139,15 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint, seconds[f"{model} pretraining"] = pretrain_once(MODELS[model]["pretrain"], data)
         for labels in args.labels:
             start = time.perf_counter()
-            method = [f"search.method={args.method}"] if args.method else []
-            summaries[model, labels] = run_search(SEARCH, checkpoint,
-                                                  out / f"{model}-{labels}", _overrides(model, labels, paths) + method)
+            extra = [f"search.method={args.method}"] if args.method else []
+            folder = f"{model}-{labels}"
+            if args.steps:
+                folder += f"-steps{args.steps}"
+            if args.keep != "last":
+                extra.append(f"finetune.keep={args.keep}")
+                folder += f"-{args.keep}"
+            summaries[model, labels] = run_search(SEARCH, checkpoint, out / folder,
+                                                  _overrides(model, labels, paths, args.steps) + extra)
             seconds[f"{model} at {labels} labels"] = time.perf_counter() - start
 
     print("\n| model | policy | " + " | ".join(f"{n} labels: test % (mean ± sd)" for n in args.labels) + " |")
