@@ -29,6 +29,8 @@ BERT (Devlin et al. 2019).
     python benchmarks/text_quality.py --models minilm --labels 500 --method none   # no search: none and EDA only
     python benchmarks/text_quality.py --models cnn --labels 500 --method none --steps 3000 --keep best-val
         # a longer run tested at its best validation pass (early stopping), in runs/text-quality/cnn-500-steps3000-best-val
+    python benchmarks/text_quality.py --models cnn --labels 500 --val-groups
+        # validated on films the labelled reviews do not come from, in runs/text-quality/cnn-500-film-val
 
 The searches run model by model in the order given (scratch, then MiniLM, then the MLM model, whose
 pretraining runs just before its searches), each at every label count in the order given, so that
@@ -121,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="finetune.keep: test the last epoch's weights, or the best validation pass's "
                              "(early stopping's selection)")
     parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps instead of the model's own")
+    parser.add_argument("--val-groups", action="store_true",
+                        help="finetune.val_group_key=group: validate on reviews of films the labelled subset "
+                             "does not touch (the test split's relation to training)")
     args = parser.parse_args(argv)
     out = Path(args.out).absolute()
 
@@ -143,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             folder = f"{model}-{labels}"
             if args.steps:
                 folder += f"-steps{args.steps}"
+            if args.val_groups:
+                extra.append("finetune.val_group_key=group")
+                folder += "-film-val"
             if args.keep != "last":
                 extra.append(f"finetune.keep={args.keep}")
                 folder += f"-{args.keep}"

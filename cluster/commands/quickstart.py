@@ -81,16 +81,23 @@ RECIPES = {
 
 def ensure_shards(root: str, split: str, source: str = "fashion-mnist", folder: str | None = None,
                   samples_per_shard: int = 2000) -> str:
-    """``source``'s ``split`` as shards under ``root`` (written once, then reused); their folder."""
-    from augtrain.pipelines.data.manifest import MANIFEST_NAME
+    """``source``'s ``split`` as shards under ``root`` (written once, then reused while they hold
+    every member the source writes); their folder."""
+    from augtrain.pipelines.data.manifest import MANIFEST_NAME, Manifest
     from augtrain.pipelines.data.writer import WriteOptions, write_shards
     from augtrain.pipelines.data.sources import open_source
 
     out = os.path.join(root, folder or source, split)
+    corpus = open_source(source, split)
     if os.path.exists(os.path.join(out, MANIFEST_NAME)):
-        print(f"reusing {out}")
-        return out
-    manifest = write_shards(open_source(source, split), out, split, WriteOptions(samples_per_shard=samples_per_shard))
+        with open(os.path.join(out, MANIFEST_NAME)) as f:
+            stored = set(Manifest.from_json(f.read()).extensions)
+        missing = set(corpus.extras(0)) - stored if corpus.extras is not None and len(corpus) else set()
+        if not missing:
+            print(f"reusing {out}")
+            return out
+        print(f"writing {out} again: its shards lack the member(s) {', '.join(sorted(missing))}")
+    manifest = write_shards(corpus, out, split, WriteOptions(samples_per_shard=samples_per_shard))
     print(f"wrote {manifest.num_samples} {split} samples in {len(manifest.shards)} shards to {out}")
     return out
 

@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     write.add_argument("--text-field", default="text", help="text:PATH: the column or key holding the text")
     write.add_argument("--label-field", default="label", help="text:PATH: the column or key holding the label "
                                                                "(absent from every row: an unlabelled corpus)")
+    write.add_argument("--group-field", default=None,
+                       help="text:PATH: a column or key naming each text's group (document, speaker, ...), written "
+                            "as its .group member for finetune.val_group_key")
     write.add_argument("--limit", type=int, default=None, help="write at most N samples")
     write.add_argument("--seed", type=int, default=0, help="shuffle seed before sharding (so shards mix classes)")
     write.add_argument("--no-shuffle", action="store_true", help="keep the source order")
@@ -49,7 +52,8 @@ def _write(args: argparse.Namespace) -> int:
     from augtrain.pipelines.data.writer import WriteOptions, write_shards
     from augtrain.pipelines.data.sources import open_source
 
-    fields = {"text_field": args.text_field, "label_field": args.label_field} if args.source.startswith("text:") else {}
+    fields = ({"text_field": args.text_field, "label_field": args.label_field, "group_field": args.group_field}
+              if args.source.startswith("text:") else {})
     source = open_source(args.source, args.split, **fields)
     options = WriteOptions(samples_per_shard=args.samples_per_shard, format=args.format, limit=args.limit,
                            shuffle_seed=None if args.no_shuffle else args.seed, dali_index=args.dali_index)

@@ -125,7 +125,7 @@ def _arrays(name: str, images: np.ndarray, labels: np.ndarray, class_names: list
 def open_source(spec: str, split: str, **fields: str | None) -> Source:
     """``fashion-mnist`` | ``digits`` | ``imagefolder:PATH`` | ``npz:PATH`` (images, or series when
     its ``x`` is float); ``rotten-tomatoes`` | ``text:PATH`` (text; ``fields``: ``text_field``,
-    ``label_field``); ``ucr:NAME`` (series bundled with aeon)."""
+    ``label_field``, ``group_field``); ``ucr:NAME`` (series bundled with aeon)."""
     if spec == "rotten-tomatoes":
         from augtrain.pipelines.data.text_sources import rotten_tomatoes
 

@@ -7,11 +7,15 @@ is never imported (its loader would download the file when it is missing). Split
 by film: a film's snippets all land in one split, chosen by a hash of its ``movie_name``
 (``TEST_PERCENT`` of the films are test films), so no film is in two splits and the split of a
 film never depends on the others. ``unlabelled`` holds the plot summaries of the training
-films (text for language-model pretraining; test films' plots are left out).
+films (text for language-model pretraining; test films' plots are left out). Every snippet also
+carries its film as a ``.group`` member (``finetune.val_group_key: group`` draws the validation
+subset from films the labelled subset does not touch).
 
 ``text:PATH``: a ``.csv`` (header row) or ``.jsonl`` file with a text field and, optionally, a
 label field (``--text-field``, ``--label-field``; default ``text`` and ``label``); labels are
-class names, numbered in sorted order. A row without text fails with the file, line and field.
+class names, numbered in sorted order; ``--group-field`` names a field written as each sample's
+``.group`` member (a document, speaker or film the text belongs to). A row without text (or
+without its group, when one is asked for) fails with the file, line and field.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ RT_FILE = "rotten_tomatoes_corpus_full.csv.bz2"
 RT_CLASSES = ["rotten", "fresh"]
 TEST_PERCENT = 20
 SPLITS = ("train", "test", "unlabelled")
+GROUP_MEMBER = "group"  # the member naming the group (film, document, speaker) a sample belongs to
 
 
 def rotten_tomatoes_path() -> Path:
@@ -68,6 +73,7 @@ def rotten_tomatoes(split: str) -> Source:
     if split not in SPLITS:
         raise SourceError(f"source 'rotten-tomatoes': split must be one of {', '.join(SPLITS)}, got {split!r}")
     items: list[tuple[str, int | None]] = []
+    films: list[bytes] = []
     for row in read_rotten_tomatoes():
         film = film_split(row["movie_name"])
         text = row["text"].strip()
@@ -76,13 +82,16 @@ def rotten_tomatoes(split: str) -> Source:
         if row["category"] == "plot":
             if split == "unlabelled" and film == "train":
                 items.append((text, None))
+                films.append(row["movie_name"].encode("utf-8"))
         elif row["category"] in RT_CLASSES and split == film:
             items.append((text, RT_CLASSES.index(row["category"])))
+            films.append(row["movie_name"].encode("utf-8"))
     return Source(f"rotten-tomatoes-{split}", list(RT_CLASSES) if split != "unlabelled" else [], len(items),
-                  items.__getitem__, modality="text")
+                  items.__getitem__, modality="text", extras=lambda i: {GROUP_MEMBER: films[i]})
 
 
-def text_file(path: str, text_field: str = "text", label_field: str | None = "label") -> Source:
+def text_file(path: str, text_field: str = "text", label_field: str | None = "label",
+              group_field: str | None = None) -> Source:
     """A CSV (header row) or JSON Lines file of texts, labelled when ``label_field`` is present."""
     if not os.path.isfile(path):
         raise SourceError(f"text:{path}: no such file")
@@ -109,12 +118,16 @@ def text_file(path: str, text_field: str = "text", label_field: str | None = "la
     else:
         raise SourceError(f"text:{path}: expected a .csv, .tsv or .jsonl file")
     labelled = label_field is not None and any(label_field in r for _, r in records)
-    texts, labels = [], []
+    texts, labels, groups = [], [], []
     for line_no, record in records:
         text = record.get(text_field)
         if not isinstance(text, str) or not text.strip():
             raise SourceError(f"{path}:{line_no}: field {text_field!r} is missing or empty")
         texts.append(text.strip())
+        if group_field is not None:
+            if record.get(group_field) in (None, ""):
+                raise SourceError(f"{path}:{line_no}: field {group_field!r} (--group-field) is missing or empty")
+            groups.append(str(record[group_field]).encode("utf-8"))
         if labelled:
             if record.get(label_field) in (None, ""):
                 raise SourceError(f"{path}:{line_no}: field {label_field!r} is missing (other rows have it)")
@@ -124,5 +137,6 @@ def text_file(path: str, text_field: str = "text", label_field: str | None = "la
     classes = sorted(set(labels))
     index = {name: i for i, name in enumerate(classes)}
     items = [(t, index[labels[i]] if labelled else None) for i, t in enumerate(texts)]
-    return Source(f"text:{Path(path).name}", classes, len(items), items.__getitem__, modality="text")
+    extras = (lambda i: {GROUP_MEMBER: groups[i]}) if group_field is not None else None
+    return Source(f"text:{Path(path).name}", classes, len(items), items.__getitem__, modality="text", extras=extras)
 

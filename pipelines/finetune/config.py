@@ -42,6 +42,10 @@ class FinetuneConfig(BaseModel):
     test: str | list[str] | None = None  # held-out evaluation split (default: data.test)
     labels: int | float = 0.01  # labelled subset: a count (int) or a fraction of the pool (float in (0, 1])
     val_labels: int | float = 0  # validation subset drawn from the rest of the pool (0: none)
+    # a member naming each sample's group (``group``: rotten-tomatoes' film): the validation subset
+    # is then whole groups, and the labelled subset comes from the others (a group-disjoint test
+    # split is measured by a group-disjoint validation split)
+    val_group_key: str | None = None
     label_seed: int = 0
     label_key: str = "cls"
     modality: str = "image"  # a registered modality (default: the experiment's data.modality)
@@ -159,6 +163,9 @@ class FinetuneConfig(BaseModel):
     def _check(self) -> FinetuneConfig:
         if isinstance(self.validate_every, int) and self.validate_every < 1:
             raise ValueError(f"validate_every must be >= 1 or 'auto', got {self.validate_every}")
+        if self.val_group_key and not self.val_labels:
+            raise ValueError(f"val_group_key {self.val_group_key!r} draws the validation subset by group: set "
+                             "finetune.val_labels (> 0)")
         if self.keep == "best-val" and not self.val_labels:
             raise ValueError("keep: best-val selects on the validation split: set finetune.val_labels (> 0)")
         if isinstance(self.steps, int) and self.steps < 1:

@@ -61,7 +61,7 @@ def prepare_data(cfg: FinetuneConfig, out_dir: str) -> DataPaths:
     if cfg.val_labels:
         check_real(cfg.train, "the pool the validation subset is drawn from (finetune.train)")
     subsets: SubsetPaths = prepare_subsets(cfg.train, os.path.abspath(out_dir), cfg.labels, cfg.label_seed,
-                                           cfg.val_labels, cfg.label_key, cfg.modality)
+                                           cfg.val_labels, cfg.label_key, cfg.modality, cfg.val_group_key)
     names = subsets.record["class_names"]
     unlabelled = None
     if cfg.unlabelled.enabled:

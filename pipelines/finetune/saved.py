@@ -25,7 +25,7 @@ from augtrain.pipelines.modalities import get_modality
 from augtrain.pipelines.train.engine import resolve_precision
 
 # what classifiers combined into one (a student's teachers, an ensemble's members) must share
-SAME_DATA = ("train", "labels", "val_labels", "label_seed", "label_key", "modality")
+SAME_DATA = ("train", "labels", "val_labels", "val_group_key", "label_seed", "label_key", "modality")
 
 
 @dataclass(frozen=True)

@@ -115,14 +115,58 @@ def _source(samples: list[tuple[str, RawSample]], chosen: np.ndarray, label_key:
     return Source(name, class_names, len(chosen), item, modality.name)
 
 
+def _pool_groups(samples: list[tuple[str, RawSample]], usable: np.ndarray, group_key: str) -> np.ndarray:
+    """The group (the ``group_key`` member, as text) of every usable sample; object [N], None
+    elsewhere. A usable sample without the member fails, naming its shard and key."""
+    groups = np.full(len(samples), None, dtype=object)
+    for i in usable:
+        name, raw = samples[int(i)]
+        if group_key not in raw.members:
+            raise ValueError(f"finetune.val_group_key {group_key!r}: sample {raw.key!r} of {name} has no "
+                             f".{group_key} member (members: {', '.join(sorted(raw.members))}); write the shards with their "
+                             "groups (rotten-tomatoes writes each film; text:PATH takes --group-field)")
+        groups[i] = raw.members[group_key].decode("utf-8", errors="replace")
+    return groups
+
+
+def group_held_out(labels: np.ndarray, groups: np.ndarray, usable: np.ndarray, count: int,
+                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Whole groups drawn in a seeded order until they hold ``count`` usable samples, and
+    ``count`` of those samples, stratified: (chosen, every usable sample of the drawn groups).
+    The labelled subset excludes all of the latter, so no group is on both sides."""
+    names = sorted({g for g in groups[usable]})
+    order = np.random.default_rng(np.random.SeedSequence([seed, 23])).permutation(len(names))
+    sizes = {}
+    for g in groups[usable]:
+        sizes[g] = sizes.get(g, 0) + 1
+    taken, held = set(), 0
+    for j in order:
+        if held >= count:
+            break
+        taken.add(names[j])
+        held += sizes[names[j]]
+    if held < count:
+        raise ValueError(f"finetune.val_labels: asked for {count} validation samples, the pool's {len(names)} "
+                         f"groups hold {held}")
+    inside = np.array([i for i in usable if groups[i] in taken], dtype=np.int64)
+    outside = np.setdiff1d(np.arange(len(labels)), inside)
+    return stratified_indices(labels, count, seed, exclude=outside), inside
+
+
 def prepare_subsets(pool: str | list[str], out_dir: str, labels: int | float, seed: int,
-                    val: int | float = 0, label_key: str = "cls", modality: str = "image") -> SubsetPaths:
+                    val: int | float = 0, label_key: str = "cls", modality: str = "image",
+                    val_group_key: str | None = None) -> SubsetPaths:
     """Choose the labelled (and validation) samples of ``pool`` (shards of ``modality``) and
     write them under ``out_dir``.
 
     The validation subset is drawn from what the labelled subset left, so the two never overlap.
+    With ``val_group_key`` (a member naming each sample's group: a film, a speaker, a patient) it
+    is drawn first, as whole groups (``group_held_out``), and the labelled subset from the other
+    groups: validation then measures what a group-disjoint test split does.
     """
     wanted = {"pool": pool, "labels": labels, "val": val, "seed": seed, "label_key": label_key, "modality": modality}
+    if val_group_key:  # absent otherwise, so earlier records still match
+        wanted["val_group_key"] = val_group_key
     record_path = Path(out_dir) / SUBSET_FILE
     if record_path.is_file():
         record = json.loads(record_path.read_text())
@@ -136,16 +180,25 @@ def prepare_subsets(pool: str | list[str], out_dir: str, labels: int | float, se
     usable = np.flatnonzero(pool_labels >= 0)
     n_labelled = subset_size(labels, len(usable))
     bad = np.flatnonzero(pool_labels < 0)
-    chosen = stratified_indices(pool_labels, n_labelled, seed, exclude=bad)
+    val_chosen, held = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if val and val_group_key:
+        n_val = subset_size(val, len(usable) - n_labelled, field="finetune.val_labels")
+        groups = _pool_groups(samples, usable, val_group_key)
+        val_chosen, held = group_held_out(pool_labels, groups, usable, n_val, seed + 1)
+    try:
+        chosen = stratified_indices(pool_labels, n_labelled, seed, exclude=np.concatenate([bad, held]))
+    except ValueError as exc:
+        raise ValueError(f"finetune.labels: {exc} (outside the validation groups)") from None
     class_names = shards.class_names or [str(c) for c in range(int(pool_labels.max()) + 1)]
     options = WriteOptions(samples_per_shard=1000, shuffle_seed=seed)
     quiet = lambda _: None  # noqa: E731
     write_shards(_source(samples, chosen, label_key, "labelled", class_names, kind), str(Path(out_dir) / "labelled"),
                  "train", options, progress=quiet)
-    val_dir, val_chosen = None, np.zeros(0, np.int64)
+    val_dir = None
     if val:
-        n_val = subset_size(val, len(usable) - n_labelled, field="finetune.val_labels")
-        val_chosen = stratified_indices(pool_labels, n_val, seed + 1, exclude=np.concatenate([bad, chosen]))
+        if not val_group_key:
+            n_val = subset_size(val, len(usable) - n_labelled, field="finetune.val_labels")
+            val_chosen = stratified_indices(pool_labels, n_val, seed + 1, exclude=np.concatenate([bad, chosen]))
         val_dir = str(Path(out_dir) / "val")
         write_shards(_source(samples, val_chosen, label_key, "val", class_names, kind), val_dir, "train", options,
                      progress=quiet)
@@ -161,6 +214,9 @@ def prepare_subsets(pool: str | list[str], out_dir: str, labels: int | float, se
         "labelled_keys": [f"{samples[i][0]}/{samples[i][1].key}" for i in chosen],
         "val_keys": [f"{samples[i][0]}/{samples[i][1].key}" for i in val_chosen],
     }
+    if val and val_group_key:
+        record["val_groups"] = len({groups[i] for i in held})
+        record["val_group_samples"] = len(held)  # held out of the labelled draw
     storage.write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
     return SubsetPaths(str(Path(out_dir) / "labelled"), val_dir, record)
 

