@@ -216,7 +216,8 @@ def prepare_subsets(pool: str | list[str], out_dir: str, labels: int | float, se
     }
     if val and val_group_key:
         record["val_groups"] = len({groups[i] for i in held})
-        record["val_group_samples"] = len(held)  # held out of the labelled draw
+        record["val_group_samples"] = len(held)  # held out of the labelled draw (and of an unlabelled pool)
+        record["val_group_keys"] = [f"{samples[i][0]}/{samples[i][1].key}" for i in np.setdiff1d(held, val_chosen)]
     storage.write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
     return SubsetPaths(str(Path(out_dir) / "labelled"), val_dir, record)
 

@@ -62,10 +62,11 @@ def pool_values(spec: str | list[str], channels: int, modality: str, exclude: se
 
 
 def held_out_keys(labelled: str) -> tuple[set[str], dict[str, Any]]:
-    """The ``shard/key`` of every labelled and validation sample (from the subsets' record beside
-    the labelled subset ``labelled``), and the record."""
+    """The ``shard/key`` of every labelled and validation sample, and of every other sample of the
+    validation groups (``val_group_key``: their texts stay out of training too), from the subsets'
+    record beside the labelled subset ``labelled``; and the record."""
     subsets = json.loads((Path(labelled).parent / SUBSET_FILE).read_text())
-    return set(subsets["val_keys"]) | set(subsets["labelled_keys"]), subsets
+    return set(subsets["val_keys"]) | set(subsets["labelled_keys"]) | set(subsets.get("val_group_keys", [])), subsets
 
 
 def prepare_unlabelled(pool: str | list[str], labelled: str, channels: int, modality: str

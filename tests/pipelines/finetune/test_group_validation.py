@@ -43,12 +43,21 @@ def test_the_validation_subset_takes_whole_groups_the_labelled_subset_never_touc
     assert not set(labelled) & set(val)
     # whole groups drawn until they hold 60 samples: 4 films of 15
     assert paths.record["val_groups"] == 4 and paths.record["val_group_samples"] == 60 and len(set(val)) == 4
+    assert paths.record["val_group_keys"] == []  # every sample of the 4 films is validating
     _, val_labels, _ = load_arrays(paths.val, None, modality="text")
     _, lab_labels, _ = load_arrays(paths.labelled, None, modality="text")
     assert 0.15 < val_labels.mean() < 0.45 and 0.15 < lab_labels.mean() < 0.45  # both stratified near 0.3
     again = prepare_subsets(pool, str(tmp_path / "again"), labels=100, seed=3, val=60, modality="text",
                             val_group_key="group")
     assert again.record["val_keys"] == paths.record["val_keys"]  # seeded
+    more = prepare_subsets(pool, str(tmp_path / "more"), labels=100, seed=3, val=50, modality="text",
+                           val_group_key="group")
+    # the rest of the last film drawn stays out of the labelled subset and of an unlabelled pool
+    assert more.record["val_group_samples"] == 60 and len(more.record["val_group_keys"]) == 10
+    from augtrain.pipelines.finetune.unlabelled import held_out_keys
+
+    excluded, _ = held_out_keys(more.labelled)
+    assert len(excluded) == 100 + 60
     plain = prepare_subsets(pool, str(tmp_path / "plain"), labels=100, seed=3, val=60, modality="text")
     assert set(_films(plain.labelled)) & set(_films(plain.val))  # without groups, films are shared
     assert "val_groups" not in plain.record
