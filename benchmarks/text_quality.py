@@ -29,6 +29,8 @@ BERT (Devlin et al. 2019).
     python benchmarks/text_quality.py --models minilm --labels 500 --method none   # no search: none and EDA only
     python benchmarks/text_quality.py --models cnn --labels 500 --method none --steps 3000 --keep best-val
         # a longer run tested at its best validation pass (early stopping), in runs/text-quality/cnn-500-steps3000-best-val
+    python benchmarks/text_quality.py --models scratch --labels 500 --method none --label-seed 1
+        # another draw of the 500 labelled reviews, in runs/text-quality/scratch-500-labelseed1
     python benchmarks/text_quality.py --models cnn --labels 500 --val-groups
         # validated on films the labelled reviews do not come from, in runs/text-quality/cnn-500-film-val
 
@@ -123,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="finetune.keep: test the last epoch's weights, or the best validation pass's "
                              "(early stopping's selection)")
     parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps instead of the model's own")
+    parser.add_argument("--label-seed", type=int, default=0,
+                        help="finetune.label_seed: which labelled (and validation) reviews are drawn")
     parser.add_argument("--val-groups", action="store_true",
                         help="finetune.val_group_key=group: validate on reviews of films the labelled subset "
                              "does not touch (the test split's relation to training)")
@@ -148,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             folder = f"{model}-{labels}"
             if args.steps:
                 folder += f"-steps{args.steps}"
+            if args.label_seed:
+                extra.append(f"finetune.label_seed={args.label_seed}")
+                folder += f"-labelseed{args.label_seed}"
             if args.val_groups:
                 extra.append("finetune.val_group_key=group")
                 folder += "-film-val"
