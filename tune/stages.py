@@ -152,10 +152,10 @@ def tuner(run: SearchRun, stage: str, ctx: TrialContext, param_space: dict[str, 
     run_config = tune.RunConfig(
         name=experiment.name, storage_path=str(storage), callbacks=[ResultLog(str(history)), StageProgress(stage)],
         failure_config=tune.FailureConfig(max_failures=run.search.max_failures),
-        # PBT's exploits read donors' earlier checkpoints: every one is kept there. Elsewhere a
-        # trial resumes (and is tested, and predicts) from its last; the one before it stays in
-        # case the last was cut short. A trial saves every epochs_per_iteration epochs, and a
-        # long run's checkpoints ran to tens of gigabytes per search when all were kept.
+        # The PBT stage keeps every checkpoint, as before (its exploits restore members from
+        # donors' checkpoints). Elsewhere a trial resumes (and is tested, and predicts) from its
+        # last; the one before it stays in case the last was cut short. A trial saves every
+        # epochs_per_iteration epochs, and keeping all of them ran to tens of GB per search.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None if stage == "pbt" else 2),
         verbose=0,
     )

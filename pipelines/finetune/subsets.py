@@ -123,8 +123,9 @@ def _pool_groups(samples: list[tuple[str, RawSample]], usable: np.ndarray, group
         name, raw = samples[int(i)]
         if group_key not in raw.members:
             raise ValueError(f"finetune.val_group_key {group_key!r}: sample {raw.key!r} of {name} has no "
-                             f".{group_key} member (members: {', '.join(sorted(raw.members))}); write the shards with their "
-                             "groups (rotten-tomatoes writes each film; text:PATH takes --group-field)")
+                             f".{group_key} member (members: {', '.join(sorted(raw.members))}); write the "
+                             "shards with their groups (rotten-tomatoes writes each film; text:PATH takes "
+                             "--group-field)")
         groups[i] = raw.members[group_key].decode("utf-8", errors="replace")
     return groups
 
