@@ -135,21 +135,14 @@ def group_held_out(labels: np.ndarray, groups: np.ndarray, usable: np.ndarray, c
     """Whole groups drawn in a seeded order until they hold ``count`` usable samples, and
     ``count`` of those samples, stratified: (chosen, every usable sample of the drawn groups).
     The labelled subset excludes all of the latter, so no group is on both sides."""
-    names = sorted({g for g in groups[usable]})
+    names, sizes = np.unique(groups[usable].astype(str), return_counts=True)
     order = np.random.default_rng(np.random.SeedSequence([seed, 23])).permutation(len(names))
-    sizes = {}
-    for g in groups[usable]:
-        sizes[g] = sizes.get(g, 0) + 1
-    taken, held = set(), 0
-    for j in order:
-        if held >= count:
-            break
-        taken.add(names[j])
-        held += sizes[names[j]]
-    if held < count:
+    held = np.cumsum(sizes[order])
+    if held[-1] < count:
         raise ValueError(f"finetune.val_labels: asked for {count} validation samples, the pool's {len(names)} "
-                         f"groups hold {held}")
-    inside = np.array([i for i in usable if groups[i] in taken], dtype=np.int64)
+                         f"groups hold {held[-1]}")
+    taken = names[order[:int(np.searchsorted(held, count)) + 1]]  # the fewest groups in order that hold count
+    inside = usable[np.isin(groups[usable].astype(str), taken)].astype(np.int64)
     outside = np.setdiff1d(np.arange(len(labels)), inside)
     return stratified_indices(labels, count, seed, exclude=outside), inside
 
@@ -181,9 +174,9 @@ def prepare_subsets(pool: str | list[str], out_dir: str, labels: int | float, se
     usable = np.flatnonzero(pool_labels >= 0)
     n_labelled = subset_size(labels, len(usable))
     bad = np.flatnonzero(pool_labels < 0)
+    n_val = subset_size(val, len(usable) - n_labelled, field="finetune.val_labels") if val else 0
     val_chosen, held = np.zeros(0, np.int64), np.zeros(0, np.int64)
     if val and val_group_key:
-        n_val = subset_size(val, len(usable) - n_labelled, field="finetune.val_labels")
         groups = _pool_groups(samples, usable, val_group_key)
         val_chosen, held = group_held_out(pool_labels, groups, usable, n_val, seed + 1)
     try:
@@ -198,7 +191,6 @@ def prepare_subsets(pool: str | list[str], out_dir: str, labels: int | float, se
     val_dir = None
     if val:
         if not val_group_key:
-            n_val = subset_size(val, len(usable) - n_labelled, field="finetune.val_labels")
             val_chosen = stratified_indices(pool_labels, n_val, seed + 1, exclude=np.concatenate([bad, chosen]))
         val_dir = str(Path(out_dir) / "val")
         write_shards(_source(samples, val_chosen, label_key, "val", class_names, kind), val_dir, "train", options,
