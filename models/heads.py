@@ -30,10 +30,18 @@ class Classifier(nn.Module):
             self.encoder.eval()  # a probe leaves BatchNorm statistics as pretrained
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mix: tuple[float, torch.Tensor] | None = None) -> torch.Tensor:
+        """``mix = (lam, partner)``: the first ``len(partner)`` samples' features become
+        ``lam * f + (1 - lam) * f[partner]`` before the head (mixup of the pooled features); the
+        rest of the batch passes unmixed."""
         if self.freeze_encoder:
             with torch.no_grad():
                 features = self.encoder.forward_features(x)
         else:
             features = self.encoder.forward_features(x)
+        if mix is not None:
+            lam, partner = mix
+            n = len(partner)
+            mixed = lam * features[:n] + (1 - lam) * features[:n][partner]
+            features = torch.cat([mixed, features[n:]]) if n < len(features) else mixed
         return self.fc(self.norm(features))

@@ -84,9 +84,13 @@ class FinetuneConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     # mixup (Zhang et al. 2018): each batch trains on lam x + (1 - lam) x' of itself and a shuffled
-    # copy, lam ~ Beta(mixup, mixup), the loss mixed likewise; 0 turns it off. Continuous inputs
-    # only (images, series: not token ids)
+    # copy, lam ~ Beta(mixup, mixup), the loss mixed likewise; 0 turns it off
     mixup: float = Field(0.0, ge=0)
+    # what is mixed: ``input`` the encoder's inputs (continuous ones only: images, series);
+    # ``features`` the encoder's pooled output before the head (Guo et al. 2019's senMixup for
+    # text, Verma et al. 2019's manifold mixup at the last layer); ``auto``: input where the
+    # modality's inputs are continuous, features otherwise (token ids)
+    mixup_at: Literal["auto", "input", "features"] = "auto"
     layer_decay: float = Field(1.0, gt=0, le=1)  # LR of block i = lr * layer_decay ** (blocks - i)
     warmup_epochs: float | None = Field(None, ge=0)  # absolute; when None, warmup_fraction of the run
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
@@ -178,10 +182,17 @@ class FinetuneConfig(BaseModel):
             raise ValueError(f"synthetic_fraction {self.synthetic_fraction} needs finetune.synthetic (generated shards)")
         if len(self.mean) != len(self.std):
             raise ValueError(f"mean {self.mean} and std {self.std} need the same number of entries")
-        if self.mixup > 0 and not get_modality(self.modality).mixable:
-            raise ValueError(f"mixup {self.mixup}: the {self.modality} modality's inputs cannot be mixed "
-                             "(set finetune.mixup to 0)")
+        if self.mixup_at == "input" and not get_modality(self.modality).mixable:
+            raise ValueError(f"mixup_at input: the {self.modality} modality's inputs cannot be mixed "
+                             "(mix the encoder's features: finetune.mixup_at features, or auto)")
         return self
+
+    @property
+    def mixup_layer(self) -> Literal["input", "features"]:
+        """Where mixup mixes: ``mixup_at`` with ``auto`` resolved by the modality."""
+        if self.mixup_at != "auto":
+            return self.mixup_at
+        return "input" if get_modality(self.modality).mixable else "features"
 
     def with_updates(self, **values: Any) -> FinetuneConfig:
         """A validated copy with ``values`` replaced."""

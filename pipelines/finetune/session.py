@@ -216,12 +216,16 @@ class FinetuneSession:
             if cfg.mixup > 0:
                 lam, order = mixup_draw(cfg.mixup, hi - lo, cfg.seed, self.epoch, step, self.rank)
                 partner = torch.as_tensor(order, device=self.device)
-                x = lam * x + (1 - lam) * x[partner]
+                if cfg.mixup_layer == "input":
+                    x = lam * x + (1 - lam) * x[partner]
                 mix = lam, partner
             if unlabelled is not None:  # the weak then the strong views of the pool's samples
                 x = torch.cat([x, x_all[hi - lo:]])
             with self._autocast():
-                all_logits = self.model(x).float()
+                if mix is not None and cfg.mixup_layer == "features":  # the labelled rows' features
+                    all_logits = self.model(x, mix=mix).float()
+                else:
+                    all_logits = self.model(x).float()
             logits = all_logits[:hi - lo]
             # y: class indices, or a distribution per sample (a distillation student's targets)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
