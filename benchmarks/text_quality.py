@@ -19,18 +19,20 @@ Stages:
    trained again with 2 more seeds. The from-scratch searches compute the TF-IDF floor.
 
 Fine-tuning lengths: BERT-Mini takes ``steps: auto`` at 500 labels (500 steps, 32 epochs) and
-1,000 steps (16 epochs) at 2,000; Kim's CNN (``text-cnn``, learning rate 1e-3, from random embeddings or
-MiniLM's word vectors) 1,500 and 3,000;
+1,000 steps (16 epochs) at 2,000; Kim's CNN (``text-cnn``) and EDA's BiLSTM (``text-rnn``), at
+learning rate 1e-3, from random embeddings or MiniLM's word vectors, 1,500 and 3,000;
 MiniLM, already trained, takes 300 steps at 500 labels and 400
 at 2,000 (19 and 6 epochs) at learning rate 5e-5, the usual range for fine-tuning a pretrained
 BERT (Devlin et al. 2019).
 
-    python benchmarks/text_quality.py [--labels 500 2000] [--models scratch cnn cnn-vectors minilm mlm mlm-minilm] [--out runs/text-quality]
+    python benchmarks/text_quality.py [--labels 500 2000] [--models scratch cnn cnn-vectors rnn rnn-vectors minilm mlm mlm-minilm] [--out runs/text-quality]
     python benchmarks/text_quality.py --models minilm --labels 500 --method none   # no search: none and EDA only
     python benchmarks/text_quality.py --models cnn --labels 500 --method none --steps 3000 --keep best-val
         # a longer run tested at its best validation pass (early stopping), in runs/text-quality/cnn-500-steps3000-best-val
     python benchmarks/text_quality.py --models scratch --labels 500 --method none --label-seed 1
         # another draw of the 500 labelled reviews, in runs/text-quality/scratch-500-labelseed1
+    python benchmarks/text_quality.py --models cnn --labels 500 --method none --mixup 1
+        # every row with mixup of the texts' pooled features, in runs/text-quality/cnn-500-mixup1
     python benchmarks/text_quality.py --models cnn --labels 500 --val-groups
         # validated on films the labelled reviews do not come from, in runs/text-quality/cnn-500-film-val
 
@@ -62,6 +64,15 @@ MODELS = {
     # EDA's reference code and Kim's CNN-non-static: pretrained inputs, no pretrained layers
     "cnn-vectors": {"name": "Kim CNN, MiniLM word vectors",
                     "overrides": ["finetune.mode=scratch", "finetune.encoder=text-cnn",
+                                  "finetune.encoder_kwargs={word_vectors: minilm}", "finetune.lr=1.0e-3"],
+                    "steps": {500: 1500, 2000: 3000}, "own_vocabulary": True, "floor": True},
+    # EDA's RNN (two bidirectional LSTMs, its reference code's build_model), from random
+    # embeddings and over MiniLM's word vectors
+    "rnn": {"name": "EDA's BiLSTM from scratch",
+            "overrides": ["finetune.mode=scratch", "finetune.encoder=text-rnn", "finetune.lr=1.0e-3"],
+            "steps": {500: 1500, 2000: 3000}, "floor": True},
+    "rnn-vectors": {"name": "EDA's BiLSTM, MiniLM word vectors",
+                    "overrides": ["finetune.mode=scratch", "finetune.encoder=text-rnn",
                                   "finetune.encoder_kwargs={word_vectors: minilm}", "finetune.lr=1.0e-3"],
                     "steps": {500: 1500, 2000: 3000}, "own_vocabulary": True, "floor": True},
     "mlm": {"name": "BERT-Mini, MLM-pretrained", "overrides": [], "steps": {500: "auto", 2000: 1000},
@@ -127,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps instead of the model's own")
     parser.add_argument("--label-seed", type=int, default=0,
                         help="finetune.label_seed: which labelled (and validation) reviews are drawn")
+    parser.add_argument("--mixup", type=float, default=0.0,
+                        help="finetune.mixup: every row mixes pairs of texts' pooled features (senMixup) "
+                             "with lam ~ Beta(ALPHA, ALPHA)")
     parser.add_argument("--val-groups", action="store_true",
                         help="finetune.val_group_key=group: validate on reviews of films the labelled subset "
                              "does not touch (the test split's relation to training)")
@@ -158,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.val_groups:
                 extra.append("finetune.val_group_key=group")
                 folder += "-film-val"
+            if args.mixup:
+                extra.append(f"finetune.mixup={args.mixup}")
+                folder += f"-mixup{args.mixup:g}"
             if args.keep != "last":
                 extra.append(f"finetune.keep={args.keep}")
                 folder += f"-{args.keep}"

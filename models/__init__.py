@@ -8,7 +8,7 @@
 
 # The shipped models register themselves on import; importing them here (an explicit
 # catalogue) fills the registry before any lookup, and no module imports its importer.
-from augtrain.models import cnn, efficientnet, mae, series, simclr, text, text_cnn, vae, vit  # noqa: F401
+from augtrain.models import cnn, efficientnet, mae, series, simclr, text, text_cnn, text_rnn, vae, vit  # noqa: F401
 from augtrain.models.heads import Classifier
 from augtrain.models.registry import (
     build_from_spec,

