@@ -32,16 +32,17 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor, mix: tuple[float, torch.Tensor] | None = None) -> torch.Tensor:
         """``mix = (lam, partner)``: the first ``len(partner)`` samples' features become
-        ``lam * f + (1 - lam) * f[partner]`` before the head (mixup of the pooled features); the
-        rest of the batch passes unmixed."""
+        ``lam * f + (1 - lam) * f[partner]`` where the linear layer sees them (mixup of the pooled
+        features); the rest of the batch passes unmixed."""
         if self.freeze_encoder:
             with torch.no_grad():
                 features = self.encoder.forward_features(x)
         else:
             features = self.encoder.forward_features(x)
-        if mix is not None:
+        features = self.norm(features)
+        if mix is not None:  # after the probe's BatchNorm, whose statistics stay those of unmixed features
             lam, partner = mix
             n = len(partner)
             mixed = lam * features[:n] + (1 - lam) * features[:n][partner]
             features = torch.cat([mixed, features[n:]]) if n < len(features) else mixed
-        return self.fc(self.norm(features))
+        return self.fc(features)

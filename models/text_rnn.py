@@ -7,9 +7,11 @@ Dropout(0.5) -> Dense(20, relu) -> softmax; the classifier's linear head is the 
 measured +3.0 points on average at 500 training sentences over this model and a CNN.
 
 Texts are packed by their lengths, so padding never enters a state and a text's features do not
-depend on its batch. The embeddings start random over a tokenizer folder's vocabulary, or from
-pretrained word vectors (``word_vectors="minilm"``, ``word_vectors.py``), as EDA's reference code
-feeds word2vec vectors.
+depend on its batch. The embeddings start random (N(0, 1), PyTorch's default) over a tokenizer
+folder's vocabulary, or from pretrained word vectors (``word_vectors="minilm"``,
+``word_vectors.py``); EDA's reference code feeds fixed word2vec vectors, here they train with the
+rest. The LSTMs keep PyTorch's initialisation (Keras's is Glorot and orthogonal with a forget-gate
+bias of 1).
 
     enc = create_model("text-rnn", tokenizer="data/rotten-tomatoes/tokenizer")
     feats = enc.forward_features(byte_ids)            # [B, 20]
@@ -45,9 +47,10 @@ class TextRNN(TokenizedEncoder):
     def forward_features(self, byte_ids: torch.Tensor) -> torch.Tensor:
         ids, mask = self.tokenize(byte_ids)
         lengths = mask.sum(1).clamp_min(1).cpu()
-        # the LSTMs run in fp32 (CPU autocast has no bf16 LSTM kernel for packed sequences)
+        # outside autocast: the recurrences run in the weights' own dtype (fp32 in a fine-tune,
+        # bf16 only where the whole model was cast, as DeepSpeed's bf16 pretraining does)
         with torch.autocast(byte_ids.device.type, enabled=False):
-            x = self.embed(ids).float()
+            x = self.embed(ids).to(self.lstm1.weight_ih_l0.dtype)
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
             states, _ = self.lstm1(packed)
             states = states._replace(data=self.dropout(states.data))  # dropout on the sequence's outputs
@@ -59,11 +62,11 @@ class TextRNN(TokenizedEncoder):
 @register_model("text-rnn", modalities=("text",))
 def text_rnn(tokenizer: str = "", embed_dim: int = 300, hidden: tuple[int, int] | list[int] = (128, 32), dense: int = 20,
              dropout: float = 0.5, max_length: int = 128, word_vectors: str = "") -> TextRNN:
+    if len(hidden) != 2:
+        raise ValueError(f"text-rnn: encoder_kwargs.hidden is {list(hidden)}; it takes the two LSTMs' widths")
     folder, vectors = vocabulary("text-rnn", tokenizer, word_vectors)
     if vectors is not None:
         embed_dim = int(vectors.shape[1])
-    if len(hidden) != 2:
-        raise ValueError(f"text-rnn: encoder_kwargs.hidden is {list(hidden)}; it takes the two LSTMs' widths")
     encoder = TextRNN(load_tokenizer(folder), folder, embed_dim=embed_dim, hidden=(int(hidden[0]), int(hidden[1])),
                       dense=dense, dropout=dropout, max_length=max_length)
     if vectors is not None:

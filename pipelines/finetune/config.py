@@ -182,7 +182,7 @@ class FinetuneConfig(BaseModel):
             raise ValueError(f"synthetic_fraction {self.synthetic_fraction} needs finetune.synthetic (generated shards)")
         if len(self.mean) != len(self.std):
             raise ValueError(f"mean {self.mean} and std {self.std} need the same number of entries")
-        if self.mixup_at == "input" and not get_modality(self.modality).mixable:
+        if self.mixup > 0 and self.mixup_at == "input" and not get_modality(self.modality).mixable:
             raise ValueError(f"mixup_at input: the {self.modality} modality's inputs cannot be mixed "
                              "(mix the encoder's features: finetune.mixup_at features, or auto)")
         return self

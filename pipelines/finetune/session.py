@@ -95,7 +95,8 @@ class FinetuneSession:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.module = self.model  # unwrapped, for saving
-        if wrap is not None:  # e.g. ray.train.torch.prepare_model (DDP)
+        # e.g. ray.train.torch.prepare_model (DDP); a wrapper passes keywords through (``mix=``)
+        if wrap is not None:
             self.model = wrap(self.model)
         self.optimizer = torch.optim.AdamW(param_groups(self.module, cfg), lr=cfg.lr)
         self.epoch = 0
@@ -204,6 +205,7 @@ class FinetuneSession:
         self.model.train()
         loss_sum, correct, lr = 0.0, 0, cfg.lr
         kept, seen, u_loss_sum = 0.0, 0, 0.0
+        mix_layer = cfg.mixup_layer
         for step in range(steps):
             lo, hi = step * cfg.batch_size, min((step + 1) * cfg.batch_size, n)
             lr = self._set_lr(self.epoch + step / steps)
@@ -216,13 +218,13 @@ class FinetuneSession:
             if cfg.mixup > 0:
                 lam, order = mixup_draw(cfg.mixup, hi - lo, cfg.seed, self.epoch, step, self.rank)
                 partner = torch.as_tensor(order, device=self.device)
-                if cfg.mixup_layer == "input":
+                if mix_layer == "input":
                     x = lam * x + (1 - lam) * x[partner]
                 mix = lam, partner
             if unlabelled is not None:  # the weak then the strong views of the pool's samples
                 x = torch.cat([x, x_all[hi - lo:]])
             with self._autocast():
-                if mix is not None and cfg.mixup_layer == "features":  # the labelled rows' features
+                if mix is not None and mix_layer == "features":  # the labelled rows' features
                     all_logits = self.model(x, mix=mix).float()
                 else:
                     all_logits = self.model(x).float()

@@ -74,7 +74,7 @@ class Modality:
     metric: str = "accuracy"  # what a fine-tune's val_acc / test_acc measure
     worker_augment: bool = False  # can augment batches of encoded samples in the train worker (DALI)
     raw_features_name: str = "raw values"  # what ``raw_features`` are, for the linear control's name
-    mixable: bool = True  # encoder inputs are continuous, so two can be mixed (finetune.mixup)
+    mixable: bool = True  # encoder inputs are continuous, so two can be mixed (finetune.mixup_at input, auto)
 
     # ---------------------------------------------------------------- shards
 

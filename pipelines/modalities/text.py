@@ -21,7 +21,7 @@ class TextModality(Modality):
     members = ("txt", "json")
     column = "text"
     raw_features_name = "TF-IDF of words and word pairs"
-    mixable = False  # token ids: finetune.mixup is refused
+    mixable = False  # token ids: finetune.mixup mixes the encoder's features (mixup_at input is refused)
     formats = ("txt",)
     max_bytes = 1024
 

@@ -94,6 +94,22 @@ def test_text_features_do_not_depend_on_the_batchs_padding(name: str, tokenizer:
     assert not torch.allclose(beside[0], beside[1])
 
 
+def test_text_rnn_runs_under_bf16_autocast_cast_to_bf16_and_on_an_empty_text(tokenizer: str):
+    import numpy as np
+
+    from augtrain.pipelines.modalities import get_modality
+
+    torch.manual_seed(0)
+    model = create_model("text-rnn", tokenizer=tokenizer).eval()
+    ids = get_modality("text").to_tensor(np.array(["a fine film .", ""], dtype=object), (0.0,), (1.0,))
+    plain = model.forward_features(ids)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = model.forward_features(ids)
+    torch.testing.assert_close(autocast, plain)  # the LSTMs run outside autocast, in fp32
+    cast = model.to(torch.bfloat16).forward_features(ids)  # DeepSpeed's bf16 casts the weights
+    assert cast.dtype == torch.bfloat16 and torch.isfinite(cast.float()).all()
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", sorted(MODEL_CASES) + sorted(SERIES_MODEL_CASES))
 def test_model_embeds_and_backpropagates(name: str):

@@ -127,5 +127,6 @@ def test_token_ids_are_not_mixed_their_features_are():
     assert FinetuneConfig(mixup=0.2, mixup_at="features").mixup_layer == "features"
     with pytest.raises(ValidationError, match="mixup_at input: the text modality's inputs cannot be mixed"):
         FinetuneConfig(modality="text", policy="none", mixup=0.2, mixup_at="input")
+    FinetuneConfig(modality="text", policy="none", mixup_at="input")  # mixup off: nothing is mixed
     with pytest.raises(ValidationError, match="mixup"):
         FinetuneConfig(mixup=-0.1)

@@ -175,3 +175,29 @@ def test_fixmatch_on_text_reads_the_pool_as_strings_and_trains(reviews, tmp_path
     assert not set(subsets["labelled_keys"]) & set(subsets["val_keys"])
     result = FinetuneSession(cfg, data, None).run_epoch(cfg.policy)
     assert 0.0 <= result["unlabelled_kept"] <= 1.0 and np.isfinite(result["unlabelled_loss"])
+
+
+def test_text_fine_tunes_mix_features_beside_fixmatchs_pool_through_a_wrapper(reviews, tmp_path):
+    """Text mixup mixes the labelled rows' pooled features (the pool's rows pass as they are),
+    through a wrapper such as DDP that hands the keyword on."""
+    cfg = FinetuneConfig(train=reviews["train"], test=reviews["test"], modality="text", labels=100, val_labels=100,
+                         epochs=1, batch_size=8, lr=1e-3, policy="eda-m1-c2", mode="scratch", mixup=1.0,
+                         encoder="text-rnn", encoder_kwargs={"tokenizer": reviews["tokenizer"]},
+                         unlabelled={"method": "fixmatch", "ratio": 2, "threshold": 0.5})
+    assert cfg.mixup_layer == "features"
+    data = load_data(prepare_data(cfg, str(tmp_path / "data")), cfg, ("train", "val"))
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args, **kwargs):
+            return self.inner(*args, **kwargs)
+
+    session = FinetuneSession(cfg, data, None, wrap=Wrapper)
+    seen: list[int] = []
+    session.module.fc.register_forward_pre_hook(lambda _, args: seen.append(len(args[0])))
+    result = session.run_epoch(cfg.policy)
+    assert np.isfinite(result["train_loss"]) and 0.0 <= result["unlabelled_kept"] <= 1.0
+    assert seen[0] == 8 + 2 * 2 * 8  # the labelled batch, then the pool's weak and strong views
