@@ -87,7 +87,7 @@ class FinetuneConfig(BaseModel):
     # copy, lam ~ Beta(mixup, mixup), the loss mixed likewise; 0 turns it off
     mixup: float = Field(0.0, ge=0)
     # what is mixed: ``input`` the encoder's inputs (continuous ones only: images, series);
-    # ``features`` the encoder's pooled output before the head (Guo et al. 2019's senMixup for
+    # ``features`` the pooled features the linear layer sees (Guo et al. 2019's senMixup for
     # text, Verma et al. 2019's manifold mixup at the last layer); ``auto``: input where the
     # modality's inputs are continuous, features otherwise (token ids)
     mixup_at: Literal["auto", "input", "features"] = "auto"
