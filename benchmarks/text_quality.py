@@ -53,28 +53,28 @@ from stages import pretrain_once, print_wall_times, row, run_search
 
 SEARCH = "configs/text-search.yaml"
 EDA_COPIES = {500: 16, 2000: 8}  # Wei and Zou 2019, table 3 (alpha 0.05 for both sizes)
+
+
+def _word_model(name: str, encoder: str, vectors: bool) -> dict:
+    """A network that embeds tokens itself (Kim's CNN, EDA's BiLSTM), from scratch at lr 1e-3:
+    from random embeddings of the trained tokenizer, or over pretrained word vectors (MiniLM's
+    input embeddings and vocabulary, as in EDA's reference code and Kim's CNN-non-static:
+    pretrained inputs, no pretrained layers)."""
+    kwargs = ["finetune.encoder_kwargs={word_vectors: minilm}"] if vectors else []
+    return {"name": name, "overrides": ["finetune.mode=scratch", f"finetune.encoder={encoder}", *kwargs,
+                                        "finetune.lr=1.0e-3"],
+            "steps": {500: 1500, 2000: 3000}, "own_vocabulary": vectors, "floor": True}
+
+
 MODELS = {
     "scratch": {"name": "BERT-Mini from scratch", "overrides": ["finetune.mode=scratch"],
                 "steps": {500: "auto", 2000: 1000}, "floor": True},
-    # Kim (2014)'s CNN from scratch, the kind of model EDA's +3.0 at 500 sentences was measured on
-    "cnn": {"name": "Kim CNN from scratch",
-            "overrides": ["finetune.mode=scratch", "finetune.encoder=text-cnn", "finetune.lr=1.0e-3"],
-            "steps": {500: 1500, 2000: 3000}, "floor": True},
-    # the same CNN over pretrained word vectors (MiniLM's input embeddings and vocabulary), as in
-    # EDA's reference code and Kim's CNN-non-static: pretrained inputs, no pretrained layers
-    "cnn-vectors": {"name": "Kim CNN, MiniLM word vectors",
-                    "overrides": ["finetune.mode=scratch", "finetune.encoder=text-cnn",
-                                  "finetune.encoder_kwargs={word_vectors: minilm}", "finetune.lr=1.0e-3"],
-                    "steps": {500: 1500, 2000: 3000}, "own_vocabulary": True, "floor": True},
-    # EDA's RNN (two bidirectional LSTMs, its reference code's build_model), from random
-    # embeddings and over MiniLM's word vectors
-    "rnn": {"name": "EDA's BiLSTM from scratch",
-            "overrides": ["finetune.mode=scratch", "finetune.encoder=text-rnn", "finetune.lr=1.0e-3"],
-            "steps": {500: 1500, 2000: 3000}, "floor": True},
-    "rnn-vectors": {"name": "EDA's BiLSTM, MiniLM word vectors",
-                    "overrides": ["finetune.mode=scratch", "finetune.encoder=text-rnn",
-                                  "finetune.encoder_kwargs={word_vectors: minilm}", "finetune.lr=1.0e-3"],
-                    "steps": {500: 1500, 2000: 3000}, "own_vocabulary": True, "floor": True},
+    # Kim (2014)'s CNN and EDA's RNN (two bidirectional LSTMs, its reference code's build_model):
+    # the kinds of model EDA's +3.0 at 500 sentences was measured on
+    "cnn": _word_model("Kim CNN from scratch", "text-cnn", vectors=False),
+    "cnn-vectors": _word_model("Kim CNN, MiniLM word vectors", "text-cnn", vectors=True),
+    "rnn": _word_model("EDA's BiLSTM from scratch", "text-rnn", vectors=False),
+    "rnn-vectors": _word_model("EDA's BiLSTM, MiniLM word vectors", "text-rnn", vectors=True),
     "mlm": {"name": "BERT-Mini, MLM-pretrained", "overrides": [], "steps": {500: "auto", 2000: 1000},
             "pretrain": "configs/text-mlm.yaml"},
     # domain-adaptive MLM from MiniLM's weights (Gururangan et al. 2020), fine-tuned like MiniLM
