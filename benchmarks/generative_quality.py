@@ -6,14 +6,18 @@ The comparison, per labelled-set size (100 and 600 labels) and seed (label seed 
   (``configs/pretrain-fmnist-vae.yaml``) and SimCLR's (``configs/pretrain-fmnist.yaml``), each
   fine-tuned with the recipe of ``configs/finetune-fmnist-generated.yaml`` (the searched point of
   docs/learning-quality.md) on the real labels only, and again with generated samples mixed in;
-* the generated set: ``augtrain generate --condition-on`` the fine-tune's own labelled subset
-  (a Gaussian per class in the VAE's latent space, fitted to those images alone, so no label
-  beyond the budget is used), 10,000 samples, an equal share per class;
+* the generated set, 10,000 samples, an equal share per class, using no label beyond the
+  fine-tune's own labelled subset: ``--generator class-prior`` (the default) draws them with
+  ``augtrain generate --condition-on`` that subset (a Gaussian per class in the VAE's latent space,
+  fitted to those images alone); ``--generator cvae`` trains a class-conditional VAE on that subset
+  starting from the VAE (``configs/pretrain-fmnist-cvae.yaml``) and draws from its decoder;
 * the ratio: the share of every epoch's slots given to generated samples, chosen among
-  ``--fractions`` by the validation accuracy (1,000 held-out training images) of the SimCLR
-  fine-tune of the first seed, then used for every row of that labelled-set size;
+  ``--fractions`` by the validation accuracy (1,000 held-out training images) of the fine-tune
+  of the last of ``--inits`` (SimCLR's by default) of the first seed, then used for every row of
+  that labelled-set size;
 * the measures of the generated set: label fidelity (how often a classifier trained on all
-  60,000 real labels, the "judge", agrees with the class drawn) and the classification accuracy
+  60,000 real labels, the "judge", initialised as ``--judge-init``, agrees with the class drawn)
+  and the classification accuracy
   score (Ravuri and Vinyals 2019: ``cnn-small`` trained from scratch on the generated set alone,
   500 optimizer steps as every other fine-tune, tested on the 10,000 real test images; the first
   seed's set by default, ``--cas-seeds``), both per class.
@@ -22,7 +26,8 @@ Every run is an ``augtrain`` command in its own folder under ``--out``, skipped 
 is there, so a killed benchmark continues where it stopped; ``--jobs`` runs that many at once
 (one fine-tune worker each). It prints the table and writes it to ``<out>/summary.md``.
 
-    python benchmarks/generative_quality.py [--labels 100 600] [--seeds 0 1 2] [--jobs 2]
+    python benchmarks/generative_quality.py [--labels 100 600] [--seeds 0 1 2] [--jobs 2] \
+        [--generator class-prior|cvae] [--inits scratch vae simclr] [--judge-init simclr]
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from stages import pretrain_once
 
 CONFIG = "configs/finetune-fmnist-generated.yaml"
 VAE_CONFIG, SIMCLR_CONFIG = "configs/pretrain-fmnist-vae.yaml", "configs/pretrain-fmnist.yaml"
+CVAE_CONFIG = "configs/pretrain-fmnist-cvae.yaml"
 INITS = ("scratch", "vae", "simclr")
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
@@ -115,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="augtrain commands at once (one worker each)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for every fine-tune (e.g. finetune.steps=20 for a quick look)")
+    parser.add_argument("--generator", choices=["class-prior", "cvae"], default="class-prior",
+                        help="class-prior: the VAE's latent Gaussians fitted to the labelled subset; cvae: a "
+                             "conditional VAE trained on the labelled subset from the VAE")
+    parser.add_argument("--inits", nargs="+", choices=INITS, default=list(INITS),
+                        help="initialisations compared (the last one's first seed chooses the generated share)")
+    parser.add_argument("--judge-init", choices=INITS, default="simclr",
+                        help="initialisation of the all-labels judge of label fidelity")
     parser.add_argument("--data", default="data")
     parser.add_argument("--out", default="runs/generative-quality")
     args = parser.parse_args(argv)
@@ -129,17 +142,28 @@ def main(argv: list[str] | None = None) -> int:
     runner = Runner(out, args.jobs, [*data, *args.overrides])  # every fine-tune reads these shards
     checkpoints = {}
     for init, config in (("vae", VAE_CONFIG), ("simclr", SIMCLR_CONFIG)):
-        checkpoints[init], seconds[f"{init} pretraining"] = pretrain_once(config, data)
+        if init == "vae" or init in args.inits or init == args.judge_init:
+            checkpoints[init], seconds[f"{init} pretraining"] = pretrain_once(config, data)
+    inits, chooser = list(args.inits), args.inits[-1]
 
     def judge_run() -> dict:
-        return runner.finetune("judge", "simclr", checkpoints, "1.0", 0,
+        return runner.finetune("judge", args.judge_init, checkpoints, "1.0", 0,
                                ["--set", "finetune.val_labels=0", "--set", f"finetune.steps={args.judge_steps}"])
+
+    def generator(tag: str, s: int, labelled: str) -> list[str]:
+        """The ``generate`` arguments of seed ``s``'s generated set (after training its cvae)."""
+        if args.generator == "class-prior":
+            return ["--checkpoint", checkpoints["vae"], "--condition-on", labelled]
+        folder = out / tag / f"cvae-s{s}"
+        checkpoint, seconds[f"{tag} cvae-s{s} training"] = pretrain_once(CVAE_CONFIG, [
+            *data, f"data.train={labelled}", f"output={folder}", f"model.init={checkpoints['vae']}", f"seed={s}"])
+        return ["--checkpoint", checkpoint]
 
     results: dict[str, dict] = {}
     for labels in args.labels:
         tag = f"l{labels}"
         start = time.perf_counter()
-        pairs = [(i, s) for s in args.seeds for i in INITS]
+        pairs = [(i, s) for s in args.seeds for i in inits]
         done = runner.all([judge_run] + [lambda i=i, s=s: runner.finetune(f"{tag}/{i}-real-s{s}", i, checkpoints,
                                                                           str(labels), s) for i, s in pairs])
         judge, real = done[0], dict(zip(pairs, done[1:]))  # the judge trains beside the first size's runs
@@ -150,11 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         generated = {}
         for s in args.seeds:
-            labelled = str(out / tag / f"simclr-real-s{s}" / "data" / "labelled")
-            folder = runner.run(f"{tag}/generated-s{s}", ["generate", "--checkpoint", checkpoints["vae"], "--n",
+            labelled = str(out / tag / f"{chooser}-real-s{s}" / "data" / "labelled")  # the same for every init
+            folder = runner.run(f"{tag}/generated-s{s}", ["generate", *generator(tag, s, labelled), "--n",
                                                           str(args.n), "--out", str(out / tag / f"generated-s{s}"),
-                                                          "--condition-on", labelled, "--judge", str(out / "judge"),
-                                                          "--seed", str(s)], "manifest.json")
+                                                          "--judge", str(out / "judge"), "--seed", str(s)],
+                                "manifest.json")
             generated[s] = json.loads((folder / "manifest.json").read_text())["synthetic"]
             write_grid(folder, out / tag / f"generated-s{s}.png")
         seconds[f"{labels} labels: generating"] = time.perf_counter() - start
@@ -166,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 
         start = time.perf_counter()
         first = args.seeds[0]
-        candidates = runner.all([lambda f=f: with_generated("simclr", first, f) for f in args.fractions])
+        candidates = runner.all([lambda f=f: with_generated(chooser, first, f) for f in args.fractions])
         chosen = max(zip(args.fractions, candidates), key=lambda fc: (fc[1]["metrics"]["val_acc"], -fc[0]))[0]
         print(f"{labels} labels: generated fraction {chosen:g} chosen by validation accuracy ("
               + ", ".join(f"{f:g}: {100 * c['metrics']['val_acc']:.1f} %" for f, c in zip(args.fractions, candidates))
@@ -197,9 +221,9 @@ def main(argv: list[str] | None = None) -> int:
                         "label_fidelity_per_class": {str(s): g["label_fidelity_per_class"] for s, g in generated.items()},
                         "cas": {str(s): c["metrics"]["test_acc"] for s, c in cas.items()},
                         "cas_per_class": {str(s): c.get("test_per_class") for s, c in cas.items()},
-                        "logreg": {str(s): (real[("scratch", s)].get("control") or {}).get("test_acc")
+                        "logreg": {str(s): (real[(inits[0], s)].get("control") or {}).get("test_acc")
                                    for s in args.seeds}}
-    results["seconds"] = seconds
+    results.update({"seconds": seconds, "generator": args.generator, "inits": inits, "judge_init": args.judge_init})
     (out / "results.json").write_text(json.dumps(results, indent=1))
     summary = report(results, args)
     (out / "summary.md").write_text(summary)
@@ -209,13 +233,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(results: dict, args: argparse.Namespace) -> str:
     lines = [f"Fashion-MNIST, all 10,000 test images; mean ± sd over seeds {args.seeds} (label seed = fine-tune "
-             f"seed); judge (SimCLR fine-tuned on all 60,000 labels, {results['judge']['epochs']} epoch(s)): "
-             f"{100 * results['judge']['test_acc']:.2f} % test accuracy", ""]
+             f"seed); generated by {args.generator}; judge ({args.judge_init} fine-tuned on all 60,000 labels, "
+             f"{results['judge']['epochs']} epoch(s)): {100 * results['judge']['test_acc']:.2f} % test accuracy", ""]
     lines += ["| labels | initialisation | real only | real + generated | paired difference | "
               "generated share (chosen by validation) |", "|---|---|---|---|---|---|"]
     for labels in args.labels:
         r = results[f"l{labels}"]
-        for init in INITS:
+        for init in args.inits:
             real = [r["real"][f"{init}-s{s}"] for s in args.seeds]
             gen = [r["generated"][f"{init}-s{s}"] for s in args.seeds]
             lines.append(f"| {labels} | {init} | {mean_sd(real)} | {mean_sd(gen)} | "

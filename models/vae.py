@@ -15,6 +15,15 @@ Gaussian per class in the latent space, fitted to the posteriors of the labelled
 generation from an unconditional generative model by modelling the labelled data's region of its
 latent space (Engel et al. 2018, "Latent constraints"), here with the simplest such model, so that
 the labels a fine-tune has (100 or 600 images) steer a VAE trained on every unlabelled image.
+
+A VAE trained with the labels is the ``cvae`` objective (``ConditionalVAE``; Sohn et al. 2015's
+conditional VAE, the generative model of Kingma et al. 2014's M2 with the class observed): the
+class enters the posterior q(z | x, y) and the decoder p(x | z, y), so that z need not carry it,
+and ``sample_labelled`` decodes prior draws for the classes asked for. It is meant to be trained
+on a labelled subset starting from an unconditional VAE's weights (``model.init``): the encoder,
+posterior head and decoder are the VAE's, and the class enters through two embeddings added to
+the posterior head's output and to the decoder's first layer, both zero at the start, so that the
+conditional model begins as the unconditional one.
 """
 
 from __future__ import annotations
@@ -50,8 +59,15 @@ class ConvDecoder(nn.Module):
             nn.Conv2d(width // 2, channels, 3, padding=1),
         )
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+    def forward(self, z: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+        """``shift`` [B, hidden] is added to the first layer's output (a conditional decoder's class)."""
+        if shift is None:
+            return self.net(z)
+        return self.net[1:](self.net[0](z) + shift.to(z.dtype))
+
+    @property
+    def hidden(self) -> int:
+        return self.net[0].out_features
 
 
 @dataclass(frozen=True)
@@ -184,6 +200,78 @@ class VAE(nn.Module):
         return self.encoder
 
 
+class ConditionalVAE(VAE):
+    """forward(views, labels) -> the negative ELBO of the first view given its class (mean over the
+    batch). ``labels``: int [B] in [0, num_classes)."""
+
+    uses_labels = True
+
+    def __init__(self, encoder: nn.Module, num_classes: int, latent_dim: int = 32, image_size: int = 28,
+                 channels: int = 1, beta: float = 1.0, recon_sigma: float = 0.3, decoder_width: int = 64) -> None:
+        super().__init__(encoder, latent_dim, image_size, channels, beta, recon_sigma, decoder_width)
+        if num_classes < 2:
+            raise ValueError(f"a conditional VAE needs num_classes >= 2, got {num_classes}")
+        self.num_classes = num_classes
+        self.class_to_posterior = nn.Embedding(num_classes, 2 * latent_dim)
+        self.class_to_decoder = nn.Embedding(num_classes, self.decoder.hidden)
+        for table in (self.class_to_posterior, self.class_to_decoder):  # begins as the unconditional VAE
+            nn.init.zeros_(table.weight)
+
+    def _classes(self, labels: torch.Tensor, n: int) -> torch.Tensor:
+        labels = torch.as_tensor(labels).long()
+        if labels.shape != (n,):
+            raise ValueError(f"expected {n} labels, got shape {tuple(labels.shape)}")
+        if n and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            raise ValueError(f"labels must be in [0, {self.num_classes}), got {int(labels.min())}..{int(labels.max())}")
+        return labels.to(self.class_to_decoder.weight.device)
+
+    def encode_labelled(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z | x, y): posterior mean and log-variance, each [B, latent]."""
+        labels = self._classes(labels, len(x))
+        params = self.to_posterior(self.encoder.forward_features(x)).float() + self.class_to_posterior(labels).float()
+        mean, logvar = params.chunk(2, dim=1)
+        return mean, logvar.clamp(-20.0, 10.0)
+
+    def decode(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z, self.class_to_decoder(self._classes(labels, len(z))))
+
+    def forward(self, views: Sequence[torch.Tensor], labels: torch.Tensor | None = None) -> torch.Tensor:
+        if len(views) != 1:
+            raise ValueError(f"the conditional VAE takes 1 view per sample, got {len(views)}")
+        if labels is None:
+            raise ValueError("the conditional VAE trains on labelled images: forward(views, labels)")
+        x = views[0]
+        mean, logvar = self.encode_labelled(x, labels)
+        z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
+        recon = self.decode(z.to(x.dtype), labels).float()
+        recon_term = ((recon - x.float()) ** 2).flatten(1).sum(1).mean() / (2 * self.recon_sigma ** 2)
+        kl = (-0.5 * (1 + logvar - mean ** 2 - logvar.exp())).sum(1).mean()
+        self.loss_terms = {"recon": recon_term.detach(), "kl": kl.detach()}
+        return recon_term + self.beta * kl
+
+    @torch.no_grad()
+    def sample_labelled(self, labels: torch.Tensor, generator: torch.Generator | None = None,
+                        temperature: float = 1.0) -> torch.Tensor:
+        """One image of each class in ``labels`` [N]: z from the prior N(0, temperature^2 I), decoded
+        with the class, in the normalised space the model was trained in."""
+        labels = torch.as_tensor(labels).long().cpu()
+        weight = next(self.decoder.parameters())
+        z = temperature * torch.randn(len(labels), self.latent_dim, generator=generator)
+        with self._evaluating():
+            return self.decode(z.to(weight.device, weight.dtype), labels).float()
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` images, the classes in turn (0, 1, ..., num_classes - 1, 0, ...), so that a grid of
+        ``num_classes`` columns has a class per column."""
+        return self.sample_labelled(torch.arange(n) % self.num_classes, generator)
+
+    @torch.no_grad()
+    def reconstruct_labelled(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The decoder's image of each input's posterior mean given its class."""
+        return self.decode(self.encode_labelled(x, labels)[0].to(x.dtype), labels)
+
+
 @register_objective("vae", modalities=("image",))
 def vae(encoder_name: str, encoder_kwargs: dict[str, Any], latent_dim: int = 32, image_size: int = 28,
         beta: float = 1.0, recon_sigma: float = 0.3, decoder_width: int = 64) -> VAE:
@@ -191,3 +279,14 @@ def vae(encoder_name: str, encoder_kwargs: dict[str, Any], latent_dim: int = 32,
     encoder = create_model(encoder_name, **encoder_kwargs)
     return VAE(encoder, latent_dim, image_size, int(encoder_kwargs.get("in_chans", 3)), beta, recon_sigma,
                decoder_width)
+
+
+@register_objective("cvae", modalities=("image",))
+def cvae(encoder_name: str, encoder_kwargs: dict[str, Any], num_classes: int, latent_dim: int = 32,
+         image_size: int = 28, beta: float = 1.0, recon_sigma: float = 0.3, decoder_width: int = 64) -> ConditionalVAE:
+    """A conditional VAE around any registered image encoder, trained on labelled images
+    (``data.label_key``); its parameters are a ``vae``'s of the same sizes plus two class
+    embeddings, so ``model.init`` can start it from a VAE checkpoint."""
+    encoder = create_model(encoder_name, **encoder_kwargs)
+    return ConditionalVAE(encoder, int(num_classes), latent_dim, image_size, int(encoder_kwargs.get("in_chans", 3)),
+                          beta, recon_sigma, decoder_width)

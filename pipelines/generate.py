@@ -8,6 +8,7 @@ their label fidelity.
                                       labeller="runs/ft-s0", min_confidence=0.9)
     source, record = generated_source("runs/fmnist-vae/checkpoints", n=10_000,
                                       condition_on="runs/ft-s0/data/labelled", judge="runs/ft-all")
+    source, record = generated_source("runs/fmnist-cvae-100/checkpoints", n=10_000)  # a cvae: labelled by its decoder
     write_shards(source, "data/fmnist-vae-gen", "train", WriteOptions(), synthetic=record)
 
 Each labelled sample carries its label (``.cls``) and the labeller's confidence in it (``.conf``,
@@ -95,12 +96,49 @@ def draw_classes(checkpoint: str | os.PathLike, labelled: str | list[str], n: in
     Reproducible for ``seed``."""
     path, model, mean, std = _generator_model(checkpoint)
     prior, names = fit_class_prior(model, labelled, mean, std, _channels(path, mean))
-    labels = np.arange(n, dtype=np.int64) % prior.num_classes
     generator = torch.Generator().manual_seed(seed)
-    labels = labels[torch.randperm(n, generator=generator).numpy()]  # classes interleaved, not in blocks
+    labels = _balanced_labels(n, prior.num_classes, generator)
     chunks = [to_uint8(model.sample_classes(torch.from_numpy(labels[lo:lo + batch_size]), prior, generator,
                                             temperature), mean, std) for lo in range(0, n, batch_size)]
     return np.concatenate(chunks), labels, prior, names
+
+
+def _balanced_labels(n: int, num_classes: int, generator: torch.Generator) -> np.ndarray:
+    """``n`` labels, as many of each class as ``n`` allows (the first ``n % num_classes`` one more),
+    in a seeded order (classes interleaved, not in blocks)."""
+    labels = np.arange(n, dtype=np.int64) % num_classes
+    return labels[torch.randperm(n, generator=generator).numpy()]
+
+
+def draw_labelled(checkpoint: str | os.PathLike, n: int, seed: int = 0, temperature: float = 1.0,
+                  batch_size: int = 512) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``n`` images (uint8 [N, H, W, C]) from a conditional generative checkpoint (a ``cvae``), as
+    many of each class as ``n`` allows, each decoded from a prior draw (its standard deviation
+    ``temperature``) with its class; their labels int64 [N] and the class names of the shards it
+    was trained on. Reproducible for ``seed``."""
+    path, model, mean, std = _generator_model(checkpoint)
+    if not hasattr(model, "sample_labelled"):
+        raise ValueError(f"{path}: a {type(model).__name__} is not class-conditional")
+    generator = torch.Generator().manual_seed(seed)
+    labels = _balanced_labels(n, model.num_classes, generator)
+    chunks = [to_uint8(model.sample_labelled(torch.from_numpy(labels[lo:lo + batch_size]), generator, temperature),
+                       mean, std) for lo in range(0, n, batch_size)]
+    return np.concatenate(chunks), labels, _generator_class_names(path, model.num_classes)
+
+
+def _generator_class_names(checkpoint: Path, num_classes: int) -> list[str]:
+    """The class names of the labelled shards a conditional generator was trained on (its config's
+    ``data.train``), or the class indices when those shards are gone or name none."""
+    from augtrain.pipelines.data.shard_set import ShardSpecError, open_shards
+
+    train = ((read_metadata(checkpoint).get("config") or {}).get("data") or {}).get("train")
+    try:
+        names = open_shards(train, modality="image").class_names if train else None
+    except (ShardSpecError, OSError):
+        names = None
+    if names and len(names) == num_classes:
+        return list(names)
+    return [str(c) for c in range(num_classes)]
 
 
 def _trained_class_names(teacher: Any) -> list[str] | None:
@@ -152,17 +190,29 @@ def generated_source(checkpoint: str | os.PathLike, n: int, seed: int = 0, label
                           "relabel them (use --judge to measure their label fidelity)")
     if temperature <= 0:
         raise SourceError(f"generate: --temperature must be > 0, got {temperature}")
-    if condition_on is None and temperature != 1.0:
-        raise SourceError("generate: --temperature scales the class Gaussians of --condition-on; without it the "
-                          "samples come from the standard-normal prior")
+    path = resolve_checkpoint(checkpoint)
+    conditional = _is_conditional(path)
+    if conditional and (condition_on is not None or labeller is not None):
+        raise SourceError(f"generate: {path} is a class-conditional model (its decoder is given each sample's "
+                          "class, the label); --condition-on and --labeller are for an unconditional one")
+    if not conditional and condition_on is None and temperature != 1.0:
+        raise SourceError("generate: --temperature scales the class Gaussians of --condition-on (or a conditional "
+                          "model's prior); without it the samples come from the standard-normal prior")
     if labeller is None and min_confidence > 0:
         raise SourceError("generate: --min-confidence filters a --labeller's pseudo-labels; "
-                          + ("class-conditional samples have no confidence" if condition_on else "there is none"))
-    if judge is not None and condition_on is None and labeller is None:
+                          + ("class-conditional samples have no confidence" if condition_on or conditional
+                             else "there is none"))
+    if judge is not None and condition_on is None and labeller is None and not conditional:
         raise SourceError("generate: --judge measures the fidelity of labels; unlabelled samples have none")
-    path = resolve_checkpoint(checkpoint)
     record: dict[str, Any] = {"generator": str(path), "generator_step": read_metadata(path).get("step"),
                               "seed": seed, "drawn": n, "labeller": None}
+    if conditional:
+        images, labels, class_names = draw_labelled(path, n, seed, temperature)
+        record.update({"labeller": "conditional decoder", "temperature": temperature, "kept": n,
+                       "per_class": np.bincount(labels, minlength=len(class_names)).tolist()})
+        if judge is not None:
+            record.update(label_fidelity(judge, images, labels, len(class_names), judge_checkpoint, class_names))
+        return Source("generated", list(class_names), n, lambda i: (_squeeze(images[i]), int(labels[i]))), record
     if condition_on is not None:
         images, labels, prior, class_names = draw_classes(path, condition_on, n, seed, temperature)
         record.update({"labeller": "class-conditional", "conditioned_on": _absolute(condition_on),
@@ -197,6 +247,14 @@ def generated_source(checkpoint: str | os.PathLike, n: int, seed: int = 0, label
     return Source("generated", list(class_names), len(kept),
                   lambda i: (_squeeze(images[kept[i]]), int(labels[kept[i]])),
                   extras=lambda i: {"conf": f"{confidence[kept[i]]:.6f}".encode()}), record
+
+
+def _is_conditional(checkpoint: Path) -> bool:
+    """Whether the checkpoint's model decodes a given class (a ``cvae``): built from its spec, no weights."""
+    from augtrain.models import build_from_spec
+
+    spec = read_metadata(checkpoint).get("model")
+    return spec is not None and hasattr(build_from_spec(spec), "sample_labelled")
 
 
 def class_grid(images: np.ndarray, labels: np.ndarray, num_classes: int, per_class: int = 10) -> np.ndarray:

@@ -14,6 +14,11 @@ the classifier's most probable class and its confidence (``<key>.conf``); sample
 provenance (generating checkpoint and step, seed, labeller, filter, counts); such shards are
 refused as a validation or test split. ``--judge``, a fine-tune trained on real images, measures
 the labels' fidelity: how often it agrees with them, over all and per class (recorded).
+
+A class-conditional checkpoint (``model.objective: cvae``, trained with labels) labels its samples
+itself: an equal share per class, each decoded from a prior draw with its class
+(``--temperature`` scales the prior's standard deviation); ``--condition-on`` and ``--labeller``
+are for unconditional models and refused with it.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import json
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("generate", help="write samples of a generative checkpoint as shards (with provenance)",
                             description="Draw samples from a generative checkpoint (a VAE) and write them as "
-                                        "shards: class-conditional (--condition-on labelled shards), "
+                                        "shards: class-conditional (a cvae checkpoint, or --condition-on "
+                                        "labelled shards for a vae), "
                                         "pseudo-labelled by a fine-tuned classifier (--labeller) or unlabelled.")
     parser.add_argument("--checkpoint", required=True, help="generative pretraining checkpoint (or its run's folder)")
     parser.add_argument("--n", type=int, required=True, help="samples to draw")
@@ -40,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="labelled shards (e.g. a fine-tune's data/labelled): draw class-conditional samples "
                              "from a per-class Gaussian fitted to their latent posteriors, labelled by class")
     parser.add_argument("--temperature", type=float, default=1.0,
-                        help="scale of the class Gaussians' standard deviations (--condition-on)")
+                        help="scale of the class Gaussians' standard deviations (--condition-on), or of a cvae's prior")
     parser.add_argument("--judge", default=None,
                         help="a fine-tune output folder trained on real images: record how often it agrees with "
                              "the samples' labels (label fidelity, per class)")

@@ -13,19 +13,8 @@ from torch import nn
 
 from augtrain.models import Classifier, build_from_spec, create_model
 from augtrain.pipelines.finetune.config import FinetuneConfig
-from augtrain.pipelines.train.checkpoint import latest_checkpoint, load_model, read_metadata
+from augtrain.pipelines.train.checkpoint import load_model, read_metadata, resolve_checkpoint  # noqa: F401 (re-exported)
 from augtrain.pipelines.train.engine import lr_factor
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint directory, or a pretraining output root (its ``latest``)."""
-    path = Path(path).absolute()
-    if (path / "augtrain.json").is_file():
-        return path
-    found = latest_checkpoint(path)
-    if found is None:
-        raise FileNotFoundError(f"{path}: not a checkpoint (no augtrain.json) and no complete checkpoint under it")
-    return found
 
 
 def load_encoder(checkpoint: str | os.PathLike, pretrained: bool = True, head_layers: int = 0) -> nn.Module:

@@ -118,7 +118,10 @@ def generated_section(spec: Any, cfg: dict[str, Any]) -> Section:
                  ("samples", f"{record.get('kept', manifest.get('num_samples'))} kept of {record.get('drawn')} drawn "
                              f"(seed {record.get('seed')})"),
                  ("labels", "class-conditional draws (the class drawn)" if labelled_by == "class-conditional"
+                  else "the class given to the conditional decoder" if labelled_by == "conditional decoder"
                   else f"pseudo-labels of {labelled_by}" if labelled_by else "none")]
+        if labelled_by == "conditional decoder":
+            facts.append(("prior", f"standard normal (temperature {record.get('temperature')})"))
         if record.get("conditioned_on"):
             facts.append(("class prior fitted on", f"{record['conditioned_on']} (temperature "
                                                    f"{record.get('temperature')})"))

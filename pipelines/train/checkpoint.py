@@ -338,6 +338,35 @@ def load_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
     return {prefix + k: v for k, v in state.items()}
 
 
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint directory, or a pretraining output root (its ``latest``)."""
+    path = Path(path).absolute()
+    if (path / "augtrain.json").is_file():
+        return path
+    found = latest_checkpoint(path)
+    if found is None:
+        raise FileNotFoundError(f"{path}: not a checkpoint (no augtrain.json) and no complete checkpoint under it")
+    return found
+
+
+def initial_weights(checkpoint: str | os.PathLike, model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The weights of ``checkpoint`` (a directory or a run's checkpoints folder) that start ``model``
+    (``model.init``), and the names of the model's own that it leaves at their initialisation.
+    Every weight it holds must be one of the model's with the same shape (a ValueError names the
+    first that is not), so that a wrong checkpoint is refused rather than half-loaded."""
+    path = resolve_checkpoint(checkpoint)
+    state = load_state_dict(path)
+    own = model.state_dict()
+    for name, tensor in state.items():
+        if name not in own:
+            raise ValueError(f"model.init {path}: its weight {name!r} is not one of the "
+                             f"{type(model).__name__}'s (is it another architecture?)")
+        if tuple(own[name].shape) != tuple(tensor.shape):
+            raise ValueError(f"model.init {path}: its weight {name!r} has shape {tuple(tensor.shape)}, the "
+                             f"{type(model).__name__}'s {tuple(own[name].shape)}")
+    return state, [name for name in own if name not in state]
+
+
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the trained module (objective or encoder) from its spec and load its weights."""
     spec = read_metadata(checkpoint)["model"]

@@ -72,6 +72,15 @@ class ModelSection(_Section):
     encoder: str = "cnn-tiny"  # registered encoder (augtrain.models.list_models())
     encoder_kwargs: dict[str, Any] = Field(default_factory=dict)
     kwargs: dict[str, Any] = Field(default_factory=dict)  # objective arguments
+    # a checkpoint (or a run's checkpoints folder: its latest) whose weights start the objective:
+    # every weight it holds must be the objective's, same shape; the objective's others keep their
+    # initialisation (a conditional VAE from a VAE: its class embeddings). Unused when resuming.
+    init: str | None = None
+
+    @field_validator("init")
+    @classmethod
+    def _absolute_init(cls, value: str | None) -> str | None:
+        return os.path.abspath(value) if value else None
 
     @field_validator("encoder_kwargs")
     @classmethod

@@ -337,12 +337,16 @@ def to_device(views: Sequence[torch.Tensor], engine: TrainEngine) -> list[torch.
     return [v.to(engine.device, dtype=engine.input_dtype, non_blocking=True) for v in views]
 
 
-def train_step(engine: TrainEngine, views: Sequence[torch.Tensor]) -> StepOutput:
-    """Forward, backward and (at the accumulation boundary) optimizer + LR step of one micro-batch."""
+def train_step(engine: TrainEngine, views: Sequence[torch.Tensor], labels: torch.Tensor | None = None) -> StepOutput:
+    """Forward, backward and (at the accumulation boundary) optimizer + LR step of one micro-batch.
+    ``labels`` [B] go to objectives trained on labelled samples (``uses_labels``: a conditional VAE)."""
     ds = engine.engine
     lr = engine.lr()
     stepped = ds.is_gradient_accumulation_boundary()
-    loss = ds(to_device(views, engine))
+    if labels is None:
+        loss = ds(to_device(views, engine))
+    else:
+        loss = ds(to_device(views, engine), labels=labels.to(engine.device, non_blocking=True))
     terms = {k: float(v) for k, v in getattr(ds.module, "loss_terms", {}).items()}
     ds.backward(loss)
     ds.step()

@@ -242,6 +242,7 @@ def _run_epoch(run: _Run, epoch: int) -> bool:
     engine, cfg = run.engine, run.cfg
     modality = run.reader.modality
     names = modality.view_keys(engine.module.num_views)
+    labelled = bool(getattr(engine.module, "uses_labels", False))  # a conditional VAE: the reader's labels too
     iterator = run.reader.epoch_iterator(epoch, engine.rank, engine.world_size,
                                          engine.config.micro_batch_size, run.position, drop_last=True)
     batches = iter(iterator)
@@ -257,7 +258,7 @@ def _run_epoch(run: _Run, epoch: int) -> bool:
                     iterator.drop(unused, "dropped: epoch ended on another worker")
             break
         views = run.make_views(batch, epoch) if run.make_views else _views(batch, modality, names, cfg)
-        out = train_step(engine, views)
+        out = train_step(engine, views, torch.from_numpy(np.asarray(batch["label"])) if labelled else None)
         run.meter.add(out.loss, len(batch["__index__"]), t_data, time.perf_counter() - t0, out.terms)
         micro, loss_sum, at_boundary = micro + 1, loss_sum + out.loss, out.stepped
         for name in term_sums:

@@ -12,6 +12,7 @@ shared output folder, data position included.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import os
 from dataclasses import dataclass, replace
@@ -48,6 +49,7 @@ class PretrainPlan:
     parameters: int
     steps_per_epoch: int
     resume_from: str | None
+    init_from: str | None = None  # model.init, resolved to one checkpoint
 
     def _accumulation(self) -> str:
         """Micro-batches per optimizer step: one count, or one per worker count of an elastic run."""
@@ -65,7 +67,8 @@ class PretrainPlan:
                 f"{c.augment.policy} ({self.num_views} view{'s' * (self.num_views > 1)}), {c.cluster.describe_workers()} workers x "
                 f"micro-batch {self.engine.micro_batch_size} x accumulation {self._accumulation()}, "
                 f"ZeRO-{self.engine.zero_stage}, {self.steps_per_epoch} steps/epoch x {self.loop.epochs} epochs"
-                + (f", resuming from {self.resume_from}" if self.resume_from else ""))
+                + (f", resuming from {self.resume_from}" if self.resume_from else "")
+                + (f", starting from the weights of {self.init_from}" if self.init_from and not self.resume_from else ""))
 
 
 def plan_pretraining(config: ExperimentConfig, resume: str | None = None) -> PretrainPlan:
@@ -76,7 +79,12 @@ def plan_pretraining(config: ExperimentConfig, resume: str | None = None) -> Pre
     shards = open_shards(config.data.train, modality=modality.name)
     modality.check_model(config.model.encoder, config.model.objective)
     objective = create_objective(config.model.objective, encoder=config.model.encoder,
-                                 encoder_kwargs=dict(config.model.encoder_kwargs), **config.model.kwargs)
+                                 encoder_kwargs=dict(config.model.encoder_kwargs),
+                                 **_class_count(config, shards.class_names))
+    if getattr(objective, "uses_labels", False) and config.data.label_key is None:
+        raise ValueError(f"model.objective {config.model.objective!r} trains on labelled samples: set data.label_key "
+                         "(cls for shards written by augtrain)")
+    init_from = _initial_weights(config, objective)
     views = int(objective.num_views)
     policy = modality.parse_policy(config.augment.policy)
     transform = modality.sample_transform(policy, size=config.augment.size, views=views,
@@ -109,7 +117,43 @@ def plan_pretraining(config: ExperimentConfig, resume: str | None = None) -> Pre
         raise ValueError("augment.placement 'worker' needs augment.size (DALI batches have one shape)")
     resume_from = _resume_source(loop.checkpoint_dir, resume)
     return PretrainPlan(config, reader, encoded_reader, objective.spec, engine, loop, policy.to_dict(), views,
-                        sum(p.numel() for p in objective.parameters()), steps_per_epoch, resume_from)
+                        sum(p.numel() for p in objective.parameters()), steps_per_epoch, resume_from, init_from)
+
+
+def _class_count(config: ExperimentConfig, class_names: list[str] | None) -> dict[str, Any]:
+    """The objective's arguments, with ``num_classes`` from the shards' manifest for an objective
+    that takes one (a conditional VAE) when the config leaves it out; a count that disagrees with
+    the manifest's classes is refused."""
+    from augtrain.models.registry import OBJECTIVES
+
+    kwargs = dict(config.model.kwargs)
+    if "num_classes" not in inspect.signature(OBJECTIVES.get(config.model.objective)).parameters:
+        return kwargs
+    if class_names and kwargs.get("num_classes", len(class_names)) != len(class_names):
+        raise ValueError(f"model.kwargs.num_classes is {kwargs['num_classes']} but {config.data.train} has "
+                         f"{len(class_names)} classes")
+    if "num_classes" not in kwargs:
+        if not class_names:
+            raise ValueError(f"model.objective {config.model.objective!r} needs model.kwargs.num_classes: "
+                             f"{config.data.train} names no classes in its manifest")
+        kwargs["num_classes"] = len(class_names)
+    return kwargs
+
+
+def _initial_weights(config: ExperimentConfig, objective: Any) -> str | None:
+    """``model.init`` resolved to one checkpoint and checked against the objective (every weight
+    of it is the objective's, same shape); the weights it leaves at their initialisation are logged."""
+    if config.model.init is None:
+        return None
+    from augtrain.pipelines.train.checkpoint import initial_weights, resolve_checkpoint
+
+    try:
+        path = resolve_checkpoint(config.model.init)
+        _, fresh = initial_weights(path, objective)
+    except FileNotFoundError as exc:
+        raise ValueError(f"model.init: {exc}") from None
+    log.info("model.init %s: every weight but %s", path, ", ".join(fresh) if fresh else "none")
+    return str(path)
 
 
 def batch_for_workers(engine: EngineConfig, cluster: ClusterSection) -> EngineConfig:
@@ -147,11 +191,21 @@ def _resume_source(checkpoint_dir: str, resume: str | None) -> str | None:
     return os.path.abspath(resume)
 
 
+def starting_objective(spec: dict[str, Any], init_from: str | None, resuming: bool) -> torch.nn.Module:
+    """The objective a worker trains: built from its spec, with the weights of ``init_from``
+    (``model.init``) unless the run resumes, whose checkpoint holds every weight."""
+    from augtrain.models import build_from_spec
+    from augtrain.pipelines.train.checkpoint import initial_weights
+
+    objective = build_from_spec(spec)
+    if init_from is not None and not resuming:
+        objective.load_state_dict(initial_weights(init_from, objective)[0], strict=False)
+    return objective
+
+
 def _worker(config: dict[str, Any]) -> None:
     """One Ray Train worker: resume from the newest checkpoint (after a failure too) and train."""
     import ray.train
-
-    from augtrain.models import build_from_spec
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     loop: LoopConfig = config["loop"]
@@ -169,7 +223,8 @@ def _worker(config: dict[str, Any]) -> None:
                                    local_rank=ray.train.get_context().get_local_rank())
         log.info("augmenting in the worker with DALI (%s)", "GPU" if torch.cuda.is_available() else "CPU")
     torch.manual_seed(loop.seed)  # the model's initial weights: the same on every rank and in every run
-    pretrain(build_from_spec(config["objective"]), reader, config["engine"], loop,
+    pretrain(starting_objective(config["objective"], config["init_from"], resuming=source is not None),
+             reader, config["engine"], loop,
              resume_from=source, config=config["config"], policy=config["policy"],
              on_metrics=report_epochs, make_views=make_views)
 
@@ -186,6 +241,7 @@ def run_pretraining(plan: PretrainPlan) -> dict[str, Any]:
         _worker,
         {"objective": plan.objective_spec, "reader": plan.reader, "encoded_reader": plan.encoded_reader,
          "num_views": plan.num_views, "engine": plan.engine, "loop": plan.loop, "resume_from": plan.resume_from,
+         "init_from": plan.init_from,
          "experiment": plan.config, "config": plan.config.resolved(), "policy": plan.policy},
         workers=cluster.workers, cpus_per_worker=cluster.cpus_per_worker, use_gpu=use_gpu,
         extra_resources=cluster.worker_resources, placement_strategy=cluster.placement_strategy,

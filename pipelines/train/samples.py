@@ -35,13 +35,17 @@ def grid(images: np.ndarray, columns: int | None = None, pad: int = 2) -> np.nda
 def write_sample_grid(model: nn.Module, path: str | Path, mean: Sequence[float], std: Sequence[float], n: int = 64,
                       seed: int = 0, write: bool = True) -> Path | None:
     """Draw ``n`` samples from ``model.sample`` (the same latents every epoch, from ``seed``) and,
-    when ``write``, save them as a grid PNG at ``path``."""
+    when ``write``, save them as a grid PNG at ``path``. A class-conditional model draws its classes
+    in turn: a column per class, ``n`` rounded down to whole rows."""
     from PIL import Image
 
+    columns = int(model.num_classes) if hasattr(model, "sample_labelled") else None
+    if columns:
+        n = max(columns, n - n % columns)
     images = model.sample(n, generator=torch.Generator().manual_seed(seed))
     if not write:
         return None
-    tiles = grid(to_uint8(images, mean, std))
+    tiles = grid(to_uint8(images, mean, std), columns)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(tiles[..., 0] if tiles.shape[-1] == 1 else tiles).save(path)

@@ -25,6 +25,9 @@ OBJECTIVE_CASES: dict[str, tuple[dict, tuple[int, ...]]] = {
     # a VAE of small images: reconstruction + KL (loss terms tested in tests/pipelines/train/test_vae_pretrain.py)
     "vae": ({"encoder": "cnn-tiny", "encoder_kwargs": {"in_chans": 1}, "latent_dim": 8, "decoder_width": 16},
             (8, 1, 28, 28)),
+    # the same given each sample's class (labels: the batch's index mod 4; tests/pipelines/train/test_cvae_pretrain.py)
+    "cvae": ({"encoder": "cnn-tiny", "encoder_kwargs": {"in_chans": 1}, "latent_dim": 8, "decoder_width": 16,
+              "num_classes": 4}, (8, 1, 28, 28)),
 }
 
 
@@ -80,11 +83,12 @@ def test_objective_loss_decreases_and_encoder_exports(name: str):
     objective = create_objective(name, **kwargs)
     views = _views(objective.num_views, shape)
     optimizer = torch.optim.AdamW(objective.parameters(), lr=3e-3)
+    labelled = {"labels": torch.arange(shape[0]) % 4} if getattr(objective, "uses_labels", False) else {}
 
     losses = []
     for _ in range(30):
         torch.manual_seed(1)  # same MAE mask each step: the loss change is the model's
-        loss = objective(views)
+        loss = objective(views, **labelled)
         assert loss.ndim == 0 and torch.isfinite(loss)
         optimizer.zero_grad()
         loss.backward()
