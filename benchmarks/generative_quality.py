@@ -24,7 +24,9 @@ The comparison, per labelled-set size (100 and 600 labels) and seed (label seed 
 
 Every run is an ``augtrain`` command in its own folder under ``--out``, skipped when its result
 is there, so a killed benchmark continues where it stopped; ``--jobs`` runs that many at once
-(one fine-tune worker each). It prints the table and writes it to ``<out>/summary.md``.
+(one fine-tune worker each). It prints the table and writes it to ``<out>/summary.md``. The two
+generators keep their generated sets, mixed fine-tunes and results apart in one ``--out``
+(``cvae-`` before their names), so they share the real-only fine-tunes and the judge.
 
     python benchmarks/generative_quality.py [--labels 100 600] [--seeds 0 1 2] [--jobs 2] \
         [--generator class-prior|cvae] [--inits scratch vae simclr] [--judge-init simclr]
@@ -145,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         if init == "vae" or init in args.inits or init == args.judge_init:
             checkpoints[init], seconds[f"{init} pretraining"] = pretrain_once(config, data)
     inits, chooser = list(args.inits), args.inits[-1]
+    prefix = "" if args.generator == "class-prior" else f"{args.generator}-"  # the folders of this generator's runs
+    gen, mix, cas_name = f"{prefix}generated", f"{prefix}gen", f"{prefix}cas"
 
     def judge_run() -> dict:
         return runner.finetune("judge", args.judge_init, checkpoints, "1.0", 0,
@@ -154,10 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         """The ``generate`` arguments of seed ``s``'s generated set (after training its cvae)."""
         if args.generator == "class-prior":
             return ["--checkpoint", checkpoints["vae"], "--condition-on", labelled]
-        folder = out / tag / f"cvae-s{s}"
-        checkpoint, seconds[f"{tag} cvae-s{s} training"] = pretrain_once(CVAE_CONFIG, [
-            *data, f"data.train={labelled}", f"output={folder}", f"model.init={checkpoints['vae']}", f"seed={s}"])
-        return ["--checkpoint", checkpoint]
+        name = f"{tag}/cvae-s{s}"  # its report is written last: a run killed before it trains again
+        overrides = [f"data.train={labelled}", f"output={out / name}", f"model.init={checkpoints['vae']}", f"seed={s}"]
+        folder = runner.run(name, ["pretrain", "-c", CVAE_CONFIG, "--resume", "latest",
+                                   *[a for o in overrides for a in ("--set", o)]], "report.html")
+        return ["--checkpoint", str(folder / "checkpoints")]
 
     results: dict[str, dict] = {}
     for labels in args.labels:
@@ -175,17 +180,17 @@ def main(argv: list[str] | None = None) -> int:
         generated = {}
         for s in args.seeds:
             labelled = str(out / tag / f"{chooser}-real-s{s}" / "data" / "labelled")  # the same for every init
-            folder = runner.run(f"{tag}/generated-s{s}", ["generate", *generator(tag, s, labelled), "--n",
-                                                          str(args.n), "--out", str(out / tag / f"generated-s{s}"),
-                                                          "--judge", str(out / "judge"), "--seed", str(s)],
+            folder = runner.run(f"{tag}/{gen}-s{s}", ["generate", *generator(tag, s, labelled), "--n",
+                                                      str(args.n), "--out", str(out / tag / f"{gen}-s{s}"),
+                                                      "--judge", str(out / "judge"), "--seed", str(s)],
                                 "manifest.json")
             generated[s] = json.loads((folder / "manifest.json").read_text())["synthetic"]
-            write_grid(folder, out / tag / f"generated-s{s}.png")
+            write_grid(folder, out / tag / f"{gen}-s{s}.png")
         seconds[f"{labels} labels: generating"] = time.perf_counter() - start
 
         def with_generated(init: str, s: int, fraction: float) -> dict:
-            return runner.finetune(f"{tag}/{init}-gen{fraction:g}-s{s}", init, checkpoints, str(labels), s,
-                                   ["--set", f"finetune.synthetic={out / tag / f'generated-s{s}'}",
+            return runner.finetune(f"{tag}/{init}-{mix}{fraction:g}-s{s}", init, checkpoints, str(labels), s,
+                                   ["--set", f"finetune.synthetic={out / tag / f'{gen}-s{s}'}",
                                     "--set", f"finetune.synthetic_fraction={fraction}"])
 
         start = time.perf_counter()
@@ -201,9 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         cas_seeds = args.seeds[:args.cas_seeds]
 
         def cas_run(s: int) -> dict:
-            folder = runner.run(f"{tag}/cas-s{s}", [
-                "finetune", "-c", CONFIG, "--mode", "scratch", "--labels", "1.0", "--out", str(out / tag / f"cas-s{s}"),
-                "--set", f"finetune.train={out / tag / f'generated-s{s}'}", "--set", "finetune.val_labels=0",
+            folder = runner.run(f"{tag}/{cas_name}-s{s}", [
+                "finetune", "-c", CONFIG, "--mode", "scratch", "--labels", "1.0",
+                "--out", str(out / tag / f"{cas_name}-s{s}"),
+                "--set", f"finetune.train={out / tag / f'{gen}-s{s}'}", "--set", "finetune.val_labels=0",
                 "--set", f"finetune.seed={s}", "--set", f"finetune.steps={args.cas_steps}", *runner.overrides],
                 "finetune.json", "control")
             return json.loads((folder / "finetune.json").read_text())
@@ -224,9 +230,9 @@ def main(argv: list[str] | None = None) -> int:
                         "logreg": {str(s): (real[(inits[0], s)].get("control") or {}).get("test_acc")
                                    for s in args.seeds}}
     results.update({"seconds": seconds, "generator": args.generator, "inits": inits, "judge_init": args.judge_init})
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / f"{prefix}results.json").write_text(json.dumps(results, indent=1))
     summary = report(results, args)
-    (out / "summary.md").write_text(summary)
+    (out / f"{prefix}summary.md").write_text(summary)
     print(summary)
     return 0
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from augtrain.pipelines.data.source_base import Source, SourceError
-from augtrain.pipelines.train.checkpoint import load_model, read_metadata
+from augtrain.pipelines.train.checkpoint import load_model, read_metadata, resolve_checkpoint
 from augtrain.pipelines.train.samples import to_uint8
 
 
@@ -48,8 +48,6 @@ def _channels(checkpoint: Path, mean: list[float]) -> int:
 
 def _generator_model(checkpoint: str | os.PathLike) -> tuple[Path, torch.nn.Module, list[float], list[float]]:
     """The checkpoint's path, its model (eval mode; it must sample) and its normalisation."""
-    from augtrain.pipelines.finetune.model import resolve_checkpoint
-
     path = resolve_checkpoint(checkpoint)
     model = load_model(path).eval()
     if not hasattr(model, "sample"):
@@ -175,12 +173,12 @@ def generated_source(checkpoint: str | os.PathLike, n: int, seed: int = 0, label
     """The samples as a ``Source`` for ``write_shards`` and their provenance record (the manifest's
     ``synthetic``): generator checkpoint and step, seed, how they were labelled, counts.
 
-    Labels come either from ``condition_on`` (labelled shards: class-conditional draws, the label
-    is the class drawn) or from ``labeller`` (a classifier's pseudo-labels with its confidence,
-    filtered by ``min_confidence``); neither: unlabelled samples. ``judge``, a classifier trained
-    on real data, measures the labels' fidelity (recorded)."""
-    from augtrain.pipelines.finetune.model import resolve_checkpoint
-
+    A class-conditional checkpoint (a ``cvae``) labels its samples itself (the class decoded, an
+    equal share per class; ``temperature`` scales its prior). For an unconditional one, labels
+    come either from ``condition_on`` (labelled shards: class-conditional draws, the label is the
+    class drawn) or from ``labeller`` (a classifier's pseudo-labels with its confidence, filtered
+    by ``min_confidence``); neither: unlabelled samples. ``judge``, a classifier trained on real
+    data, measures the labels' fidelity (recorded)."""
     if n < 1:
         raise SourceError(f"generate: --n must be >= 1, got {n}")
     if not 0.0 <= min_confidence < 1.0:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,7 +12,7 @@ from torch import nn
 
 from augtrain.models import Classifier, build_from_spec, create_model
 from augtrain.pipelines.finetune.config import FinetuneConfig
-from augtrain.pipelines.train.checkpoint import load_model, read_metadata, resolve_checkpoint  # noqa: F401 (re-exported)
+from augtrain.pipelines.train.checkpoint import load_model, read_metadata, resolve_checkpoint
 from augtrain.pipelines.train.engine import lr_factor
 
 
