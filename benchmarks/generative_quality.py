@@ -11,6 +11,8 @@ The comparison, per labelled-set size (100 and 600 labels) and seed (label seed 
   ``augtrain generate --condition-on`` that subset (a Gaussian per class in the VAE's latent space,
   fitted to those images alone); ``--generator cvae`` trains a class-conditional VAE on that subset
   starting from the VAE (``configs/pretrain-fmnist-cvae.yaml``) and draws from its decoder;
+  ``--filter`` keeps only the samples that the real-only fine-tune of the same labelled subset
+  (the last of ``--inits``) assigns to their class (``generate --filter-by``);
 * the ratio: the share of every epoch's slots given to generated samples, chosen among
   ``--fractions`` by the validation accuracy (1,000 held-out training images) of the fine-tune
   of the last of ``--inits`` (SimCLR's by default) of the first seed, then used for every row of
@@ -26,7 +28,8 @@ Every run is an ``augtrain`` command in its own folder under ``--out``, skipped 
 is there, so a killed benchmark continues where it stopped; ``--jobs`` runs that many at once
 (one fine-tune worker each). It prints the table and writes it to ``<out>/summary.md``. The two
 generators keep their generated sets, mixed fine-tunes and results apart in one ``--out``
-(``cvae-`` before their names), so they share the real-only fine-tunes and the judge.
+(``cvae-`` and ``filtered-`` before their names), so they share the real-only fine-tunes and the
+judge.
 
     python benchmarks/generative_quality.py [--labels 100 600] [--seeds 0 1 2] [--jobs 2] \
         [--generator class-prior|cvae] [--inits scratch vae simclr] [--judge-init simclr]
@@ -126,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generator", choices=["class-prior", "cvae"], default="class-prior",
                         help="class-prior: the VAE's latent Gaussians fitted to the labelled subset; cvae: a "
                              "conditional VAE trained on the labelled subset from the VAE")
+    parser.add_argument("--filter", action="store_true",
+                        help="keep only the generated samples the real-only fine-tune of the same labels agrees with")
     parser.add_argument("--inits", nargs="+", choices=INITS, default=list(INITS),
                         help="initialisations compared (the last one's first seed chooses the generated share)")
     parser.add_argument("--judge-init", choices=INITS, default="simclr",
@@ -147,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         if init == "vae" or init in args.inits or init == args.judge_init:
             checkpoints[init], seconds[f"{init} pretraining"] = pretrain_once(config, data)
     inits, chooser = list(args.inits), args.inits[-1]
-    prefix = "" if args.generator == "class-prior" else f"{args.generator}-"  # the folders of this generator's runs
+    prefix = ("" if args.generator == "class-prior" else f"{args.generator}-") + ("filtered-" if args.filter else "")
     gen, mix, cas_name = f"{prefix}generated", f"{prefix}gen", f"{prefix}cas"
 
     def judge_run() -> dict:
@@ -182,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
             labelled = str(out / tag / f"{chooser}-real-s{s}" / "data" / "labelled")  # the same for every init
             folder = runner.run(f"{tag}/{gen}-s{s}", ["generate", *generator(tag, s, labelled), "--n",
                                                       str(args.n), "--out", str(out / tag / f"{gen}-s{s}"),
-                                                      "--judge", str(out / "judge"), "--seed", str(s)],
+                                                      "--judge", str(out / "judge"), "--seed", str(s),
+                                                      *(["--filter-by", str(out / tag / f"{chooser}-real-s{s}")]
+                                                        if args.filter else [])],
                                 "manifest.json")
             generated[s] = json.loads((folder / "manifest.json").read_text())["synthetic"]
             write_grid(folder, out / tag / f"{gen}-s{s}.png")
@@ -224,12 +231,13 @@ def main(argv: list[str] | None = None) -> int:
                         "real": {f"{i}-s{s}": r["metrics"]["test_acc"] for (i, s), r in real.items()},
                         "generated": {f"{i}-s{s}": r["metrics"]["test_acc"] for (i, s), r in mixed.items()},
                         "label_fidelity": {str(s): g["label_fidelity"] for s, g in generated.items()},
+                        "kept": {str(s): g["kept"] for s, g in generated.items()},
                         "label_fidelity_per_class": {str(s): g["label_fidelity_per_class"] for s, g in generated.items()},
                         "cas": {str(s): c["metrics"]["test_acc"] for s, c in cas.items()},
                         "cas_per_class": {str(s): c.get("test_per_class") for s, c in cas.items()},
                         "logreg": {str(s): (real[(inits[0], s)].get("control") or {}).get("test_acc")
                                    for s in args.seeds}}
-    results.update({"seconds": seconds, "generator": args.generator, "inits": inits, "judge_init": args.judge_init})
+    results.update({"seconds": seconds, "generator": args.generator, "filter": args.filter, "inits": inits, "judge_init": args.judge_init})
     (out / f"{prefix}results.json").write_text(json.dumps(results, indent=1))
     summary = report(results, args)
     (out / f"{prefix}summary.md").write_text(summary)
@@ -239,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(results: dict, args: argparse.Namespace) -> str:
     lines = [f"Fashion-MNIST, all 10,000 test images; mean ± sd over seeds {args.seeds} (label seed = fine-tune "
-             f"seed); generated by {args.generator}; judge ({args.judge_init} fine-tuned on all 60,000 labels, "
+             f"seed); generated by {args.generator}{' (filtered)' if args.filter else ''}; judge ({args.judge_init} fine-tuned on all 60,000 labels, "
              f"{results['judge']['epochs']} epoch(s)): {100 * results['judge']['test_acc']:.2f} % test accuracy", ""]
     lines += ["| labels | initialisation | real only | real + generated | paired difference | "
               "generated share (chosen by validation) |", "|---|---|---|---|---|---|"]
@@ -251,12 +259,13 @@ def report(results: dict, args: argparse.Namespace) -> str:
             lines.append(f"| {labels} | {init} | {mean_sd(real)} | {mean_sd(gen)} | "
                          f"{mean_sd([g - x for g, x in zip(gen, real)])} | {r['fraction']:g} |")
     lines += ["", "| labels | raw-pixel logistic regression | label fidelity | classification accuracy score "
-                  f"(seeds {args.seeds[:args.cas_seeds]}) |",
-              "|---|---|---|---|"]
+                  f"(seeds {args.seeds[:args.cas_seeds]}) | generated samples kept, per seed |",
+              "|---|---|---|---|---|"]
     for labels in args.labels:
         r = results[f"l{labels}"]
         lines.append(f"| {labels} | {mean_sd([v for v in r['logreg'].values() if v is not None])} | "
-                     f"{mean_sd(list(r['label_fidelity'].values()))} | {mean_sd(list(r['cas'].values()))} |")
+                     f"{mean_sd(list(r['label_fidelity'].values()))} | {mean_sd(list(r['cas'].values()))} | "
+                     f"{', '.join(f'{k:,}' for k in r['kept'].values())} of {args.n:,} |")
     lines += ["", f"Per class, label fidelity (mean over seeds) / accuracy score (seeds {args.seeds[:args.cas_seeds]}):",
               "",
               "| class | " + " | ".join(f"{labels} labels" for labels in args.labels) + " |",

@@ -168,7 +168,8 @@ def label_fidelity(judge: str | os.PathLike, images: np.ndarray, labels: np.ndar
 def generated_source(checkpoint: str | os.PathLike, n: int, seed: int = 0, labeller: str | None = None,
                      labeller_checkpoint: str | None = None, min_confidence: float = 0.0,
                      condition_on: str | list[str] | None = None, temperature: float = 1.0,
-                     judge: str | None = None, judge_checkpoint: str | None = None
+                     judge: str | None = None, judge_checkpoint: str | None = None, *,
+                     filter_by: str | None = None, filter_checkpoint: str | None = None
                      ) -> tuple[Source, dict[str, Any]]:
     """The samples as a ``Source`` for ``write_shards`` and their provenance record (the manifest's
     ``synthetic``): generator checkpoint and step, seed, how they were labelled, counts.
@@ -177,15 +178,18 @@ def generated_source(checkpoint: str | os.PathLike, n: int, seed: int = 0, label
     equal share per class; ``temperature`` scales its prior). For an unconditional one, labels
     come either from ``condition_on`` (labelled shards: class-conditional draws, the label is the
     class drawn) or from ``labeller`` (a classifier's pseudo-labels with its confidence, filtered
-    by ``min_confidence``); neither: unlabelled samples. ``judge``, a classifier trained on real
-    data, measures the labels' fidelity (recorded)."""
+    by ``min_confidence``); neither: unlabelled samples. ``filter_by``, a classifier, keeps only
+    the class-conditional samples it assigns to their class (with probability >= ``min_confidence``),
+    the others dropped and counted. ``judge``, a classifier trained on real data, measures the
+    labels' fidelity (recorded)."""
     if n < 1:
         raise SourceError(f"generate: --n must be >= 1, got {n}")
     if not 0.0 <= min_confidence < 1.0:
         raise SourceError(f"generate: --min-confidence must be in [0, 1), got {min_confidence}")
     if condition_on is not None and labeller is not None:
         raise SourceError("generate: --condition-on labels the samples by the class drawn; --labeller would "
-                          "relabel them (use --judge to measure their label fidelity)")
+                          "relabel them (use --judge to measure their label fidelity, --filter-by to keep those a "
+                          "classifier agrees with)")
     if temperature <= 0:
         raise SourceError(f"generate: --temperature must be > 0, got {temperature}")
     path = resolve_checkpoint(checkpoint)
@@ -193,32 +197,38 @@ def generated_source(checkpoint: str | os.PathLike, n: int, seed: int = 0, label
     if conditional and (condition_on is not None or labeller is not None):
         raise SourceError(f"generate: {path} is a class-conditional model (its decoder is given each sample's "
                           "class, the label); --condition-on and --labeller are for an unconditional one")
+    classed = conditional or condition_on is not None  # labelled by the class drawn
     if not conditional and condition_on is None and temperature != 1.0:
         raise SourceError("generate: --temperature scales the class Gaussians of --condition-on (or a conditional "
                           "model's prior); without it the samples come from the standard-normal prior")
-    if labeller is None and min_confidence > 0:
-        raise SourceError("generate: --min-confidence filters a --labeller's pseudo-labels; "
-                          + ("class-conditional samples have no confidence" if condition_on or conditional
-                             else "there is none"))
-    if judge is not None and condition_on is None and labeller is None and not conditional:
+    if filter_by is not None and not classed:
+        raise SourceError("generate: --filter-by keeps the class-conditional samples a classifier agrees with: "
+                          "it needs a conditional checkpoint or --condition-on"
+                          + (" (--labeller's pseudo-labels are its own classes)" if labeller else ""))
+    if labeller is None and filter_by is None and min_confidence > 0:
+        raise SourceError("generate: --min-confidence filters a --labeller's pseudo-labels or the samples "
+                          "--filter-by keeps; " + ("class-conditional samples have no confidence of their own"
+                                                   if classed else "there is none"))
+    if judge is not None and not classed and labeller is None:
         raise SourceError("generate: --judge measures the fidelity of labels; unlabelled samples have none")
     record: dict[str, Any] = {"generator": str(path), "generator_step": read_metadata(path).get("step"),
                               "seed": seed, "drawn": n, "labeller": None}
-    if conditional:
-        images, labels, class_names = draw_labelled(path, n, seed, temperature)
-        record.update({"labeller": "conditional decoder", "temperature": temperature, "kept": n,
-                       "per_class": np.bincount(labels, minlength=len(class_names)).tolist()})
+    if classed:
+        if conditional:
+            images, labels, class_names = draw_labelled(path, n, seed, temperature)
+            record.update({"labeller": "conditional decoder", "temperature": temperature})
+        else:
+            images, labels, prior, class_names = draw_classes(path, condition_on, n, seed, temperature)
+            record.update({"labeller": "class-conditional", "conditioned_on": _absolute(condition_on),
+                           "temperature": temperature, "class_prior": prior.to_dict()})
+        if filter_by is not None:
+            images, labels = _agreed(filter_by, filter_checkpoint, images, labels, class_names, min_confidence,
+                                     record)
+        record.update({"kept": len(labels), "per_class": np.bincount(labels, minlength=len(class_names)).tolist()})
         if judge is not None:
             record.update(label_fidelity(judge, images, labels, len(class_names), judge_checkpoint, class_names))
-        return Source("generated", list(class_names), n, lambda i: (_squeeze(images[i]), int(labels[i]))), record
-    if condition_on is not None:
-        images, labels, prior, class_names = draw_classes(path, condition_on, n, seed, temperature)
-        record.update({"labeller": "class-conditional", "conditioned_on": _absolute(condition_on),
-                       "temperature": temperature, "class_prior": prior.to_dict(), "kept": n,
-                       "per_class": np.bincount(labels, minlength=len(class_names)).tolist()})
-        if judge is not None:
-            record.update(label_fidelity(judge, images, labels, len(class_names), judge_checkpoint, class_names))
-        return Source("generated", list(class_names), n, lambda i: (_squeeze(images[i]), int(labels[i]))), record
+        return Source("generated", list(class_names), len(labels),
+                      lambda i: (_squeeze(images[i]), int(labels[i]))), record
     images = draw(path, n, seed)
     if labeller is None:
         record["kept"] = n
@@ -245,6 +255,28 @@ def generated_source(checkpoint: str | os.PathLike, n: int, seed: int = 0, label
     return Source("generated", list(class_names), len(kept),
                   lambda i: (_squeeze(images[kept[i]]), int(labels[kept[i]])),
                   extras=lambda i: {"conf": f"{confidence[kept[i]]:.6f}".encode()}), record
+
+
+def _agreed(classifier: str, classifier_checkpoint: str | None, images: np.ndarray, labels: np.ndarray,
+            class_names: list[str], min_confidence: float, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The samples whose label is ``classifier``'s most probable class, with probability >=
+    ``min_confidence``; what it kept and dropped goes into ``record``."""
+    from augtrain.pipelines.finetune.saved import load_classifier, mean_probabilities
+
+    teacher = load_classifier(classifier, classifier_checkpoint)
+    judged = _trained_class_names(teacher)
+    if judged is not None and list(judged) != list(class_names):
+        raise SourceError(f"--filter-by {classifier}: its classes {list(judged)} are not the samples' "
+                          f"{list(class_names)}")
+    probs = mean_probabilities([teacher], images, len(class_names))
+    kept = np.flatnonzero((probs.argmax(1) == labels) & (probs.max(1) >= min_confidence))
+    record.update({"filtered_by": str(Path(classifier).absolute()), "filter_test_acc": teacher.test_acc,
+                   "min_confidence": min_confidence, "dropped_by_filter": int(len(labels) - len(kept)),
+                   "dropped_by_filter_per_class": (np.bincount(labels, minlength=len(class_names))
+                                                   - np.bincount(labels[kept], minlength=len(class_names))).tolist()})
+    if not len(kept):
+        raise SourceError(f"generate: --filter-by {classifier} agrees with none of the {len(labels)} samples")
+    return images[kept], labels[kept]
 
 
 def _is_conditional(checkpoint: Path) -> bool:

@@ -19,6 +19,10 @@ A class-conditional checkpoint (``model.objective: cvae``, trained with labels) 
 itself: an equal share per class, each decoded from a prior draw with its class
 (``--temperature`` scales the prior's standard deviation); ``--condition-on`` and ``--labeller``
 are for unconditional models and refused with it.
+
+``--filter-by`` (a fine-tune, such as one trained on the same labelled subset) keeps only the
+class-conditional samples (either kind) that it assigns to their class, with probability at least
+``--min-confidence``; the samples it drops are counted per class in the manifest.
 """
 
 from __future__ import annotations
@@ -41,12 +45,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--labeller-checkpoint", default=None,
                         help="the labeller's pretraining checkpoint, when --labeller is a bare fine-tune checkpoint")
     parser.add_argument("--min-confidence", type=float, default=0.0,
-                        help="drop samples whose pseudo-label's probability is below this (counted)")
+                        help="drop samples whose pseudo-label's (or, with --filter-by, their class's) probability is "
+                             "below this (counted)")
     parser.add_argument("--condition-on", default=None, metavar="SHARDS",
                         help="labelled shards (e.g. a fine-tune's data/labelled): draw class-conditional samples "
                              "from a per-class Gaussian fitted to their latent posteriors, labelled by class")
     parser.add_argument("--temperature", type=float, default=1.0,
                         help="scale of the class Gaussians' standard deviations (--condition-on), or of a cvae's prior")
+    parser.add_argument("--filter-by", default=None, metavar="FINETUNE",
+                        help="a fine-tune output folder or checkpoint: keep only the class-conditional samples it "
+                             "assigns to their class (with probability >= --min-confidence); the rest are counted")
+    parser.add_argument("--filter-checkpoint", default=None,
+                        help="the filter's pretraining checkpoint, when --filter-by is a bare fine-tune checkpoint")
     parser.add_argument("--judge", default=None,
                         help="a fine-tune output folder trained on real images: record how often it agrees with "
                              "the samples' labels (label fidelity, per class)")
@@ -62,11 +72,12 @@ def _generate(args: argparse.Namespace) -> int:
 
     source, record = generated_source(args.checkpoint, args.n, args.seed, args.labeller, args.labeller_checkpoint,
                                       args.min_confidence, args.condition_on, args.temperature, args.judge,
-                                      args.judge_checkpoint)
+                                      args.judge_checkpoint, filter_by=args.filter_by,
+                                      filter_checkpoint=args.filter_checkpoint)
     manifest = write_shards(source, args.out, "train", WriteOptions(samples_per_shard=args.samples_per_shard),
                             synthetic=record)
-    shown = {k: v for k, v in record.items() if k in ("drawn", "kept", "dropped_below_confidence", "mean_confidence",
-                                                   "label_fidelity", "per_class")}
+    shown = {k: v for k, v in record.items() if k in ("drawn", "kept", "dropped_below_confidence", "dropped_by_filter",
+                                                   "mean_confidence", "label_fidelity", "per_class")}
     print(f"wrote {manifest.num_samples} generated samples in {len(manifest.shards)} shards to {args.out}: "
           f"{json.dumps(shown, default=str)}")
     return 0

@@ -122,6 +122,10 @@ def generated_section(spec: Any, cfg: dict[str, Any]) -> Section:
                   else f"pseudo-labels of {labelled_by}" if labelled_by else "none")]
         if labelled_by == "conditional decoder":
             facts.append(("prior", f"standard normal (temperature {record.get('temperature')})"))
+        if record.get("filtered_by"):
+            facts.append(("filtered by", f"{record['filtered_by']}: kept the samples it assigns to their class with "
+                                         f"probability >= {record.get('min_confidence', 0):g}, dropped "
+                                         f"{record.get('dropped_by_filter')}"))
         if record.get("conditioned_on"):
             facts.append(("class prior fitted on", f"{record['conditioned_on']} (temperature "
                                                    f"{record.get('temperature')})"))

@@ -18,6 +18,8 @@ from PIL import Image
 from augtrain.cluster.cli import main
 from augtrain.models import create_objective
 from augtrain.models.vae import ConditionalVAE
+from augtrain.pipelines.report.document import Facts, Figure
+from augtrain.pipelines.report.finetune import generated_section
 from augtrain.pipelines.train.checkpoint import latest_checkpoint, load_model, load_state_dict
 
 SIZES = {"latent_dim": 4, "image_size": 8, "decoder_width": 8}
@@ -172,8 +174,29 @@ def test_a_conditional_vae_trains_on_labelled_shards_from_a_vae_and_generates_it
     stored = np.stack([np.asarray(Image.open(io.BytesIO(raw.members["png"]))) for raw in samples])
     np.testing.assert_array_equal(stored, images[order][..., 0])
     np.testing.assert_array_equal([int(raw.members["cls"]) for raw in samples], drawn[order])
-    from augtrain.pipelines.report.document import Facts, Figure
-    from augtrain.pipelines.report.finetune import generated_section
+    # kept only where a classifier agrees: exactly the samples it assigns to their class, the rest counted
+    from augtrain.pipelines.finetune import FinetuneConfig, finetune_local, prepare_data
+    from augtrain.pipelines.finetune.saved import load_classifier, mean_probabilities
+
+    cfg = FinetuneConfig(train=train, test=digits_splits[1], labels=100, val_labels=0, channels=1, size=8, epochs=2,
+                         batch_size=32, lr=3e-3, policy="none", mean=(0.5,), std=(0.5,))
+    classifier = finetune_local(cfg, prepare_data(cfg, str(tmp_path / "ft")), str(vae_checkpoints), "none",
+                                out_dir=str(tmp_path / "classifier")).checkpoint
+    probs = mean_probabilities([load_classifier(classifier, str(vae_checkpoint))], images, 10)
+    assert (probs.argmax(1) == drawn).any()
+    threshold = float(f"{np.median(probs.max(1)[probs.argmax(1) == drawn]):.6f}")  # half of those it agrees with
+    agreed = (probs.argmax(1) == drawn) & (probs.max(1) >= threshold)
+    filtered = tmp_path / "filtered"
+    assert main(["generate", "--checkpoint", str(run / "checkpoints"), "--n", "200", "--out", str(filtered),
+                 "--filter-by", classifier, "--filter-checkpoint", str(vae_checkpoint),
+                 "--min-confidence", f"{threshold:.6f}"]) == 0
+    record = json.loads((filtered / "manifest.json").read_text())["synthetic"]
+    assert record["kept"] == int(agreed.sum()) and record["dropped_by_filter"] == 200 - int(agreed.sum())
+    assert record["per_class"] == np.bincount(drawn[agreed], minlength=10).tolist()
+    assert record["dropped_by_filter_per_class"] == np.bincount(drawn[~agreed], minlength=10).tolist()
+    assert 0 < record["kept"] < 200, record  # (a weak classifier of 8-pixel digits: some agree, not all)
+    facts = dict(next(b for b in generated_section(str(filtered), {}).blocks if isinstance(b, Facts)).items)
+    assert f"dropped {200 - record['kept']}" in facts["filtered by"]
 
     section = generated_section(str(out), {"synthetic_fraction": 0.25})  # a fine-tune's report of them
     assert any(isinstance(b, Figure) for b in section.blocks)
@@ -183,3 +206,7 @@ def test_a_conditional_vae_trains_on_labelled_shards_from_a_vae_and_generates_it
     for wrong in (["--condition-on", train], ["--labeller", str(tmp_path)], ["--min-confidence", "0.5"]):
         assert main(["generate", "--checkpoint", str(run / "checkpoints"), "--n", "10",
                      "--out", str(tmp_path / "x"), *wrong]) == 2
+    # and a filter needs class-conditional samples
+    for wrong in (["--filter-by", classifier], ["--filter-by", classifier, "--labeller", classifier]):
+        assert main(["generate", "--checkpoint", str(vae_checkpoints), "--n", "10", "--out", str(tmp_path / "x"),
+                     *wrong]) == 2
