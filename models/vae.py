@@ -22,8 +22,11 @@ class enters the posterior q(z | x, y) and the decoder p(x | z, y), so that z ne
 and ``sample_labelled`` decodes prior draws for the classes asked for. It is meant to be trained
 on a labelled subset starting from an unconditional VAE's weights (``model.init``): the encoder,
 posterior head and decoder are the VAE's, and the class enters through two embeddings added to
-the posterior head's output and to the decoder's first layer, both zero at the start, so that the
-conditional model begins as the unconditional one.
+the posterior head's output and to the decoder's first layer. Started at zero, they leave the
+class unused: the VAE's latent already carries it, so training on a few labelled images barely
+moves them (100 Fashion-MNIST labels: its samples agree with their class no more than chance).
+``start_classes`` starts them from the labelled images instead, as the VAE with each class's
+latent region moved to the prior's centre.
 """
 
 from __future__ import annotations
@@ -248,6 +251,31 @@ class ConditionalVAE(VAE):
         kl = (-0.5 * (1 + logvar - mean ** 2 - logvar.exp())).sum(1).mean()
         self.loss_terms = {"recon": recon_term.detach(), "kl": kl.detach()}
         return recon_term + self.beta * kl
+
+    @torch.no_grad()
+    def start_classes(self, x: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> dict[str, torch.Tensor]:
+        """Class embeddings that make this model the unconditional VAE (its current weights) with
+        each class's latent region moved to the prior's centre: with m_c the mean posterior mean
+        of the labelled images ``x`` of class c, the posterior of (x, c) is the VAE's shifted by
+        -m_c and the decoder of (z, c) is the VAE's decoder at z + m_c. A prior draw decoded with
+        class c is then an image of the region c's labelled images occupy (what ``fit_class_prior``
+        models for a VAE), and training refines it. Returns the two embeddings' weights (also set
+        here); every class needs an image."""
+        labels = torch.as_tensor(labels).long().cpu()
+        missing = [c for c in range(self.num_classes) if not bool((labels == c).any())]
+        if missing:
+            raise ValueError(f"starting the class embeddings needs labelled images of every class; none of "
+                             f"class(es) {missing}")
+        weight = next(self.decoder.parameters())
+        with self._evaluating():
+            means = torch.cat([self.encode(x[lo:lo + batch_size].to(weight.device, weight.dtype))[0]
+                               for lo in range(0, len(x), batch_size)]).float().cpu()
+        centres = torch.stack([means[labels == c].mean(0) for c in range(self.num_classes)])  # [K, latent]
+        first = self.decoder.net[0].weight.detach().float().cpu()  # [hidden, latent]
+        state = {"class_to_decoder.weight": centres @ first.T,
+                 "class_to_posterior.weight": torch.cat([-centres, torch.zeros_like(centres)], dim=1)}
+        self.load_state_dict(state, strict=False)
+        return state
 
     @torch.no_grad()
     def sample_labelled(self, labels: torch.Tensor, generator: torch.Generator | None = None,

@@ -50,6 +50,7 @@ class PretrainPlan:
     steps_per_epoch: int
     resume_from: str | None
     init_from: str | None = None  # model.init, resolved to one checkpoint
+    started: dict[str, Any] = dataclasses.field(default_factory=dict)  # weights started from the data, after it
 
     def _accumulation(self) -> str:
         """Micro-batches per optimizer step: one count, or one per worker count of an elastic run."""
@@ -84,7 +85,7 @@ def plan_pretraining(config: ExperimentConfig, resume: str | None = None) -> Pre
     if getattr(objective, "uses_labels", False) and config.data.label_key is None:
         raise ValueError(f"model.objective {config.model.objective!r} trains on labelled samples: set data.label_key "
                          "(cls for shards written by augtrain)")
-    init_from = _initial_weights(config, objective)
+    init_from, started = _initial_weights(config, objective)
     views = int(objective.num_views)
     policy = modality.parse_policy(config.augment.policy)
     transform = modality.sample_transform(policy, size=config.augment.size, views=views,
@@ -117,7 +118,8 @@ def plan_pretraining(config: ExperimentConfig, resume: str | None = None) -> Pre
         raise ValueError("augment.placement 'worker' needs augment.size (DALI batches have one shape)")
     resume_from = _resume_source(loop.checkpoint_dir, resume)
     return PretrainPlan(config, reader, encoded_reader, objective.spec, engine, loop, policy.to_dict(), views,
-                        sum(p.numel() for p in objective.parameters()), steps_per_epoch, resume_from, init_from)
+                        sum(p.numel() for p in objective.parameters()), steps_per_epoch, resume_from, init_from,
+                        started)
 
 
 def _class_count(config: ExperimentConfig, class_names: list[str] | None) -> dict[str, Any]:
@@ -140,20 +142,40 @@ def _class_count(config: ExperimentConfig, class_names: list[str] | None) -> dic
     return kwargs
 
 
-def _initial_weights(config: ExperimentConfig, objective: Any) -> str | None:
+def _initial_weights(config: ExperimentConfig, objective: Any) -> tuple[str | None, dict[str, torch.Tensor]]:
     """``model.init`` resolved to one checkpoint and checked against the objective (every weight
-    of it is the objective's, same shape); the weights it leaves at their initialisation are logged."""
+    of it is the objective's, same shape); the weights it leaves at their initialisation are logged.
+    An objective that starts its class embeddings from the labelled images (a conditional VAE's
+    ``start_classes``) gets them here, from the training shards read on the driver: they are
+    returned, to be loaded after the checkpoint's weights."""
     if config.model.init is None:
-        return None
+        return None, {}
     from augtrain.pipelines.train.checkpoint import initial_weights, resolve_checkpoint
 
     try:
         path = resolve_checkpoint(config.model.init)
-        _, fresh = initial_weights(path, objective)
+        state, fresh = initial_weights(path, objective)
     except FileNotFoundError as exc:
         raise ValueError(f"model.init: {exc}") from None
+    started: dict[str, torch.Tensor] = {}
+    if hasattr(objective, "start_classes"):
+        from augtrain.pipelines.finetune.subsets import load_arrays
+        from augtrain.pipelines.modalities import get_modality
+
+        objective.load_state_dict(state, strict=False)
+        loop = config.loop_config()
+        values, labels, _ = load_arrays(config.data.train, channels=config.data.channels,
+                                        label_key=config.data.label_key or "cls", size=config.augment.size)
+        try:
+            started = objective.start_classes(get_modality("image").to_tensor(values, loop.mean, loop.std),
+                                              torch.from_numpy(labels))
+        except ValueError as exc:
+            raise ValueError(f"{config.data.train}: {exc}") from None
+        fresh = [name for name in fresh if name not in started]
+        log.info("model.init: %s started from the %d labelled images of %s", ", ".join(started), len(labels),
+                 config.data.train)
     log.info("model.init %s: every weight but %s", path, ", ".join(fresh) if fresh else "none")
-    return str(path)
+    return str(path), started
 
 
 def batch_for_workers(engine: EngineConfig, cluster: ClusterSection) -> EngineConfig:
@@ -191,15 +213,18 @@ def _resume_source(checkpoint_dir: str, resume: str | None) -> str | None:
     return os.path.abspath(resume)
 
 
-def starting_objective(spec: dict[str, Any], init_from: str | None, resuming: bool) -> torch.nn.Module:
+def starting_objective(spec: dict[str, Any], init_from: str | None, resuming: bool,
+                       started: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
     """The objective a worker trains: built from its spec, with the weights of ``init_from``
-    (``model.init``) unless the run resumes, whose checkpoint holds every weight."""
+    (``model.init``) and then those ``started`` from the data on the driver, unless the run
+    resumes, whose checkpoint holds every weight."""
     from augtrain.models import build_from_spec
     from augtrain.pipelines.train.checkpoint import initial_weights
 
     objective = build_from_spec(spec)
     if init_from is not None and not resuming:
         objective.load_state_dict(initial_weights(init_from, objective)[0], strict=False)
+        objective.load_state_dict(dict(started or {}), strict=False)
     return objective
 
 
@@ -223,7 +248,8 @@ def _worker(config: dict[str, Any]) -> None:
                                    local_rank=ray.train.get_context().get_local_rank())
         log.info("augmenting in the worker with DALI (%s)", "GPU" if torch.cuda.is_available() else "CPU")
     torch.manual_seed(loop.seed)  # the model's initial weights: the same on every rank and in every run
-    pretrain(starting_objective(config["objective"], config["init_from"], resuming=source is not None),
+    pretrain(starting_objective(config["objective"], config["init_from"], resuming=source is not None,
+                                started=config["started"]),
              reader, config["engine"], loop,
              resume_from=source, config=config["config"], policy=config["policy"],
              on_metrics=report_epochs, make_views=make_views)
@@ -241,7 +267,7 @@ def run_pretraining(plan: PretrainPlan) -> dict[str, Any]:
         _worker,
         {"objective": plan.objective_spec, "reader": plan.reader, "encoded_reader": plan.encoded_reader,
          "num_views": plan.num_views, "engine": plan.engine, "loop": plan.loop, "resume_from": plan.resume_from,
-         "init_from": plan.init_from,
+         "init_from": plan.init_from, "started": plan.started,
          "experiment": plan.config, "config": plan.config.resolved(), "policy": plan.policy},
         workers=cluster.workers, cpus_per_worker=cluster.cpus_per_worker, use_gpu=use_gpu,
         extra_resources=cluster.worker_resources, placement_strategy=cluster.placement_strategy,

@@ -58,6 +58,18 @@ def test_the_conditional_vae_begins_as_the_vae_it_is_given_and_learns_its_classe
     # a vanishing temperature decodes the prior's mean for each class
     torch.testing.assert_close(cvae.sample_labelled(wanted, temperature=1e-9), cvae.decode(torch.zeros(3, 4), wanted),
                                rtol=1e-4, atol=1e-5)
+    # started from labelled images: the VAE with each class's mean posterior mean moved to the centre
+    fresh = create_objective("cvae", **ENCODER, num_classes=3, **SIZES)
+    fresh.load_state_dict(vae.state_dict(), strict=False)
+    fresh.eval()
+    state = fresh.start_classes(x, labels)
+    centres = torch.stack([vae.encode(x)[0][labels == c].mean(0) for c in range(3)]).detach()
+    z = torch.randn(6, 4)
+    torch.testing.assert_close(fresh.decode(z, labels), vae.decoder(z + centres[labels]), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fresh.encode_labelled(x, labels)[0], vae.encode(x)[0] - centres[labels])
+    torch.testing.assert_close(state["class_to_decoder.weight"], fresh.class_to_decoder.weight.detach())
+    with pytest.raises(ValueError, match=r"class\(es\) \[2\]"):
+        fresh.start_classes(x[:4], torch.tensor([0, 1, 0, 1]))
     with pytest.raises(ValueError, match="forward\\(views, labels\\)"):
         cvae([x])
     with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
@@ -123,11 +135,15 @@ def test_a_conditional_vae_trains_on_labelled_shards_from_a_vae_and_generates_it
     assert plan.objective_spec["num_classes"] == 10 and plan.init_from == str(vae_checkpoint)
     assert vae_checkpoint.name == "step-00000003"
     # what each worker starts from: the VAE's weights, the class embeddings at zero (not when resuming)
-    started = starting_objective(plan.objective_spec, plan.init_from, resuming=False).state_dict()
+    # and its class embeddings started from the labelled images on the driver
+    assert sorted(plan.started) == ["class_to_decoder.weight", "class_to_posterior.weight"]
+    started = starting_objective(plan.objective_spec, plan.init_from, resuming=False, started=plan.started).state_dict()
     for name, tensor in load_state_dict(vae_checkpoint).items():
         torch.testing.assert_close(started[name], tensor)
-    assert not started["class_to_decoder.weight"].any()
-    fresh = starting_objective(plan.objective_spec, plan.init_from, resuming=True).state_dict()
+    for name, tensor in plan.started.items():
+        torch.testing.assert_close(started[name], tensor)
+    fresh = starting_objective(plan.objective_spec, plan.init_from, resuming=True, started=plan.started).state_dict()
+    assert not fresh["class_to_decoder.weight"].any()  # resuming: the checkpoint's weights come later, not these
     assert not torch.equal(fresh["to_posterior.weight"], started["to_posterior.weight"])
 
     assert main(["pretrain", "-c", _config(tmp_path, "cvae", train, model=cvae_model, data={"label_key": "cls"},
