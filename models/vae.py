@@ -31,7 +31,7 @@ latent region moved to the prior's centre.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -120,9 +120,15 @@ class VAE(nn.Module):
         if len(views) != 1:
             raise ValueError(f"the VAE takes 1 view per sample, got {len(views)}")
         x = views[0]
-        mean, logvar = self.encode(x)
+        return self._negative_elbo(x, *self.encode(x), self.decoder)
+
+    def _negative_elbo(self, x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor,
+                       decode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """The loss of ``x`` with posterior (``mean``, ``logvar``): a reparameterised draw through
+        ``decode``, its Gaussian reconstruction term plus ``beta`` x the KL term (both kept in
+        ``loss_terms``)."""
         z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
-        recon = self.decoder(z.to(x.dtype)).float()
+        recon = decode(z.to(x.dtype)).float()
         recon_term = ((recon - x.float()) ** 2).flatten(1).sum(1).mean() / (2 * self.recon_sigma ** 2)
         kl = (-0.5 * (1 + logvar - mean ** 2 - logvar.exp())).sum(1).mean()
         self.loss_terms = {"recon": recon_term.detach(), "kl": kl.detach()}
@@ -137,6 +143,22 @@ class VAE(nn.Module):
             yield
         finally:
             self.train(was_training)
+
+    @torch.no_grad()
+    def _posteriors(self, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unconditional posterior means and log-variances of ``x`` (float32, on the CPU), in
+        eval mode, ``batch_size`` images at a time."""
+        weight = next(self.decoder.parameters())
+        with self._evaluating():
+            parts = [self.encode(x[lo:lo + batch_size].to(weight.device, weight.dtype))
+                     for lo in range(0, len(x), batch_size)]
+        return torch.cat([m for m, _ in parts]).cpu(), torch.cat([lv for _, lv in parts]).cpu()
+
+    @staticmethod
+    def _check_every_class(labels: torch.Tensor, num_classes: int, what: str) -> None:
+        missing = [c for c in range(num_classes) if not bool((labels == c).any())]
+        if missing:
+            raise ValueError(f"{what} needs labelled images of every class; none of class(es) {missing}")
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -157,16 +179,9 @@ class VAE(nn.Module):
         outside = labels[(labels < 0) | (labels >= num_classes)]
         if len(outside):
             raise ValueError(f"labels must be in [0, {num_classes}); found {sorted(set(outside.tolist()))[:5]}")
-        missing = [c for c in range(num_classes) if not bool((labels == c).any())]
-        if missing:
-            raise ValueError(f"a class-conditional prior needs labelled images of every class; none of class(es) "
-                             f"{missing}")
-        weight = next(self.decoder.parameters())
-        with self._evaluating():
-            parts = [self.encode(x[lo:lo + batch_size].to(weight.device, weight.dtype))
-                     for lo in range(0, len(x), batch_size)]
-        mean = torch.cat([m for m, _ in parts]).double().cpu()
-        var = torch.cat([lv for _, lv in parts]).double().exp().cpu()
+        self._check_every_class(labels, num_classes, "a class-conditional prior")
+        mean, logvar = self._posteriors(x, batch_size)
+        mean, var = mean.double(), logvar.double().exp()
         means, stds, counts = [], [], []
         for c in range(num_classes):
             rows = labels == c
@@ -244,13 +259,7 @@ class ConditionalVAE(VAE):
         if labels is None:
             raise ValueError("the conditional VAE trains on labelled images: forward(views, labels)")
         x = views[0]
-        mean, logvar = self.encode_labelled(x, labels)
-        z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
-        recon = self.decode(z.to(x.dtype), labels).float()
-        recon_term = ((recon - x.float()) ** 2).flatten(1).sum(1).mean() / (2 * self.recon_sigma ** 2)
-        kl = (-0.5 * (1 + logvar - mean ** 2 - logvar.exp())).sum(1).mean()
-        self.loss_terms = {"recon": recon_term.detach(), "kl": kl.detach()}
-        return recon_term + self.beta * kl
+        return self._negative_elbo(x, *self.encode_labelled(x, labels), lambda z: self.decode(z, labels))
 
     @torch.no_grad()
     def start_classes(self, x: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> dict[str, torch.Tensor]:
@@ -262,14 +271,8 @@ class ConditionalVAE(VAE):
         models for a VAE), and training refines it. Returns the two embeddings' weights (also set
         here); every class needs an image."""
         labels = torch.as_tensor(labels).long().cpu()
-        missing = [c for c in range(self.num_classes) if not bool((labels == c).any())]
-        if missing:
-            raise ValueError(f"starting the class embeddings needs labelled images of every class; none of "
-                             f"class(es) {missing}")
-        weight = next(self.decoder.parameters())
-        with self._evaluating():
-            means = torch.cat([self.encode(x[lo:lo + batch_size].to(weight.device, weight.dtype))[0]
-                               for lo in range(0, len(x), batch_size)]).float().cpu()
+        self._check_every_class(labels, self.num_classes, "starting the class embeddings")
+        means = self._posteriors(x, batch_size)[0]
         centres = torch.stack([means[labels == c].mean(0) for c in range(self.num_classes)])  # [K, latent]
         first = self.decoder.net[0].weight.detach().float().cpu()  # [hidden, latent]
         state = {"class_to_decoder.weight": centres @ first.T,

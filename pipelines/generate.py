@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -46,18 +46,33 @@ def _channels(checkpoint: Path, mean: list[float]) -> int:
     return int((config.get("data") or {}).get("channels") or len(mean))
 
 
-def _generator_model(checkpoint: str | os.PathLike) -> tuple[Path, torch.nn.Module, list[float], list[float]]:
-    """The checkpoint's path, its model (eval mode; it must sample) and its normalisation."""
+class _Generator(NamedTuple):
+    path: Path
+    model: torch.nn.Module  # eval mode; it samples
+    mean: list[float]  # the normalisation it was trained with
+    std: list[float]
+
+    @property
+    def conditional(self) -> bool:
+        """Whether it decodes a given class (a ``cvae``) and so labels its samples itself."""
+        return hasattr(self.model, "sample_labelled")
+
+
+def _generator_model(checkpoint: str | os.PathLike | _Generator) -> _Generator:
+    """The checkpoint's path, its model (eval mode; it must sample) and its normalisation (an
+    already loaded one is passed through)."""
+    if isinstance(checkpoint, _Generator):
+        return checkpoint
     path = resolve_checkpoint(checkpoint)
     model = load_model(path).eval()
     if not hasattr(model, "sample"):
         raise ValueError(f"{path}: a {type(model).__name__} checkpoint cannot generate samples (no sample(); "
                          "pretrain a generative objective such as 'vae')")
     mean, std = _normalisation(path)
-    return path, model, mean, std
+    return _Generator(path, model, mean, std)
 
 
-def draw(checkpoint: str | os.PathLike, n: int, seed: int = 0, batch_size: int = 512) -> np.ndarray:
+def draw(checkpoint: str | os.PathLike | _Generator, n: int, seed: int = 0, batch_size: int = 512) -> np.ndarray:
     """``n`` images (uint8 [N, H, W, C]) from a generative checkpoint's prior, reproducible for ``seed``."""
     _, model, mean, std = _generator_model(checkpoint)
     generator = torch.Generator().manual_seed(seed)
@@ -86,7 +101,7 @@ def fit_class_prior(model: torch.nn.Module, labelled: str | list[str], mean: lis
         raise SourceError(f"{labelled}: {exc}") from None
 
 
-def draw_classes(checkpoint: str | os.PathLike, labelled: str | list[str], n: int, seed: int = 0,
+def draw_classes(checkpoint: str | os.PathLike | _Generator, labelled: str | list[str], n: int, seed: int = 0,
                  temperature: float = 1.0, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray, Any, list[str]]:
     """``n`` class-conditional images (uint8 [N, H, W, C]), as many of each class as ``n`` allows
     (the first ``n % classes`` classes one more), from the checkpoint's ``ClassPrior`` fitted to
@@ -108,7 +123,7 @@ def _balanced_labels(n: int, num_classes: int, generator: torch.Generator) -> np
     return labels[torch.randperm(n, generator=generator).numpy()]
 
 
-def draw_labelled(checkpoint: str | os.PathLike, n: int, seed: int = 0, temperature: float = 1.0,
+def draw_labelled(checkpoint: str | os.PathLike | _Generator, n: int, seed: int = 0, temperature: float = 1.0,
                   batch_size: int = 512) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``n`` images (uint8 [N, H, W, C]) from a conditional generative checkpoint (a ``cvae``), as
     many of each class as ``n`` allows, each decoded from a prior draw (its standard deviation
@@ -146,6 +161,14 @@ def _trained_class_names(teacher: Any) -> list[str] | None:
     return open_shards(teacher.cfg.train, modality="image").class_names if teacher.cfg.train else None
 
 
+def _check_classes(option: str, classifier: str | os.PathLike, teacher: Any, class_names: list[str]) -> None:
+    """A classifier that judges or filters samples must name their classes, in the same order."""
+    trained = _trained_class_names(teacher)
+    if trained is not None and list(trained) != list(class_names):
+        raise SourceError(f"{option} {classifier}: its classes {list(trained)} are not the samples' "
+                          f"{list(class_names)}")
+
+
 def label_fidelity(judge: str | os.PathLike, images: np.ndarray, labels: np.ndarray, num_classes: int,
                    judge_checkpoint: str | None = None, class_names: list[str] | None = None) -> dict[str, Any]:
     """How often a real-data classifier (``judge``: a fine-tune output folder) agrees with the
@@ -154,11 +177,8 @@ def label_fidelity(judge: str | os.PathLike, images: np.ndarray, labels: np.ndar
     from augtrain.pipelines.finetune.run import per_class_accuracy
 
     teacher = load_classifier(judge, judge_checkpoint)
-    if class_names is not None:  # the judge must name the classes as the samples do, in the same order
-        judged = _trained_class_names(teacher)
-        if judged is not None and list(judged) != list(class_names):
-            raise SourceError(f"--judge {judge}: its classes {list(judged)} are not the samples' "
-                              f"{list(class_names)}")
+    if class_names is not None:
+        _check_classes("--judge", judge, teacher, class_names)
     predicted = mean_probabilities([teacher], images, num_classes).argmax(1)
     return {"judge": str(Path(judge).absolute()), "judge_test_acc": teacher.test_acc,
             "label_fidelity": float((predicted == labels).mean()),
@@ -192,8 +212,8 @@ def generated_source(checkpoint: str | os.PathLike, n: int, seed: int = 0, label
                           "classifier agrees with)")
     if temperature <= 0:
         raise SourceError(f"generate: --temperature must be > 0, got {temperature}")
-    path = resolve_checkpoint(checkpoint)
-    conditional = _is_conditional(path)
+    source = _generator_model(checkpoint)  # loaded once, for every draw below
+    path, conditional = source.path, source.conditional
     if conditional and (condition_on is not None or labeller is not None):
         raise SourceError(f"generate: {path} is a class-conditional model (its decoder is given each sample's "
                           "class, the label); --condition-on and --labeller are for an unconditional one")
@@ -215,10 +235,10 @@ def generated_source(checkpoint: str | os.PathLike, n: int, seed: int = 0, label
                               "seed": seed, "drawn": n, "labeller": None}
     if classed:
         if conditional:
-            images, labels, class_names = draw_labelled(path, n, seed, temperature)
+            images, labels, class_names = draw_labelled(source, n, seed, temperature)
             record.update({"labeller": "conditional decoder", "temperature": temperature})
         else:
-            images, labels, prior, class_names = draw_classes(path, condition_on, n, seed, temperature)
+            images, labels, prior, class_names = draw_classes(source, condition_on, n, seed, temperature)
             record.update({"labeller": "class-conditional", "conditioned_on": _absolute(condition_on),
                            "temperature": temperature, "class_prior": prior.to_dict()})
         if filter_by is not None:
@@ -229,7 +249,7 @@ def generated_source(checkpoint: str | os.PathLike, n: int, seed: int = 0, label
             record.update(label_fidelity(judge, images, labels, len(class_names), judge_checkpoint, class_names))
         return Source("generated", list(class_names), len(labels),
                       lambda i: (_squeeze(images[i]), int(labels[i]))), record
-    images = draw(path, n, seed)
+    images = draw(source, n, seed)
     if labeller is None:
         record["kept"] = n
         return Source("generated", [], n, lambda i: (_squeeze(images[i]), None)), record
@@ -264,10 +284,7 @@ def _agreed(classifier: str, classifier_checkpoint: str | None, images: np.ndarr
     from augtrain.pipelines.finetune.saved import load_classifier, mean_probabilities
 
     teacher = load_classifier(classifier, classifier_checkpoint)
-    judged = _trained_class_names(teacher)
-    if judged is not None and list(judged) != list(class_names):
-        raise SourceError(f"--filter-by {classifier}: its classes {list(judged)} are not the samples' "
-                          f"{list(class_names)}")
+    _check_classes("--filter-by", classifier, teacher, class_names)
     probs = mean_probabilities([teacher], images, len(class_names))
     kept = np.flatnonzero((probs.argmax(1) == labels) & (probs.max(1) >= min_confidence))
     record.update({"filtered_by": str(Path(classifier).absolute()), "filter_test_acc": teacher.test_acc,
@@ -277,14 +294,6 @@ def _agreed(classifier: str, classifier_checkpoint: str | None, images: np.ndarr
     if not len(kept):
         raise SourceError(f"generate: --filter-by {classifier} agrees with none of the {len(labels)} samples")
     return images[kept], labels[kept]
-
-
-def _is_conditional(checkpoint: Path) -> bool:
-    """Whether the checkpoint's model decodes a given class (a ``cvae``): built from its spec, no weights."""
-    from augtrain.models import build_from_spec
-
-    spec = read_metadata(checkpoint).get("model")
-    return spec is not None and hasattr(build_from_spec(spec), "sample_labelled")
 
 
 def class_grid(images: np.ndarray, labels: np.ndarray, num_classes: int, per_class: int = 10) -> np.ndarray:
